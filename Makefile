@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine with Python >= 3.11 and make:
+#   make book   build the Jupyter Book into _build/html (strict, offline)
+#   make test   run the whole test suite (unit tests, notebooks with nbval, book build, browser test)
+# Both create .venv when it is missing, put the CPU build of torch in it first (so no multi-GB GPU
+# build is downloaded), then install the project with the extras they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH_CPU := torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: test book venv browser clean help
+
+help:
+	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
+	@echo "make test   - run every test (creates .venv, installs, builds the book, drives a browser)"
+	@echo "make venv   - only create/refresh .venv"
+	@echo "make clean  - remove _build and caches (keeps .venv)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install when pyproject.toml changes.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH_CPU)
+	$(BIN)/pip install --quiet -e ".[test,book,data]"
+	touch $@
+
+venv: $(STAMP)
+
+# Debian's chromium for the real-browser test (no browser download). Needs apt; skipped without it.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the browser test will say why it skips"; \
+	else echo "note: no apt-get or not root: chromium not installed, the browser test will skip"; fi
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: $(STAMP) browser book
+	$(BIN)/pytest --nbval-lax
+
+clean:
+	rm -rf _build .pytest_cache

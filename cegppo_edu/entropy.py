@@ -1,0 +1,85 @@
+"""Entropy of a softmax policy, and how one update changes it (PAPER.md §3).
+
+- ``entropy_from_logits``: H = logsumexp(z) − Σ_a π_a z_a, computed over chunks of tokens, so that a
+  (T, V) block with V = 151,936 never holds more than one chunk of fp32 probabilities.
+- ``token_logp_and_entropy``: the same pass also gathers the sampled tokens' log-probabilities.
+- ``predicted_entropy_change``: first-order ΔH ≈ −Cov_{a∼π}(log π_a, Δz_a) for a logit update Δz
+  (Cui et al., arXiv:2505.22617, Lemma 1).
+- ``entropy_influence``: for one sampled token a, I_a = π_a (log π_a + H) − Σ_b π_b² (log π_b + H), so that
+  a tabular update Δz_b = η·w·(1[b=a] − π_b) changes the entropy by ΔH ≈ −η·w·I_a.
+  I_a > 0 for high-probability tokens (roughly π_a > e^{−H}), < 0 for low-probability ones.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_CHUNK = 1024  # tokens per chunk: 1024 × 151,936 fp32 ≈ 0.6 GB
+
+
+def _chunks(n: int, chunk_size: int):
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} is outside the allowed range [1, inf)")
+    return ((start, min(start + chunk_size, n)) for start in range(0, n, chunk_size))
+
+
+def _entropy_of_chunk(z: torch.Tensor) -> torch.Tensor:
+    z = z.float()  # (n, V) in fp32, whatever the model's dtype
+    log_norm = torch.logsumexp(z, dim=-1)  # (n,)
+    return log_norm - (torch.softmax(z, dim=-1) * z).sum(-1)  # (n,)
+
+
+def entropy_from_logits(logits: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Entropy (nats) of softmax(logits) over the last axis. ``(..., V) -> (...)``, fp32."""
+    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    out = torch.cat([_entropy_of_chunk(flat[a:b]) for a, b in _chunks(flat.shape[0], chunk_size)])
+    return out.reshape(logits.shape[:-1])
+
+
+def token_logp_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: int = DEFAULT_CHUNK,
+                           with_entropy: bool = True):
+    """log π(token) and (optionally) the entropy at every position, chunked. ``(..., V), (...) -> (...), (...)``.
+
+    The log-probabilities keep their autograd graph (the trainer differentiates them); the entropy is a
+    metric and is computed without one.
+    """
+    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    flat_tokens = tokens.reshape(-1)  # (N,)
+    logps, entropies = [], []
+    for a, b in _chunks(flat.shape[0], chunk_size):
+        z = flat[a:b].float()  # (n, V)
+        logps.append(z.gather(-1, flat_tokens[a:b, None]).squeeze(-1) - torch.logsumexp(z, dim=-1))
+        if with_entropy:
+            with torch.no_grad():
+                entropies.append(_entropy_of_chunk(z))
+    logp = torch.cat(logps).reshape(tokens.shape)
+    entropy = torch.cat(entropies).reshape(tokens.shape) if with_entropy else None
+    return logp, entropy
+
+
+def predicted_entropy_change(logits: torch.Tensor, delta_logits: torch.Tensor) -> torch.Tensor:
+    """First-order ΔH ≈ −Cov_{a∼π}(log π_a, Δz_a) for every distribution. ``(..., V), (..., V) -> (...)``."""
+    logpi = torch.log_softmax(logits.float(), dim=-1)
+    pi = logpi.exp()
+    delta = delta_logits.float()
+    mean_logpi = (pi * logpi).sum(-1, keepdim=True)  # = −H
+    mean_delta = (pi * delta).sum(-1, keepdim=True)
+    return -(pi * (logpi - mean_logpi) * (delta - mean_delta)).sum(-1)
+
+
+def entropy_influence(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """I_a = π_a (log π_a + H) − Σ_b π_b² (log π_b + H) for the token a at every position. ``(..., V) -> (...)``.
+
+    A gradient step that adds η·w·∇_z log π_a to the logits changes the entropy by ≈ −η·w·I_a.
+    """
+    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    flat_tokens = tokens.reshape(-1)  # (N,)
+    out = []
+    with torch.no_grad():
+        for a, b in _chunks(flat.shape[0], chunk_size):
+            logpi = torch.log_softmax(flat[a:b].float(), dim=-1)  # (n, V)
+            pi = logpi.exp()
+            centred = logpi + (-(pi * logpi).sum(-1, keepdim=True))  # log π_b + H
+            own = (pi * centred).gather(-1, flat_tokens[a:b, None]).squeeze(-1)  # π_a (log π_a + H)
+            out.append(own - (pi * pi * centred).sum(-1))
+    return torch.cat(out).reshape(tokens.shape)

@@ -1,0 +1,34 @@
+"""The two seams of the LM pipeline: a sampler (HF ``generate`` on a CPU, vLLM on a GPU) and a reward.
+
+Both chapters' presets plug different implementations into the same trainer through these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass
+class Rollout:
+    """``n`` responses for each of P prompts, prompt-major (prompt 0's n responses first). Lists of length P·n."""
+
+    prompt_ids: list[list[int]]  # the prompt's token ids, repeated for each of its responses
+    response_ids: list[list[int]]  # generated ids without padding; EOS included when it was generated
+    response_logp: list[list[float]]  # the sampler's own log-probs (diagnostic only: the trainer recomputes them)
+    truncated: list[bool]  # True when the response hit max_new_tokens without EOS
+    texts: list[str]  # decoded responses, special tokens skipped
+
+
+class Sampler(Protocol):
+    def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, max_new_tokens: int,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> Rollout:
+        """Sample ``n`` responses per prompt."""
+
+    def sync_weights(self, model) -> None:
+        """Make the sampler generate from ``model``'s current weights (a no-op when it shares the model)."""
+
+
+class RewardFn(Protocol):
+    def __call__(self, responses: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """One scalar reward per response, graded against its gold answer."""

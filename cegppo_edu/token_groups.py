@@ -1,0 +1,86 @@
+"""Token groups: which tokens push entropy up or down, and which of them PPO clips away.
+
+Two classifications of every valid token (PAPER.md §3):
+- by advantage sign and probability: PA&HP, PA&LP, NA&HP, NA&LP (P/N = positive/negative advantage,
+  HP/LP = probability at least / below ``threshold``, default 0.5 as read off the paper's figure 1).
+  Tokens with Â = 0 (e.g. a zero-variance group that was kept) carry no gradient under any method and
+  get their own class ``ZA``, so that the class counts always add up to the number of valid tokens.
+- by clip region: below (r < 1−ε_l), inside, above (r > 1+ε_h).
+
+A token is *clipped* when PPO zeroes its gradient: below with Â < 0, or above with Â > 0. Those are
+exactly the tokens CE-GPPO gives back a bounded gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .losses import check_inputs, gradient_weight, ratio_from_logps
+
+GROUPS = ("PA&HP", "PA&LP", "NA&HP", "NA&LP")
+ZERO_ADV = "ZA"
+CLASSES = GROUPS + (ZERO_ADV,)
+# One fixed colour per group in every figure (Okabe-Ito palette, readable for colour-blind readers).
+GROUP_COLORS = {"PA&HP": "#0072B2", "PA&LP": "#56B4E9", "NA&HP": "#D55E00", "NA&LP": "#E69F00", "ZA": "#999999"}
+# The sign of each group's first-order effect on entropy (PAPER.md §3 table).
+GROUP_ENTROPY_EFFECT = {"PA&HP": "lowers", "PA&LP": "raises", "NA&HP": "raises", "NA&LP": "lowers"}
+BELOW, INSIDE, ABOVE = -1, 0, 1
+
+
+def classify(prob: torch.Tensor, adv: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Index into ``CLASSES`` for every token: 0 PA&HP, 1 PA&LP, 2 NA&HP, 3 NA&LP, 4 ZA. Shape of ``prob``."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold={threshold!r} is outside the allowed range (0, 1)")
+    adv = adv.expand_as(prob) if adv.dim() == prob.dim() else adv[:, None].expand_as(prob)
+    low_prob = (prob < threshold).long()
+    group = torch.where(adv > 0, low_prob, 2 + low_prob)
+    return torch.where(adv == 0, torch.full_like(group, len(GROUPS)), group)
+
+
+def clip_region(ratio: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.2) -> torch.Tensor:
+    """−1 below 1−ε_l, 0 inside (edges included), +1 above 1+ε_h."""
+    return (ratio > 1 + eps_high).long() - (ratio < 1 - eps_low).long()
+
+
+def clipped_sides(ratio, adv, eps_low=0.2, eps_high=0.2):
+    """Boolean masks of the tokens PPO zeroes: ``(lower, upper)`` = (r<1−ε_l & Â<0, r>1+ε_h & Â>0)."""
+    region = clip_region(ratio, eps_low, eps_high)
+    return (region == BELOW) & (adv < 0), (region == ABOVE) & (adv > 0)
+
+
+@torch.no_grad()
+def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=0.5, influence=None, **hyper) -> dict:
+    """Per-class statistics of one batch of tokens, as a flat dict of floats (ready for a JSONL log).
+
+    Keys ``"{class}/{stat}"`` for each class in ``CLASSES`` with stat in
+    ``count``, ``frac`` (of valid tokens), ``mean_prob``, ``clip_low_frac``, ``clip_high_frac``
+    (fractions of the class's tokens PPO clips on each side), ``weight_sum`` (Σ |F·Â|, the summed size of
+    the coefficient on ∇log π under ``method``) and, if the per-token entropy ``influence`` I is given
+    (``entropy.entropy_influence``), ``entropy_push`` = Σ −F·Â·I (proportional to the class's first-order
+    contribution to the entropy change). Plus batch-wide ``clip/low_frac``, ``clip/high_frac``, ``tokens``.
+    ``hyper`` are the method's hyper-parameters (``eps_low``, ``eps_high``, ``beta1``, ``beta2``, ``dual_clip``).
+    """
+    adv, mask = check_inputs(logp, old_logp, adv, mask)
+    eps_low, eps_high = hyper.get("eps_low", 0.2), hyper.get("eps_high", 0.2)
+    ratio = ratio_from_logps(logp, old_logp)
+    prob = logp.exp()
+    valid = mask.bool()
+    group = classify(prob, adv, threshold)
+    lower, upper = clipped_sides(ratio, adv, eps_low, eps_high)
+    coef = gradient_weight(ratio, adv, method, **hyper) * adv  # (B, T): coefficient on ∇log π
+    n_valid = valid.sum().item()
+    stats = {"tokens": float(n_valid),
+             "clip/low_frac": (lower & valid).sum().item() / n_valid,
+             "clip/high_frac": (upper & valid).sum().item() / n_valid}
+    for index, name in enumerate(CLASSES):
+        sel = valid & (group == index)
+        n = sel.sum().item()
+        stats[f"{name}/count"] = float(n)
+        stats[f"{name}/frac"] = n / n_valid
+        stats[f"{name}/mean_prob"] = prob[sel].mean().item() if n else 0.0
+        stats[f"{name}/clip_low_frac"] = (lower & sel).sum().item() / n if n else 0.0
+        stats[f"{name}/clip_high_frac"] = (upper & sel).sum().item() / n if n else 0.0
+        stats[f"{name}/weight_sum"] = coef[sel].abs().sum().item()
+        if influence is not None:
+            stats[f"{name}/entropy_push"] = (-coef * influence)[sel].sum().item()
+    return stats
