@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from cegppo_edu.losses import gradient_weight
+from cegppo_edu.token_groups import CLASSES, GROUP_COLORS, GROUPS, classify, clip_region, group_stats
+
+
+def test_classify_by_sign_and_probability():
+    prob = torch.tensor([[0.9, 0.1, 0.9, 0.1, 0.5]])
+    adv = torch.tensor([[1.0, 1.0, -1.0, -1.0, 0.0]])
+    assert [CLASSES[i] for i in classify(prob, adv)[0]] == ["PA&HP", "PA&LP", "NA&HP", "NA&LP", "ZA"]
+    assert [CLASSES[i] for i in classify(prob, adv, threshold=0.05)[0][:4]] == ["PA&HP", "PA&HP", "NA&HP", "NA&HP"]
+    with pytest.raises(ValueError, match="threshold"):
+        classify(prob, adv, threshold=1.0)
+
+
+def test_clip_region_edges_count_as_inside():
+    ratio = torch.tensor([0.79, 0.8, 1.0, 1.2, 1.21])
+    assert clip_region(ratio, 0.2, 0.2).tolist() == [-1, 0, 0, 0, 1]
+
+
+def test_every_group_has_a_colour():
+    assert set(GROUP_COLORS) == set(CLASSES) and len(set(GROUP_COLORS.values())) == len(CLASSES)
+
+
+def test_group_stats_add_up():
+    gen = torch.Generator().manual_seed(0)
+    old_logp = torch.log(torch.rand(6, 20, generator=gen) * 0.98 + 0.01)
+    logp = old_logp + 0.4 * torch.randn(6, 20, generator=gen)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 0.0, 2.0])
+    mask = (torch.rand(6, 20, generator=gen) > 0.2).float()
+    stats = group_stats(logp, old_logp, adv, mask, method="ce_gppo", eps_low=0.2, eps_high=0.2)
+    n_valid = mask.sum().item()
+    assert sum(stats[f"{c}/count"] for c in CLASSES) == n_valid == stats["tokens"]
+    assert sum(stats[f"{c}/frac"] for c in CLASSES) == pytest.approx(1.0)
+    # clipped tokens only in the groups where PPO zeroes them
+    assert stats["ZA/clip_low_frac"] == stats["ZA/clip_high_frac"] == 0
+    for g in GROUPS:
+        side = "high" if g.startswith("PA") else "low"
+        other = "low" if side == "high" else "high"
+        assert stats[f"{g}/clip_{other}_frac"] == 0
+    # the summed weights are Σ|F·Â| over each group
+    ratio = torch.exp(logp - old_logp)
+    coef = (gradient_weight(ratio, adv[:, None], "ce_gppo") * adv[:, None]).abs() * mask
+    assert sum(stats[f"{c}/weight_sum"] for c in CLASSES) == pytest.approx(coef.sum().item(), rel=1e-5)
+    clipped = (((ratio < 0.8) & (adv[:, None] < 0)) * mask).sum().item()
+    assert stats["clip/low_frac"] == pytest.approx(clipped / n_valid)
