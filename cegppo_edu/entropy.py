@@ -26,7 +26,9 @@ def _chunks(n: int, chunk_size: int):
 def _entropy_of_chunk(z: torch.Tensor) -> torch.Tensor:
     z = z.float()  # (n, V) in fp32, whatever the model's dtype
     log_norm = torch.logsumexp(z, dim=-1)  # (n,)
-    return log_norm - (torch.softmax(z, dim=-1) * z).sum(-1)  # (n,)
+    probs = torch.softmax(z, dim=-1)  # (n, V): the one fp32 probability buffer of this chunk
+    expected_z = torch.bmm(probs[:, None, :], z[:, :, None]).reshape(-1)  # Σ_a π_a z_a without a (n, V) product
+    return log_norm - expected_z  # (n,)
 
 
 def entropy_from_logits(logits: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
