@@ -1,0 +1,308 @@
+"""The math reward of the GPU chapter: +1 if math-verify judges the final answer equal to the gold answer,
+−1 otherwise (PAPER.md §4, "reward"). It implements ``interfaces.RewardFn``.
+
+What is graded: only the text after the last ``</think>`` (the reasoning may try many candidate answers);
+a response whose reasoning never closed (truncated at the length cap) scores −1 without being parsed. Of
+that text only the last ``max_answer_chars`` characters are sent to the grader: the boxed answer sits at the
+end, and a bounded input keeps a pathological response from costing more than its time budget.
+
+How it is graded: ``verify(parse(gold), parse(prediction))`` with the gold answer FIRST (the comparison is
+asymmetric). A bare LaTeX gold answer (``\\frac{1}{\\sqrt{2}}``) parses to nothing, so it is wrapped as
+``$...$``. Predictions use the reward-oriented ``LatexExtractionConfig`` recommended by math-verify's README
+(REFERENCES.md) and no ``ExprExtractionConfig``: the latter hands strings to SymPy's ``parse_expr``, which
+evaluates Python, and model output is untrusted.
+
+Time bound, in two layers:
+
+1. Inside a worker process the grader runs on that process's main thread, where math-verify's own SIGALRM
+   time limits work (``inner_timeout_s`` each for parse gold / parse prediction / verify). They stop most slow
+   SymPy calls cleanly and keep the worker. Off the main thread (``workers=0`` called from a thread) SIGALRM
+   would raise, so they are switched off there.
+2. The parent enforces ``timeout_s`` per answer, wall clock, from the moment the answer is handed to an idle
+   worker. An answer over budget scores −1 and the pool is replaced (its processes are killed): a thread-based
+   timeout could not stop a hung SymPy call, a process can be killed. A worker that dies (segfault, memory
+   limit) costs its answer one retry, then −1.
+
+Workers start with the ``forkserver`` method where available (else ``spawn``), never ``fork``: the trainer
+process holds CUDA state that a forked child must not inherit. Each worker caps its address space at
+``memory_limit_mb`` so that an answer like ``10^{10^{10}}`` fails with MemoryError instead of exhausting the
+machine.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import logging
+import multiprocessing as mp
+import threading
+import time
+import warnings
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Sequence
+
+from .prompts import answer_section
+
+# Outcomes of grading one response. Only CORRECT earns the positive reward.
+CORRECT, WRONG, NO_ANSWER, NO_THINK_END, BAD_GOLD, TIMEOUT, CRASHED, ERROR = (
+    "correct", "wrong", "no_answer", "no_think_end", "bad_gold", "timeout", "crashed", "error")
+OUTCOMES = (CORRECT, WRONG, NO_ANSWER, NO_THINK_END, BAD_GOLD, TIMEOUT, CRASHED, ERROR)
+
+_QUIET_LOGGERS = ("math_verify", "latex2sympy2_extended")  # they log whole inputs on timeout (up to 1 MB)
+
+
+def wrap_gold(gold: str) -> str:
+    """A bare LaTeX gold answer parses to nothing in math-verify: put it in math mode, unless it already is."""
+    gold = str(gold).strip()
+    if "$" in gold or "\\boxed" in gold or "\\(" in gold or "\\[" in gold:
+        return gold
+    return f"${gold}$"
+
+
+def gold_extraction_config():
+    from math_verify import LatexExtractionConfig
+    return [LatexExtractionConfig()]
+
+
+def prediction_extraction_config():
+    """The reward-oriented configuration of math-verify's README: boxed answers first, no un-anchored
+    extraction, no malformed-operator or "nits" repairs, and no Python-evaluating expression parser."""
+    from latex2sympy2_extended import NormalizationConfig
+    from math_verify import LatexExtractionConfig
+    normalization = NormalizationConfig(basic_latex=True, units=True, malformed_operators=False, nits=False,
+                                        boxed="all", equations=False)
+    return [LatexExtractionConfig(normalization_config=normalization, boxed_match_priority=0,
+                                  try_extract_without_anchor=False)]
+
+
+def grade_answer(answer: str, gold: str, inner_timeout_s: int | None) -> str:
+    """Grade one answer section against its gold answer; returns one of ``OUTCOMES``.
+
+    math-verify's SIGALRM limits are used only on the main thread (elsewhere ``signal`` raises).
+    """
+    from math_verify import parse, verify
+    limit = inner_timeout_s if threading.current_thread() is threading.main_thread() else None
+    try:
+        gold_parsed = parse(wrap_gold(gold), extraction_config=gold_extraction_config(), parsing_timeout=limit)
+        if not gold_parsed:
+            return BAD_GOLD
+        pred_parsed = parse(answer, extraction_config=prediction_extraction_config(),
+                            extraction_mode="first_match", parsing_timeout=limit)
+        if not pred_parsed:
+            return NO_ANSWER
+        return CORRECT if verify(gold_parsed, pred_parsed, timeout_seconds=limit) else WRONG
+    except Exception:  # noqa: BLE001 - any failure of the grader is a wrong answer, never a crash of training
+        return ERROR
+
+
+def _worker_init(memory_limit_mb: int | None) -> None:
+    """Runs once in each worker: quiet loggers, cap memory, import and warm up math-verify."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    if memory_limit_mb:
+        try:
+            import resource
+            limit = memory_limit_mb * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError):  # not on this platform: the parent's timeout still holds
+            pass
+    grade_answer("\\boxed{1}", "1", None)  # builds math-verify's parsers once, outside any answer's budget
+
+
+def _ping() -> int:
+    import os
+    return os.getpid()
+
+
+def _default_start_method() -> str:
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+class MathReward:
+    """``RewardFn`` for math: ``reward(responses, answers) -> [+1.0 | -1.0, ...]``.
+
+    Args:
+        timeout_s: wall-clock budget per answer, enforced by the parent (the pool is replaced when exceeded).
+        workers: worker processes; 0 grades inline in the calling thread (tests and debugging only: then the
+            time bound is math-verify's SIGALRM limit on the main thread, and none elsewhere).
+        inner_timeout_s: math-verify's own limit per parse / verify call inside a worker (integer seconds);
+            default ``max(1, int(timeout_s) // 4)`` so that the three calls finish before the hard limit.
+        max_answer_chars: only this many trailing characters of the answer section are graded.
+        memory_limit_mb: address-space cap of each worker (None: no cap).
+        start_method: ``"forkserver"`` or ``"spawn"`` (``"fork"`` is refused: CUDA state must not be forked).
+        correct_reward, wrong_reward: the two reward values (PAPER.md §4: +1 and −1).
+        grade_fn: the function a worker runs, ``(answer, gold, inner_timeout_s) -> outcome``; a top-level,
+            picklable function. Default ``grade_answer``; tests replace it to simulate a hung grader.
+
+    After each call, ``last_outcomes`` holds one outcome per response and ``last_stats`` their counts plus
+    ``pool_restarts``: log them, a rising ``timeout`` or ``bad_gold`` count is worth a look.
+    """
+
+    def __init__(self, timeout_s: float = 10.0, workers: int = 2, inner_timeout_s: int | None = None,
+                 max_answer_chars: int = 8192, memory_limit_mb: int | None = 4096,
+                 start_method: str | None = None, correct_reward: float = 1.0, wrong_reward: float = -1.0,
+                 grade_fn: Callable[[str, str, int | None], str] = grade_answer,
+                 startup_timeout_s: float = 120.0):
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s={timeout_s!r} is outside the allowed range (0, inf)")
+        if not (isinstance(workers, int) and 0 <= workers <= 64):
+            raise ValueError(f"workers={workers!r} is outside the allowed range [0, 64] (an integer)")
+        if max_answer_chars < 1:
+            raise ValueError(f"max_answer_chars={max_answer_chars!r} is outside the allowed range [1, inf)")
+        if inner_timeout_s is not None and inner_timeout_s < 1:
+            raise ValueError(f"inner_timeout_s={inner_timeout_s!r} is outside the allowed range [1, inf) or None")
+        start_method = start_method or _default_start_method()
+        if start_method not in ("forkserver", "spawn"):
+            raise ValueError(f"start_method={start_method!r} is not allowed: use 'forkserver' or 'spawn'")
+        self.timeout_s = float(timeout_s)
+        self.workers = workers
+        self.inner_timeout_s = inner_timeout_s if inner_timeout_s is not None else max(1, int(timeout_s) // 4)
+        self.max_answer_chars = max_answer_chars
+        self.memory_limit_mb = memory_limit_mb
+        self.start_method = start_method
+        self.correct_reward, self.wrong_reward = float(correct_reward), float(wrong_reward)
+        self.grade_fn = grade_fn
+        self.startup_timeout_s = startup_timeout_s
+        self.pool_restarts = 0
+        self.last_outcomes: list[str] = []
+        self.last_stats: dict[str, int] = {}
+        self._pool: cf.ProcessPoolExecutor | None = None
+        if workers > 0:
+            self._start_pool()
+
+    # ----------------------------------------------------------------------------------------------- pool
+    def _start_pool(self) -> None:
+        self._pool = cf.ProcessPoolExecutor(max_workers=self.workers,
+                                            mp_context=mp.get_context(self.start_method),
+                                            initializer=_worker_init, initargs=(self.memory_limit_mb,))
+        # One ping per worker makes the pool start every process now, so that start-up (imports, warm-up)
+        # is never charged to an answer's time budget.
+        pings = [self._pool.submit(_ping) for _ in range(self.workers)]
+        done, not_done = cf.wait(pings, timeout=self.startup_timeout_s)
+        if not_done:
+            self.close()
+            raise RuntimeError(f"the grading pool did not start within {self.startup_timeout_s} s")
+        for ping in done:
+            ping.result()  # re-raises a failed initializer
+
+    def _kill_pool(self) -> None:
+        """Stop the pool now, hung workers included (``shutdown`` alone would wait for them forever)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list(getattr(pool, "_processes", {}).values())  # no public API before Python 3.14
+        if hasattr(pool, "kill_workers"):
+            pool.kill_workers()
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=5)
+
+    def _restart_pool(self) -> None:
+        self._kill_pool()
+        self.pool_restarts += 1
+        self._start_pool()
+
+    def close(self) -> None:
+        """Shut the pool down (idempotent). Also called by ``with MathReward(...) as reward:``."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self._kill_pool()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # ----------------------------------------------------------------------------------------- grading
+    def __call__(self, responses: Sequence[str], answers: Sequence[str]) -> list[float]:
+        outcomes = self.grade(responses, answers)
+        return [self.correct_reward if o == CORRECT else self.wrong_reward for o in outcomes]
+
+    def grade(self, responses: Sequence[str], answers: Sequence[str]) -> list[str]:
+        """One outcome (see ``OUTCOMES``) per response."""
+        if len(responses) != len(answers):
+            raise ValueError(f"len(responses)={len(responses)} differs from len(answers)={len(answers)}")
+        outcomes: list[str | None] = [None] * len(responses)
+        jobs = []
+        for i, (response, gold) in enumerate(zip(responses, answers, strict=True)):
+            section = answer_section(str(response))
+            if section is None:
+                outcomes[i] = NO_THINK_END
+            else:
+                jobs.append((i, section[-self.max_answer_chars:], str(gold)))
+        restarts_before = self.pool_restarts
+        graded = self._grade_inline(jobs) if self.workers == 0 else self._grade_in_pool(jobs)
+        for i, outcome in graded.items():
+            outcomes[i] = outcome
+        self.last_outcomes = list(outcomes)
+        counts = collections.Counter(outcomes)
+        self.last_stats = {name: counts.get(name, 0) for name in OUTCOMES}
+        self.last_stats["pool_restarts"] = self.pool_restarts - restarts_before
+        return self.last_outcomes
+
+    def _grade_inline(self, jobs) -> dict[int, str]:
+        return {i: self.grade_fn(answer, gold, self.inner_timeout_s) for i, answer, gold in jobs}
+
+    def _grade_in_pool(self, jobs) -> dict[int, str]:
+        """At most ``workers`` answers in flight, so each one starts on an idle worker when submitted and its
+        deadline (submission + ``timeout_s``) measures its own grading time only."""
+        if self._pool is None:
+            self._start_pool()
+        pending = collections.deque(jobs)
+        in_flight: dict[cf.Future, tuple[tuple, float]] = {}
+        results: dict[int, str] = {}
+        crashes: collections.Counter = collections.Counter()
+        while pending or in_flight:
+            while pending and len(in_flight) < self.workers:
+                job = pending.popleft()
+                try:
+                    future = self._pool.submit(self.grade_fn, job[1], job[2], self.inner_timeout_s)
+                except BrokenProcessPool:  # a worker died while idle: replace the pool, submit again
+                    self._restart_pool()
+                    future = self._pool.submit(self.grade_fn, job[1], job[2], self.inner_timeout_s)
+                in_flight[future] = (job, time.monotonic() + self.timeout_s)
+            next_deadline = min(deadline for _, deadline in in_flight.values())
+            cf.wait(in_flight, timeout=max(0.0, next_deadline - time.monotonic()),
+                    return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for future in [f for f in in_flight if f.done()]:
+                job, _ = in_flight.pop(future)
+                try:
+                    results[job[0]] = future.result()
+                except BrokenProcessPool:  # a worker died: retry its answers once on a fresh pool
+                    broken = True
+                    crashes[job[0]] += 1
+                    if crashes[job[0]] > 1:
+                        results[job[0]] = CRASHED
+                    else:
+                        pending.appendleft(job)
+            now = time.monotonic()
+            expired = [f for f, (_, deadline) in in_flight.items() if deadline <= now]
+            if expired or broken:
+                for future in expired:
+                    job, _ = in_flight.pop(future)
+                    results[job[0]] = TIMEOUT
+                for job, _ in in_flight.values():  # innocent answers lost with the pool: grade them again
+                    pending.appendleft(job)
+                in_flight.clear()
+                self._restart_pool()
+        return results
+
+
+def make_math_reward(config) -> MathReward:
+    """Factory for the trainer's reward registry (``config.reward = "cegppo_edu.math_reward:make_math_reward"``).
+    Optional config fields ``reward_timeout_s`` and ``reward_workers`` default to 10 s and 2 workers."""
+    return MathReward(timeout_s=getattr(config, "reward_timeout_s", 10.0),
+                      workers=getattr(config, "reward_workers", 2),
+                      correct_reward=config.reward_correct, wrong_reward=config.reward_wrong)

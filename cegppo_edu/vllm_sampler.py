@@ -1,0 +1,232 @@
+"""A vLLM implementation of ``interfaces.Sampler``, colocated with the trainer on one GPU.
+
+UNTESTED ON A GPU BY THIS PROJECT SO FAR. vLLM cannot be installed on the CPU machines that build this
+project, so the tests cover only what runs without it: the version check, the conversion of vLLM's outputs to
+a ``Rollout`` (a pure function, fed with stand-in objects of the same shape), the wake/sleep bookkeeping
+against a stand-in engine, the error when vLLM is absent, and that importing this module does not import
+vLLM. The calls into vLLM follow its 0.33 API as read from its source (REFERENCES.md, "vLLM").
+
+How it shares the GPU with training (REFERENCES.md):
+
+- ``LLM(..., gpu_memory_utilization=f, enable_sleep_mode=True)``: vLLM takes at most the fraction ``f`` of the
+  card for its bf16 weights, activations and KV cache (28 KiB per token for the 1.5B model); the trainer keeps
+  the rest. Create the sampler before the trainer fills the card: vLLM sizes its KV cache from free memory.
+- After each generation phase ``llm.sleep(level=1)`` copies vLLM's weights to CPU RAM and frees the KV cache,
+  so the optimizer phase gets the memory back; ``wake_up`` restores them before the next generation.
+- After each optimizer phase ``sync_weights(model)`` copies the trainer's weights into vLLM in the same process
+  (the engine core runs in-process: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and resets the prefix cache, whose
+  entries were computed with the old weights.
+- The sampler's log-probs are diagnostic only: the trainer recomputes old log-probs itself (vLLM's are taken
+  before temperature scaling unless told otherwise, and its kernels differ numerically).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+from typing import Any, Iterable, Sequence
+
+from .interfaces import Rollout
+
+PACKAGE = "cegppo-edu"
+GPU_EXTRA = "gpu"
+# The attribute chain from ``LLM`` to the in-process model; it has moved between vLLM versions.
+MODEL_PATH = "llm_engine.model_executor.driver_worker.worker.model_runner.get_model()"
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile / DDP wrappers around the trainer's model
+
+
+class VLLMVersionError(RuntimeError):
+    """The installed vLLM is not the version the weight sync was written for."""
+
+
+# ------------------------------------------------------------------------------------ version and import
+def pinned_vllm_spec(package: str = PACKAGE, extra: str = GPU_EXTRA) -> str:
+    """The vLLM version specifier of the ``gpu`` extra, read from the installed package metadata."""
+    from packaging.requirements import Requirement
+    try:
+        requirements = importlib.metadata.requires(package) or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise VLLMVersionError(f"{package} is not installed, so the vLLM pin of its '{extra}' extra cannot be "
+                               f"read: run `pip install -e \".[{extra}]\"` in the repository") from err
+    for line in requirements:
+        req = Requirement(line)
+        if req.name == "vllm" and req.marker is not None and req.marker.evaluate({"extra": extra}):
+            return str(req.specifier)
+    raise VLLMVersionError(f"{package}'s '{extra}' extra pins no vllm version (requirements: {requirements})")
+
+
+def check_vllm_version(installed: str | None = None, pinned: str | None = None) -> str:
+    """Fail clearly unless the installed vLLM matches the ``gpu`` extra's pin; returns the installed version."""
+    from packaging.specifiers import SpecifierSet
+    pinned = pinned if pinned is not None else pinned_vllm_spec()
+    if installed is None:
+        try:
+            installed = importlib.metadata.version("vllm")
+        except importlib.metadata.PackageNotFoundError as err:
+            raise ImportError(_missing_vllm_message()) from err
+    if installed not in SpecifierSet(pinned):
+        raise VLLMVersionError(
+            f"vllm {installed} is installed, but the weight sync of VLLMSampler was written for vllm{pinned} "
+            f"(the '{GPU_EXTRA}' extra's pin): its in-process weight path `{MODEL_PATH}` changes between "
+            f"versions. Install the pinned version with `pip install -e \".[{GPU_EXTRA}]\"`, or use the HF "
+            "generate sampler.")
+    return installed
+
+
+def _missing_vllm_message() -> str:
+    return ("VLLMSampler needs vLLM, which is not installed. On a CUDA machine run "
+            f"`pip install -e \".[{GPU_EXTRA}]\"`; without vLLM, use the HF generate sampler (the default).")
+
+
+def import_vllm():
+    """Import vLLM lazily (never on ``import cegppo_edu``), in-process engine core, with a clear error."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # sync_weights reaches the model in this process
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError(_missing_vllm_message()) from err
+    return vllm
+
+
+# ----------------------------------------------------------------------------------- outputs -> Rollout
+def sampled_logprob(position: Any, token_id: int) -> float:
+    """vLLM's log-prob of the sampled token at one position: a ``{token_id: Logprob}`` dict (``logprobs=0``
+    returns the sampled token only), whose values have ``.logprob`` or are floats. NaN when absent."""
+    if not position or token_id not in position:
+        return math.nan
+    entry = position[token_id]
+    return float(getattr(entry, "logprob", entry))
+
+
+def request_outputs_to_rollout(outputs: Sequence[Any], prompt_ids: Sequence[Sequence[int]], n: int) -> Rollout:
+    """vLLM ``RequestOutput``s (one per prompt, each with ``n`` completions) -> a prompt-major ``Rollout``.
+
+    Uses ``CompletionOutput.token_ids`` (EOS included when generated), ``.text``, ``.logprobs`` and
+    ``.finish_reason`` (``"length"`` means the response hit ``max_tokens``).
+    """
+    if len(outputs) != len(prompt_ids):
+        raise ValueError(f"{len(outputs)} request outputs for {len(prompt_ids)} prompts")
+    rollout = Rollout(prompt_ids=[], response_ids=[], response_logp=[], truncated=[], texts=[])
+    for p, (request, prompt) in enumerate(zip(outputs, prompt_ids, strict=True)):
+        if len(request.outputs) != n:
+            raise ValueError(f"prompt {p} has {len(request.outputs)} completions, expected n={n}")
+        for completion in request.outputs:
+            ids = [int(t) for t in completion.token_ids]
+            positions = completion.logprobs or [None] * len(ids)
+            rollout.prompt_ids.append(list(prompt))
+            rollout.response_ids.append(ids)
+            rollout.response_logp.append([sampled_logprob(pos, t) for pos, t in zip(positions, ids, strict=False)])
+            rollout.truncated.append(completion.finish_reason == "length")
+            rollout.texts.append(completion.text)
+    return rollout
+
+
+def hf_named_weights(model, dtype=None) -> Iterable[tuple[str, Any]]:
+    """``(name, tensor)`` pairs with Hugging Face parameter names, cast one at a time to ``dtype`` (bf16 for
+    vLLM) so that no second full copy of the fp32 master weights is ever made."""
+    for name, param in model.named_parameters():
+        for prefix in WRAPPER_PREFIXES:
+            name = name.removeprefix(prefix)
+        tensor = param.detach()
+        yield name, (tensor.to(dtype) if dtype is not None else tensor)
+
+
+# ------------------------------------------------------------------------------------------ the sampler
+class VLLMSampler:
+    """``Sampler`` backed by vLLM's offline ``LLM`` engine, sharing one GPU with the trainer.
+
+    Args:
+        model_path: a local folder or Hub id of the starting model (the same weights as the trainer's).
+        gpu_memory_utilization: fraction of the card vLLM may use (weights + activations + KV cache).
+        max_model_len: longest prompt + response, in tokens.
+        sleep_level: 1 (weights to CPU RAM, KV cache freed; the default) or 2 (both discarded: the next
+            generation then needs ``sync_weights`` first); 0 disables sleeping.
+        seed: engine seed. ``generate(seed=s)`` also seeds each request (``s + prompt index``).
+        llm_kwargs: more ``vllm.LLM`` arguments (e.g. ``enforce_eager=True``).
+        llm: an already built engine (tests pass a stand-in here; nothing else should).
+    """
+
+    def __init__(self, model_path: str, gpu_memory_utilization: float = 0.35, max_model_len: int = 9216,
+                 sleep_level: int = 1, seed: int = 0, dtype: str = "bfloat16", enable_prefix_caching: bool = True,
+                 llm_kwargs: dict | None = None, llm=None):
+        if not 0.05 <= gpu_memory_utilization <= 0.95:
+            raise ValueError(f"gpu_memory_utilization={gpu_memory_utilization!r} is outside the allowed "
+                             "range [0.05, 0.95]")
+        if sleep_level not in (0, 1, 2):
+            raise ValueError(f"sleep_level={sleep_level!r} is not allowed: use 0 (never sleep), 1 or 2")
+        if max_model_len < 1:
+            raise ValueError(f"max_model_len={max_model_len!r} is outside the allowed range [1, inf)")
+        self.sleep_level = sleep_level
+        self.max_model_len = max_model_len
+        self._asleep: set[str] = set()  # which of "weights" / "kv_cache" are released
+        self._weights_current = True  # False after a level-2 sleep until the next sync_weights
+        if llm is None:
+            check_vllm_version()
+            vllm = import_vllm()
+            llm = vllm.LLM(model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+                           max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
+                           enable_sleep_mode=sleep_level > 0, seed=seed, **(llm_kwargs or {}))
+        self._llm = llm
+
+    # -------------------------------------------------------------------------------------- phases
+    def sleep(self) -> None:
+        """Release vLLM's GPU memory for the optimizer phase (no-op with ``sleep_level=0`` or when asleep)."""
+        if self.sleep_level and not self._asleep:
+            self._llm.sleep(level=self.sleep_level)
+            self._asleep = {"weights", "kv_cache"}
+            self._weights_current = self.sleep_level == 1
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Re-allocate what ``sleep`` released: ``tags`` among ``"weights"``, ``"kv_cache"`` (None: both)."""
+        wanted = set(tags) if tags is not None else {"weights", "kv_cache"}
+        todo = sorted(wanted & self._asleep)
+        if todo:
+            self._llm.wake_up(tags=todo)
+            self._asleep -= set(todo)
+
+    def sync_weights(self, model) -> None:
+        """Copy ``model``'s weights into vLLM (same process), after checking the vLLM version it was written for."""
+        check_vllm_version()
+        self.wake_up(["weights"])  # loading needs the weights' GPU memory back; the KV cache can stay freed
+        try:
+            runner = self._llm.llm_engine.model_executor.driver_worker.worker.model_runner
+            target = runner.get_model() if hasattr(runner, "get_model") else runner.model  # unwraps CUDA graphs
+        except AttributeError as err:
+            raise VLLMVersionError(f"vLLM's in-process model is not at `{MODEL_PATH}`; is "
+                                   "VLLM_ENABLE_V1_MULTIPROCESSING=0 set before the engine was built?") from err
+        import torch
+        target.load_weights(hf_named_weights(model, dtype=torch.bfloat16))
+        self._llm.reset_prefix_cache()  # cached prefixes hold keys/values of the old weights
+        self._weights_current = True
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, max_new_tokens: int,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> Rollout:
+        """Sample ``n`` responses per prompt, then sleep (the optimizer phase comes next)."""
+        if not self._weights_current:
+            raise RuntimeError("vLLM slept at level 2 and discarded its weights: call sync_weights(model) first")
+        longest = max((len(p) for p in prompt_ids), default=0)
+        if longest + max_new_tokens > self.max_model_len:
+            raise ValueError(f"longest prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds "
+                             f"max_model_len={self.max_model_len}")
+        from vllm import SamplingParams
+        self.wake_up()
+
+        def params(i):
+            return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                  logprobs=0, seed=None if seed is None else seed + i)
+        requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
+        outputs = self._llm.generate(requests, [params(i) for i in range(len(requests))], use_tqdm=False)
+        self.sleep()
+        return request_outputs_to_rollout(outputs, prompt_ids, n)
+
+
+def make_vllm_sampler(config, model=None, tokenizer=None) -> VLLMSampler:
+    """Factory for the trainer's sampler registry (``config.sampler = "cegppo_edu.vllm_sampler:make_vllm_sampler"``),
+    same signature as ``rollout.make_hf_sampler``. ``model``/``tokenizer`` are unused: vLLM loads its own copy
+    from ``config.model_path`` and gets the trainer's weights through ``sync_weights``. Optional config fields:
+    ``vllm_gpu_memory_utilization`` (0.35), ``max_prompt_tokens`` (1024), ``vllm_sleep_level`` (1)."""
+    max_model_len = getattr(config, "max_prompt_tokens", 1024) + config.max_new_tokens
+    return VLLMSampler(config.model_path, gpu_memory_utilization=getattr(config, "vllm_gpu_memory_utilization", 0.35),
+                       max_model_len=max_model_len, sleep_level=getattr(config, "vllm_sleep_level", 1),
+                       seed=config.seed)
