@@ -1,0 +1,217 @@
+"""The built book in a real browser: figures draw, sliders move, math renders, no JavaScript error.
+
+Playwright (the Python package) drives Debian's chromium (``apt-get install chromium``; ``make test`` installs
+it when apt is available; no browser download). The built site ``_build/html`` is served from a thread on
+127.0.0.1. Screenshots of every page checked go to ``_build/screenshots/``.
+
+Without a browser the tests skip and say why; with ``CI`` set they fail instead, so CI cannot pass silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part.get("chapters", [])]
+    return files
+
+
+CHAPTERS = [f for f in _toc_files() if f.startswith("notebooks/")]
+# Chapters whose point is their interactive figures: each must have at least 3 figures and a slider.
+VIZ_CHAPTERS = {"notebooks/01_clipping_quadrants", "notebooks/02_gradient_flow",
+                "notebooks/03_entropy_dynamics_bandit"}
+MATH_PAGES = [f for f in ("book/intro", "book/background", "book/key_equations") if f in _toc_files()]
+
+
+def _unavailable(reason: str):
+    if IN_CI:
+        pytest.fail(f"the browser test must run in CI but cannot: {reason}")
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    for candidate in (os.environ.get("CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    _unavailable("no chromium found (install Debian's: apt-get install chromium; `make test` does it with apt)")
+
+
+def _site_is_stale() -> bool:
+    if not (HTML / "index.html").exists():
+        return True
+    for chapter in CHAPTERS:
+        page, source = HTML / f"{chapter}.html", ROOT / f"{chapter}.ipynb"
+        if not source.exists():  # a markdown chapter: nothing to compare
+            continue
+        if not page.exists() or page.stat().st_mtime < source.stat().st_mtime:
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def site() -> Path:
+    """The built book; built here (strictly, like `make book`) when missing or older than a notebook."""
+    if _site_is_stale():
+        jupyter_book = Path(sys.executable).parent / "jupyter-book"
+        build = subprocess.run([str(jupyter_book), "build", str(ROOT), "-W", "-n", "--keep-going"],
+                               capture_output=True, text=True, timeout=600, check=False)
+        if build.returncode != 0 or _site_is_stale():
+            pytest.fail("the book is not built and building it failed; run `make book` and read its errors:\n"
+                        + build.stdout[-3000:] + build.stderr[-3000:])
+    return HTML
+
+
+@pytest.fixture(scope="module")
+def base_url(site):
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as err:  # pragma: no cover - playwright is a test dependency
+        _unavailable(f"the playwright package is not importable: {err}")
+    with sync_playwright() as playwright:
+        try:
+            instance = playwright.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
+        except Exception as err:  # a broken or incompatible chromium
+            _unavailable(f"chromium at {executable} did not start: {err}")
+        yield instance
+        instance.close()
+
+
+def _open(browser, url: str):
+    """A fresh page with every JavaScript error, console error and failed request of the site recorded."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+
+    def on_console(message):
+        if message.type == "error" and not message.location.get("url", "").endswith("favicon.ico"):
+            errors.append(f"console error: {message.text} at {message.location.get('url')}")
+
+    def on_response(response):
+        if response.status >= 400 and not response.url.endswith("favicon.ico"):
+            errors.append(f"HTTP {response.status} for {response.url}")
+
+    page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
+    page.on("console", on_console)
+    page.on("response", on_response)
+    page.on("requestfailed", lambda request: errors.append(f"request failed: {request.url}"))
+    page.goto(url, wait_until="load")
+    return page, errors
+
+
+def _wait_for_math(page) -> int:
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+    page.evaluate("() => MathJax.startup.promise")
+    return page.evaluate("() => document.querySelectorAll('mjx-container').length")
+
+
+FIGURE_STATE = """(id) => {
+    const gd = document.getElementById(id);
+    const drawn = [...gd.querySelectorAll('.main-svg .trace path, .main-svg .hm image, .main-svg .point')];
+    return {
+        visible: gd.data.map(t => t.visible === undefined ? true : t.visible).join(','),
+        active: gd.layout.sliders && gd.layout.sliders.length ? gd.layout.sliders[0].active : null,
+        svg: gd.querySelectorAll('.main-svg').length,
+        marks: drawn.filter(e => (e.getAttribute('d') || e.getAttribute('href') || '').length > 4).length,
+        shapes: drawn.map(e => e.getAttribute('d') || e.getAttribute('href') || '').join('|'),
+        sliders: gd.querySelectorAll('.slider-container').length,
+    };
+}"""
+
+
+def _move_slider(page, figure, step: int) -> None:
+    """Click the slider's rail at the tick of ``step``, as a reader would."""
+    figure.scroll_into_view_if_needed()
+    rail = figure.locator(".slider-rail-touch-rect").first.bounding_box()
+    tick = figure.locator(".slider-tick-rect").nth(step).bounding_box()
+    page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
+    page.wait_for_timeout(300)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_figures_draw_sliders_move_math_renders(browser, base_url, chapter):
+    page, errors = _open(browser, f"{base_url}/{chapter}.html")
+    try:
+        figures = page.locator(".plotly-graph-div")
+        count = figures.count()
+        if chapter in VIZ_CHAPTERS:
+            assert count >= 3, f"{chapter}: only {count} plotly figures on the page"
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))",
+            timeout=60_000)
+        moved = 0
+        for index in range(count):
+            figure = figures.nth(index)
+            fig_id = figure.get_attribute("id")
+            before = page.evaluate(FIGURE_STATE, fig_id)
+            assert before["svg"] > 0 and before["marks"] > 0, f"{chapter}: figure {index} drew no data: {before}"
+            if before["sliders"]:
+                target = 0 if before["active"] != 0 else 1
+                _move_slider(page, figure, target)
+                after = page.evaluate(FIGURE_STATE, fig_id)
+                assert after["active"] == target, f"{chapter}: figure {index}: the slider did not move"
+                assert after["visible"] != before["visible"], f"{chapter}: figure {index}: same traces visible"
+                assert after["shapes"] != before["shapes"], f"{chapter}: figure {index}: the drawing did not change"
+                assert after["marks"] > 0, f"{chapter}: figure {index}: nothing drawn after the slider moved"
+                moved += 1
+        if chapter in VIZ_CHAPTERS:
+            assert moved >= 1, f"{chapter}: no figure with a slider"
+        has_math = page.locator(".math").count() > 0  # MyST wraps every formula in .math
+        if chapter in VIZ_CHAPTERS or has_math:
+            assert _wait_for_math(page) > 0, f"{chapter}: MathJax rendered no formula"
+        assert page.locator("mjx-merror").count() == 0, f"{chapter}: a formula failed to parse"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{Path(chapter).name}.png"), full_page=True)
+        assert not errors, f"{chapter}: " + "; ".join(errors)
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("name", MATH_PAGES)
+def test_text_pages_render_math_without_errors(browser, base_url, name):
+    page, errors = _open(browser, f"{base_url}/{name}.html")
+    try:
+        assert _wait_for_math(page) > 0, f"{name}: MathJax rendered no formula"
+        assert page.locator("mjx-merror").count() == 0, f"{name}: a formula failed to parse"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{Path(name).name}.png"), full_page=True)
+        assert not errors, f"{name}: " + "; ".join(errors)
+    finally:
+        page.close()

@@ -1,0 +1,121 @@
+"""The chapters are committed executed, error-free and checkable; a raising notebook fails the book build.
+
+nbval (``pytest --nbval-lax``, collected from ``notebooks/`` by ``make test``) re-runs every notebook and compares
+the cells marked ``# NBVAL_CHECK_OUTPUT``; these tests check what nbval cannot: that the stored outputs (the
+ones the book shows, since the book does not execute) are complete and free of errors.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# The three chapters built on cegppo_edu.viz: interactive figures are their point.
+VIZ_CHAPTERS = ("01_clipping_quadrants", "02_gradient_flow", "03_entropy_dynamics_bandit")
+PLOTLY_JSON = "application/vnd.plotly.v1+json"
+
+
+def _code_cells(path):
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def _toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part.get("chapters", [])]
+    return files
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_fully_executed_without_errors(path):
+    cells = _code_cells(path)
+    counts = [c.execution_count for c in cells]
+    assert None not in counts, f"{path.name}: cells never executed; run jupyter execute --inplace {path}"
+    assert counts == list(range(1, len(cells) + 1)), f"{path.name}: executed out of order: {counts}"
+    for cell in cells:
+        for out in cell.outputs:
+            assert out.output_type != "error", f"{path.name}: {out.ename}: {out.evalue}"
+            assert out.get("name") != "stderr" or "Traceback" not in out.text, f"{path.name}: traceback on stderr"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_conventions(path):
+    cells = _code_cells(path)
+    first = "".join(o.get("text", "") for o in cells[0].outputs)
+    assert "cegppo_edu" in first and "torch" in first and "plotly" in first, "first cell must print versions"
+    checks = [c for c in cells if "# NBVAL_CHECK_OUTPUT" in c.source]
+    assert checks, f"{path.name}: no cell marked # NBVAL_CHECK_OUTPUT"
+    assert checks[-1] is cells[-1], f"{path.name}: the last code cell must be the checked one"
+    assert any(o.output_type == "stream" and o.text.strip() for o in checks[-1].outputs)
+    has_plotly = any(PLOTLY_JSON in o.get("data", {}) for c in cells for o in c.outputs)
+    if has_plotly or path.stem in VIZ_CHAPTERS:
+        assert "setup_notebook()" in "".join(c.source for c in cells), "figures need viz.setup_notebook()"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_has_a_book_renderable_div(path):
+    """Plotly's JSON alone renders nothing in Jupyter Book 1 (DESIGN.md): each figure needs its text/html."""
+    figures = 0
+    for cell in _code_cells(path):
+        for out in cell.outputs:
+            data = out.get("data", {})
+            if PLOTLY_JSON in data:
+                figures += 1
+                assert "plotly-graph-div" in data.get("text/html", ""), f"{path.name}: figure without an html div"
+            assert "application/vnd.jupyter.widget-view+json" not in data, \
+                f"{path.name}: a widget output needs a kernel and CDN scripts; keep widgets out of stored outputs"
+    if path.stem in VIZ_CHAPTERS:
+        assert figures >= 3
+
+
+def test_the_viz_chapters_exist():
+    assert {p.stem for p in NOTEBOOKS} >= set(VIZ_CHAPTERS)
+
+
+def test_every_notebook_is_a_chapter_of_the_book():
+    toc = _toc_files()
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.stem}" in toc, f"{path.name} is missing from _toc.yml"
+    for entry in toc:
+        assert (ROOT / f"{entry}.md").exists() or (ROOT / f"{entry}.ipynb").exists(), f"_toc.yml lists missing {entry}"
+
+
+def _tiny_book(root: Path, cell_source: str) -> None:
+    root.mkdir()
+    (root / "_config.yml").write_text(
+        'title: "tiny"\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: "force"\n  timeout: 60\n')
+    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapter\n")
+    (root / "intro.md").write_text("# Intro\n\nA tiny book.\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Chapter"), nbformat.v4.new_code_cell(cell_source)]
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nbformat.write(nb, root / "chapter.ipynb")
+
+
+def _build(root: Path) -> subprocess.CompletedProcess:
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    return subprocess.run([str(jupyter_book), "build", str(root), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_book_build_fails_when_a_notebook_cell_raises(tmp_path):
+    """The strict build (`-W -n --keep-going`, as `make book` runs it) turns a raising cell into a failure;
+    the same book with a cell that does not raise builds (so the test can tell the two apart)."""
+    _tiny_book(tmp_path / "bad", 'raise RuntimeError("boom from a chapter")')
+    bad = _build(tmp_path / "bad")
+    assert bad.returncode != 0, bad.stdout[-2000:] + bad.stderr[-2000:]
+    assert "mystnb.exec" in bad.stderr  # the warning -W turned into the failure: notebook execution failed
+    report = tmp_path / "bad" / "_build" / "html" / "reports" / "chapter.err.log"
+    assert "boom from a chapter" in report.read_text()
+
+    _tiny_book(tmp_path / "good", 'print("fine")')
+    good = _build(tmp_path / "good")
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    assert (tmp_path / "good" / "_build" / "html" / "chapter.html").exists()
