@@ -9,12 +9,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH_CPU := torch==2.13.0
 STAMP  := $(VENV)/.installed
+# verl gets its own environment: verl 0.9.1 needs transformers<5.11, the `gpu` extra's vLLM >=5.16.1.
+VERL_VENV  := .venv-verl
+VERL_BIN   := $(VERL_VENV)/bin
+VERL_STAMP := $(VERL_VENV)/.installed
 
-.PHONY: test book venv browser clean help
+.PHONY: test test-verl book venv browser clean help
 
 help:
 	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
 	@echo "make test   - run every test (creates .venv, installs, builds the book, drives a browser)"
+	@echo "make test-verl - only the verl plugin tests (creates .venv-verl; also part of make test)"
 	@echo "make venv   - only create/refresh .venv"
 	@echo "make clean  - remove _build and caches (keeps .venv)"
 
@@ -40,8 +45,24 @@ browser:
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
+# The verl plugin tests run after the main suite, in their own environment (.venv-verl).
 test: $(STAMP) browser book
 	$(BIN)/pytest --nbval-lax
+	$(MAKE) test-verl
+
+$(VERL_BIN)/python:
+	$(PYTHON) -m venv $(VERL_VENV)
+
+# CPU torch first, then verl with a constraint that keeps that torch (else pip pulls a CUDA build).
+$(VERL_STAMP): $(VERL_BIN)/python pyproject.toml
+	echo "$(TORCH_CPU)" > $(VERL_VENV)/constraints.txt
+	$(VERL_BIN)/python -c "import torch" 2>/dev/null || $(VERL_BIN)/pip install --quiet $(TORCH_CPU)
+	$(VERL_BIN)/pip install --quiet -c $(VERL_VENV)/constraints.txt -e ".[verl]"
+	touch $@
+
+# tests_verl/ has its own pytest.ini: the main suite (testpaths tests, notebooks) never collects it.
+test-verl: $(VERL_STAMP)
+	$(VERL_BIN)/pytest -c tests_verl/pytest.ini tests_verl
 
 clean:
 	rm -rf _build .pytest_cache
