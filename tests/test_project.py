@@ -23,7 +23,9 @@ def test_environment_yml_matches_pyproject():
     for extra in ("test", "book", "data"):  # what `make test` installs
         wanted += [r for r in project["optional-dependencies"][extra] if not r.startswith("cegppo-edu")]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    conda = dict(_split(d) for d in env["dependencies"] if isinstance(d, str) and not d.startswith("python"))
+    entries = [d for d in env["dependencies"] if isinstance(d, str) and not d.startswith("python")]
+    entries += [d for d in env["dependencies"] if isinstance(d, dict) for d in d.get("pip", []) if d != "-e ."]
+    conda = dict(_split(d) for d in entries)
     for requirement in wanted:
         name, spec = _split(requirement)
         conda_name = CONDA_NAMES.get(name, name)
