@@ -1,0 +1,93 @@
+"""Batches of (prompt, response) pairs for the trainer, and the one forward pass that scores them.
+
+Layout of a batch (B rows): ``[left-padded prompt | right-padded response]``, so that every response starts
+at the same column and its logits are the model's last ``R + 1`` positions (``logits_to_keep``), whatever the
+prompt lengths. Position ids count real tokens only, so padding changes no number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .entropy import entropy_influence, token_logp_and_entropy
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, Lp + R)
+    attention_mask: torch.Tensor  # (B, Lp + R)
+    position_ids: torch.Tensor  # (B, Lp + R)
+    response_ids: torch.Tensor  # (B, R), pad where mask is 0
+    mask: torch.Tensor  # (B, R) float, 1 on response tokens
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.input_ids.numel()
+
+
+def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
+            device="cpu") -> Batch:
+    """Build a ``Batch`` from token lists; every response must have at least one token."""
+    if len(prompts) != len(responses) or not prompts:
+        raise ValueError(f"got {len(prompts)} prompts and {len(responses)} responses; need equal, non-zero counts")
+    width_p = max(len(p) for p in prompts)
+    width_r = max(len(r) for r in responses)
+    if min(len(r) for r in responses) < 1:
+        raise ValueError("every response needs at least one token")
+    rows = len(prompts)
+    input_ids = torch.full((rows, width_p + width_r), pad_id, dtype=torch.long)  # (B, Lp + R)
+    attention = torch.zeros((rows, width_p + width_r), dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        input_ids[i, width_p - len(p):width_p] = torch.tensor(p, dtype=torch.long)
+        input_ids[i, width_p:width_p + len(r)] = torch.tensor(r, dtype=torch.long)
+        attention[i, width_p - len(p):width_p + len(r)] = 1
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # 0 at each row's first real token
+    response_ids = input_ids[:, width_p:]  # (B, R)
+    mask = attention[:, width_p:].float()  # (B, R)
+    return Batch(input_ids.to(device), attention.to(device), position_ids.to(device), response_ids.to(device),
+                 mask.to(device))
+
+
+def pack_by_tokens(prompt_lens: Sequence[int], response_lens: Sequence[int], order: Sequence[int],
+                   token_budget: int) -> list[list[int]]:
+    """Split ``order`` into consecutive micro-batches whose padded size rows × (max Lp + max R) fits the budget.
+
+    ``token_budget = 0`` means one micro-batch. A single row larger than the budget gets its own micro-batch.
+    """
+    if token_budget <= 0:
+        return [list(order)]
+    groups, current, width_p, width_r = [], [], 0, 0
+    for i in order:
+        wp, wr = max(width_p, prompt_lens[i]), max(width_r, response_lens[i])
+        if current and (len(current) + 1) * (wp + wr) > token_budget:
+            groups.append(current)
+            current, wp, wr = [], prompt_lens[i], response_lens[i]
+        current.append(i)
+        width_p, width_r = wp, wr
+    if current:
+        groups.append(current)
+    return groups
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def score(model, batch: Batch, chunk_size: int = 1024, with_entropy: bool = True, with_influence: bool = False,
+          autocast_dtype: torch.dtype | None = None):
+    """log π of each response token (with grad if enabled), entropy and entropy influence (no grad).
+
+    Returns ``(logp, entropy, influence)``, each ``(B, R)`` fp32; entropy/influence are None unless asked for.
+    """
+    width_r = batch.response_ids.shape[1]
+    with autocast_context(batch.input_ids.device, autocast_dtype):
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, logits_to_keep=width_r + 1, use_cache=False)
+    logits = out.logits[:, :-1]  # (B, R, V): position t predicts response token t
+    logp, entropy = token_logp_and_entropy(logits, batch.response_ids, chunk_size, with_entropy)
+    influence = entropy_influence(logits.detach(), batch.response_ids, chunk_size) if with_influence else None
+    return logp, entropy, influence

@@ -1,0 +1,172 @@
+"""Plotly figures of LM training runs (chapter 4, chapter 5, ``cegppo report``) and a live-updating figure.
+
+Each figure function takes ``runs``: a dict label -> list of per-step metrics dicts (``trainer.read_metrics``)
+and computes nothing but layout and sums. Token groups wear ``token_groups.GROUP_COLORS``; methods wear
+``viz.METHOD_COLORS`` when the label names a method.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .token_groups import GROUP_COLORS, GROUPS
+
+FALLBACK_COLORS = ("#882255", "#44AA99", "#332288", "#999933", "#AA4499", "#117733", "#000000", "#CC79A7")
+CURVES = (("reward/mean", "reward (train)"), ("eval/accuracy", "held-out accuracy"),
+          ("entropy/mean", "token entropy (nats)"), ("response/length_mean", "response length (tokens)"),
+          ("clip/low_frac", "clipped below (r<1-ε_l, Â<0)"), ("clip/high_frac", "clipped above (r>1+ε_h, Â>0)"))
+
+
+def run_colors(labels) -> dict[str, str]:
+    """One colour per run: the method's colour (``viz.METHOD_COLORS``) for the first run of each method, then
+    distinct fallback colours, so two runs of one method (a β sweep) never share a colour."""
+    try:
+        from .viz import METHOD_COLORS
+    except ImportError:  # viz.py belongs to the bandit chapters; keep working without it
+        METHOD_COLORS = {}
+    colors, used = {}, set()
+    spare = (c for c in FALLBACK_COLORS * 4 if c not in METHOD_COLORS.values())
+    for label in labels:
+        method = next((m for m in sorted(METHOD_COLORS, key=len, reverse=True)
+                       if label == m or label.startswith((m + " ", m + "("))), None)
+        color = METHOD_COLORS.get(method)
+        if color is None or color in used:
+            color = next(c for c in spare if c not in used)
+        colors[label] = color
+        used.add(color)
+    return colors
+
+
+def series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """Steps and values of ``key`` over the steps that logged it."""
+    rows = [(m["step"], m[key]) for m in metrics if key in m]
+    return [s for s, _ in rows], [v for _, v in rows]
+
+
+def run_curves_figure(runs: dict[str, list[dict]], curves=CURVES, cols: int = 2, smooth: int = 1,
+                      title: str = "") -> go.Figure:
+    """One panel per metric, one line per run (moving average over ``smooth`` steps)."""
+    rows = -(-len(curves) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[name for _, name in curves],
+                        vertical_spacing=0.12, horizontal_spacing=0.08)
+    colors = run_colors(runs)
+    for label, metrics in runs.items():
+        color = colors[label]
+        for k, (key, _) in enumerate(curves):
+            steps, values = series(metrics, key)
+            if not steps:
+                continue
+            if smooth > 1 and len(values) >= smooth:
+                values = np.convolve(values, np.ones(smooth) / smooth, mode="valid").tolist()
+                steps = steps[smooth - 1:]
+            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=label, legendgroup=label,
+                                     showlegend=(k == 0), line=dict(color=color, width=2)),
+                          row=k // cols + 1, col=k % cols + 1)
+    fig.update_xaxes(title_text="RL step", row=rows)
+    fig.update_layout(height=260 * rows + 60, title=title or None, margin=dict(t=60 if title else 40, b=40),
+                      legend=dict(orientation="h", y=-0.08))
+    return fig
+
+
+def _total(metrics: list[dict], key: str) -> float:
+    return float(sum(m.get(key, 0.0) for m in metrics))
+
+
+def clipped_by_group_figure(runs: dict[str, list[dict]]) -> go.Figure:
+    """Tokens PPO clips, summed over each run, split by token group (the tokens CE-GPPO gives back a gradient)."""
+    fig = go.Figure()
+    labels = list(runs)
+    for group in GROUPS:
+        fig.add_trace(go.Bar(x=labels, y=[_total(runs[r], f"{group}/clipped") for r in labels], name=group,
+                             marker_color=GROUP_COLORS[group]))
+    fig.update_layout(barmode="stack", yaxis_title="clipped tokens, whole run", height=380,
+                      title="Clipped tokens by group")
+    return fig
+
+
+def group_push_figure(runs: dict[str, list[dict]]) -> go.Figure:
+    """Each group's summed first-order entropy push Σ −F·Â·I over the run, per run (positive raises entropy)."""
+    fig = go.Figure()
+    labels = list(runs)
+    for group in GROUPS:
+        fig.add_trace(go.Bar(x=labels, y=[_total(runs[r], f"{group}/entropy_push") for r in labels], name=group,
+                             marker_color=GROUP_COLORS[group]))
+    fig.update_layout(barmode="relative", yaxis_title="Σ −F·Â·I (up = raises entropy)", height=380,
+                      title="Entropy push by token group")
+    return fig
+
+
+def group_weight_figure(runs: dict[str, list[dict]]) -> go.Figure:
+    """Summed gradient weight Σ|F·Â| per token group over each run: where each method's gradient goes."""
+    fig = go.Figure()
+    labels = list(runs)
+    for group in GROUPS:
+        fig.add_trace(go.Bar(x=labels, y=[_total(runs[r], f"{group}/weight_sum") for r in labels], name=group,
+                             marker_color=GROUP_COLORS[group]))
+    fig.update_layout(barmode="group", yaxis_title="Σ |F·Â| over the run", height=380,
+                      title="Gradient weight by token group")
+    return fig
+
+
+def entropy_prediction_figure(runs: dict[str, list[dict]]) -> go.Figure:
+    """Measured entropy change of each update phase against the first-order push Σ −F·Â·I / tokens."""
+    fig = go.Figure()
+    colors = run_colors(runs)
+    for label, metrics in runs.items():
+        rows = [m for m in metrics if "entropy/measured_change" in m and "entropy/predicted_push" in m]
+        fig.add_trace(go.Scatter(x=[m["entropy/predicted_push"] for m in rows],
+                                 y=[m["entropy/measured_change"] for m in rows], mode="markers", name=label,
+                                 marker=dict(color=colors[label], size=5, opacity=0.6)))
+    fig.update_layout(xaxis_title="predicted push (Σ −F·Â·I per token)", yaxis_title="measured ΔH (nats)",
+                      height=400, title="First-order entropy predictor vs measured change")
+    return fig
+
+
+def summary_rows(runs: dict[str, list[dict]], last: int = 10) -> list[dict]:
+    """Final numbers per run: last held-out accuracy, means of the last ``last`` steps."""
+    out = []
+    for label, metrics in runs.items():
+        steps = [m for m in metrics if m.get("step", 0) > 0]
+        tail = steps[-last:]
+        _, acc = series(metrics, "eval/accuracy")
+
+        def mean(key):
+            values = [m[key] for m in tail if key in m]
+            return float(np.mean(values)) if values else float("nan")
+        out.append({"run": label, "steps": steps[-1]["step"] if steps else 0,
+                    "eval/accuracy (first)": acc[0] if acc else float("nan"),
+                    "eval/accuracy (last)": acc[-1] if acc else float("nan"),
+                    "eval/accuracy (last 3 mean)": float(np.mean(acc[-3:])) if acc else float("nan"),
+                    "reward (last 10)": mean("reward/mean"), "entropy (last 10)": mean("entropy/mean"),
+                    "clip low (last 10)": mean("clip/low_frac"), "clip high (last 10)": mean("clip/high_frac")})
+    return out
+
+
+class LiveFigure:
+    """A training callback that redraws reward, entropy and held-out accuracy while a run goes.
+
+    ``trainer.Trainer(..., callbacks=[live])``. In a notebook it replaces the cell's figure every ``every`` steps
+    (``clear_output(wait=True)`` then ``display``, so the saved notebook keeps one figure, the last state, which
+    the static book shows). Anything else the cell printed before the run is cleared with it.
+    """
+
+    def __init__(self, label: str = "run", every: int = 5, display: bool = True):
+        self.label, self.every, self.display, self.history = label, every, display, []
+        self.fig = run_curves_figure({label: []}, curves=CURVES[:3], cols=3)
+
+    def __call__(self, metrics: dict) -> None:
+        self.history.append(metrics)
+        if metrics.get("step", 0) % self.every == 0:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self.fig = run_curves_figure({self.label: self.history}, curves=CURVES[:3], cols=3)
+        self.fig.update_layout(height=330, title=f"{self.label}: step {self.history[-1]['step']}"
+                               if self.history else self.label)
+        if self.display:
+            from IPython.display import clear_output, display
+
+            clear_output(wait=True)
+            display(self.fig)

@@ -1,0 +1,94 @@
+"""``cegppo report RUN [RUN ...] --out report.html``: one self-contained HTML page comparing training runs.
+
+Reads each run directory's ``metrics.jsonl`` (and ``config.json`` for the label), and writes a summary table,
+the reward / accuracy / entropy / length / clip-fraction curves, clipped tokens, gradient weight and entropy
+push by token group, and the entropy predictor check. plotly.js is embedded once (offline) unless
+``--plotlyjs cdn``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from typing import Sequence
+
+import plotly.io as pio
+
+from . import lm_viz
+from .trainer import read_metrics
+
+
+def run_label(run_dir: str) -> str:
+    """``method`` plus the β values when the run's config has them, else the directory name."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return os.path.basename(os.path.normpath(run_dir))
+    with open(path) as f:
+        config = json.load(f)
+    label = config.get("method", os.path.basename(os.path.normpath(run_dir)))
+    betas = [f"{k}={config[k]}" for k in ("beta1", "beta2") if config.get(k) is not None]
+    return f"{label} ({', '.join(betas)})" if betas else label
+
+
+def load_runs(run_dirs: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, list[dict]]:
+    if labels and len(labels) != len(run_dirs):
+        raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} runs; give one per run or none")
+    runs = {}
+    for i, run_dir in enumerate(run_dirs):
+        if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+            raise ValueError(f"run directory {run_dir!r} has no metrics.jsonl")
+        label = labels[i] if labels else run_label(run_dir)
+        while label in runs:  # two runs of the same method: keep both
+            label += "'"
+        runs[label] = read_metrics(run_dir)
+    return runs
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+                                    for v in row.values()) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build_report(runs: dict[str, list[dict]], title: str = "cegppo runs", plotlyjs: str = "inline") -> str:
+    figures = [lm_viz.run_curves_figure(runs, smooth=1), lm_viz.clipped_by_group_figure(runs),
+               lm_viz.group_weight_figure(runs), lm_viz.group_push_figure(runs),
+               lm_viz.entropy_prediction_figure(runs)]
+    include = True if plotlyjs == "inline" else "cdn"
+    parts = []
+    for i, fig in enumerate(figures):
+        parts.append(pio.to_html(fig, include_plotlyjs=include if i == 0 else False, full_html=False,
+                                 div_id=f"report-fig-{i}", config={"displaylogo": False}))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"{_table(lm_viz.summary_rows(runs))}{''.join(parts)}</body></html>")
+
+
+def add_cli(subparsers):
+    parser = subparsers.add_parser("report", help="compare training runs in one HTML page",
+                                   description="Compare runs written by `cegppo train`: reward, held-out accuracy, "
+                                               "entropy, clip fractions and token-group contributions.")
+    parser.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
+    parser.add_argument("--out", required=True, help="HTML file to write")
+    parser.add_argument("--labels", nargs="*", help="one label per run (default: method and β from config.json)")
+    parser.add_argument("--title", default="cegppo runs")
+    parser.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
+                        help="embed plotly.js (offline, ~4 MB) or load it from the CDN")
+    parser.set_defaults(func=run_cli)
+    return parser
+
+
+def run_cli(args) -> int:
+    runs = load_runs(args.runs, args.labels)
+    page = build_report(runs, args.title, args.plotlyjs)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(page)
+    print(f"wrote {args.out} ({len(runs)} runs)")
+    return 0

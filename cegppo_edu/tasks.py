@@ -1,0 +1,152 @@
+"""Problems for the LM trainer: a synthetic arithmetic task, and the prompt format shared with math datasets.
+
+A ``Problem`` is a user message (``prompt``, with ``config.prompt_template`` already applied by the task
+factory) and a gold ``answer`` string. The trainer turns a problem into token ids with the model's own chat
+template (``encode_prompt``) or ``config.prompt_encoder``, so the same code serves the tiny char-level
+model of chapter 4 and DeepSeek-R1-Distill in chapter 5 (whose template pre-fills ``<think>\\n``).
+
+The arithmetic task: a + b with ``n_digits``-digit operands, drawn deterministically from a seed; the train
+and held-out splits are disjoint (no (a, b) pair appears in both). The model is expected to answer with the
+digits of the sum; ``extract_integer`` reads the last integer of a response.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str  # the user message, instruction included
+    answer: str  # the gold answer, graded by a RewardFn
+
+
+@dataclass(frozen=True)
+class TaskData:
+    train: list[Problem]  # RL prompts are drawn from here
+    heldout: list[Problem]  # held-out accuracy is measured here
+    sft: list[tuple[Problem, str]] | None = None  # (problem, target response) pairs for a warm start, if any
+
+
+def as_problem(record: Any) -> Problem:
+    """Normalise a record to a ``Problem``: a Problem, a (problem, answer) pair, an object with
+    ``.problem``/``.prompt`` and ``.answer``, or a dict with those keys."""
+    if isinstance(record, Problem):
+        return record
+    if isinstance(record, dict):
+        prompt = record.get("prompt", record.get("problem"))
+        answer = record.get("answer")
+    elif isinstance(record, (tuple, list)) and len(record) == 2:
+        prompt, answer = record
+    else:
+        prompt = getattr(record, "prompt", getattr(record, "problem", None))
+        answer = getattr(record, "answer", None)
+    if not isinstance(prompt, str) or not isinstance(answer, str):
+        raise ValueError(f"cannot read a (problem, answer) pair of strings from {type(record).__name__} record")
+    return Problem(prompt, answer)
+
+
+def apply_prompt_template(problem: str, template: str) -> str:
+    """``template`` with ``{problem}`` replaced (plain replace, so LaTeX braces like ``\\boxed{}`` stay as is)."""
+    if "{problem}" not in template:
+        raise ValueError(f"prompt_template={template!r} must contain the placeholder {{problem}}")
+    return template.replace("{problem}", problem)
+
+
+def encode_prompt(tokenizer, user_message: str, system_prompt: str = "") -> list[int]:
+    """Token ids of a one-turn chat ending where the assistant starts, via the tokenizer's chat template."""
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+        [{"role": "user", "content": user_message}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic addition
+# --------------------------------------------------------------------------------------------------
+def addition_problem(a: int, b: int) -> Problem:
+    return Problem(prompt=f"{a}+{b}=", answer=str(a + b))
+
+
+def _operand_range(n_digits: int) -> tuple[int, int]:
+    return 10 ** (n_digits - 1) if n_digits > 1 else 0, 10 ** n_digits - 1
+
+
+def make_addition_task(n_train: int, n_heldout: int, n_digits: int = 3, seed: int = 0,
+                       min_digits: int | None = None) -> TaskData:
+    """Disjoint train / held-out sets of a+b problems, operands of ``min_digits..n_digits`` digits.
+
+    Deterministic: the same arguments give the same problems in the same order (``random.Random(seed)``).
+    The SFT targets are the bare sums, so a warm-started model answers with digits and then ``<|im_end|>``.
+    """
+    if not isinstance(n_digits, int) or not 1 <= n_digits <= 9:
+        raise ValueError(f"n_digits={n_digits!r} is outside the allowed range [1, 9]")
+    min_digits = n_digits if min_digits is None else min_digits
+    if not isinstance(min_digits, int) or not 1 <= min_digits <= n_digits:
+        raise ValueError(f"min_digits={min_digits!r} is outside the allowed range [1, n_digits={n_digits}]")
+    n_pairs = sum((hi - lo + 1) for lo, hi in (_operand_range(d) for d in range(min_digits, n_digits + 1))) ** 2
+    for name, value in (("n_train", n_train), ("n_heldout", n_heldout)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is outside the allowed range: an integer >= 1")
+    if n_train + n_heldout > n_pairs // 2:
+        raise ValueError(f"n_train + n_heldout = {n_train + n_heldout} is outside the allowed range: at most "
+                         f"{n_pairs // 2} (half the distinct pairs) for {min_digits}..{n_digits}-digit operands")
+    rng = random.Random(seed)
+    seen: set[tuple[int, int]] = set()
+    pairs: list[tuple[int, int]] = []
+    while len(pairs) < n_train + n_heldout:
+        digits = rng.randint(min_digits, n_digits)
+        lo, hi = _operand_range(digits)
+        pair = (rng.randint(lo, hi), rng.randint(lo, hi))
+        if pair not in seen:
+            seen.add(pair)
+            pairs.append(pair)
+    problems = [addition_problem(a, b) for a, b in pairs]
+    train, heldout = problems[:n_train], problems[n_train:]
+    return TaskData(train=train, heldout=heldout, sft=[(p, p.answer) for p in train])
+
+
+# Bounded patterns: a response of a million characters is scanned once, in linear time, and never evaluated.
+_INTEGER = re.compile(r"-?\d+")
+
+
+def extract_integer(response: str, max_digits: int = 64) -> str | None:
+    """The last integer in ``response`` as a canonical digit string (no leading zeros), or None.
+
+    Works on strings, never converts to ``int`` (a number of thousands of digits would hit Python's int/str
+    conversion limit), and rejects integers longer than ``max_digits``.
+    """
+    if not isinstance(response, str):
+        return None
+    last = None
+    for last in _INTEGER.finditer(response):
+        pass
+    if last is None:
+        return None
+    text = last.group(0)
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    if len(digits) > max_digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return ("" if digits == "0" else sign) + digits
+
+
+def accuracy_of(rewards: Sequence[float], correct_value: float) -> float:
+    """Fraction of responses whose reward equals the reward of a correct answer."""
+    return sum(r == correct_value for r in rewards) / max(len(rewards), 1)
+
+
+def make_addition_task_from_config(config) -> TaskData:
+    """Factory for the trainer's task registry (``config.task = "arith"``)."""
+    task = make_addition_task(config.n_train, config.n_heldout, n_digits=config.n_digits, seed=config.seed,
+                              min_digits=config.min_digits)
+    if config.prompt_template == "{problem}":
+        return task
+
+    def templated(p: Problem) -> Problem:
+        return Problem(apply_prompt_template(p.prompt, config.prompt_template), p.answer)
+    return TaskData([templated(p) for p in task.train], [templated(p) for p in task.heldout],
+                    [(templated(p), target) for p, target in task.sft])

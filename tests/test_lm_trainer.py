@@ -1,0 +1,233 @@
+"""The LM trainer on the tiny model: one step, non-finite gradients, memory code paths, resume (also after a
+SIGKILL inside a checkpoint write), the command line, and the committed chapter-4 runs' reproducibility."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cegppo_edu import checkpoint as ckpt
+from cegppo_edu.config import apply_overrides, get_preset
+from cegppo_edu.token_groups import CLASSES
+from cegppo_edu.trainer import Trainer, add_cli, build_config, read_metrics, strip_timings
+
+torch.set_num_threads(1)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CH04 = os.path.join(ROOT, "notebooks", "data", "ch04")
+
+
+
+def parity_reward(config):
+    """A RewardFn factory for an untrained model: 1 for responses of odd length in characters, else 0.
+
+    Rewards are then mixed within groups (an exact-match reward would be all 0 for a random model) and the test
+    shows a custom reward plugging in by ``module:function`` path.
+    """
+    return lambda responses, answers: [float(len(r) % 2) for r in responses]
+
+
+# A tiny but complete configuration: 2 mini-batches per rollout batch, so clipping acts on the second.
+FAST = dict(reward="test_lm_trainer:parity_reward", steps=4,
+            warm_start_steps=0, n_train=200, n_heldout=16, prompts_per_step=4, group_size=4,
+            max_new_tokens=4, mini_batches=2, eval_every=2, checkpoint_every=2, tiny_hidden_size=32,
+            tiny_layers=1, tiny_heads=2, tiny_kv_heads=1, tiny_intermediate_size=64, num_threads=1,
+            drop_zero_variance=False, warmup_steps=2)
+
+
+def fast_config(**extra):
+    return apply_overrides(get_preset("tiny-arith"), {**FAST, **extra})
+
+
+def test_one_step_changes_parameters_with_finite_metrics_and_complete_token_groups(tmp_path):
+    trainer = Trainer(fast_config(), str(tmp_path), progress=False)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    m = trainer.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    for key, value in m.items():
+        assert isinstance(value, (int, float)) and value == value and abs(value) != float("inf"), key
+    assert m["update/optimizer_steps"] == 2 and m["update/skipped_steps"] == 0
+    assert sum(m[f"{c}/count"] for c in CLASSES) == m["tokens"] == m["update/tokens"]
+    assert 0 <= m["clip/low_frac"] <= 1 and 0 <= m["clip/high_frac"] <= 1
+    assert "entropy/measured_change" in m and "entropy/predicted_push" in m
+
+
+def test_non_finite_gradient_norm_skips_the_step(tmp_path):
+    trainer = Trainer(fast_config(), str(tmp_path), progress=False)
+    first = next(trainer.model.parameters())
+    handle = first.register_hook(lambda g: g * float("nan"))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    m = trainer.train_step()
+    handle.remove()
+    assert m["update/skipped_steps"] == m["update/optimizer_steps"] == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert not trainer.optimizer.state  # AdamW never saw the NaN
+
+
+@pytest.mark.parametrize("method", ["grpo", "dapo", "ce_gppo", "gspo", "cispo"])
+def test_memory_code_paths_give_the_same_update(tmp_path, method):
+    """Micro-batches by token budget reproduce the one-pass mini-batch gradient (exact re-weighting); bf16
+    autocast and gradient checkpointing run (checked for finiteness: bf16 changes the numbers)."""
+    plain = Trainer(fast_config(method=method, steps=1), str(tmp_path / "a"), progress=False)
+    micro = Trainer(fast_config(method=method, steps=1, micro_batch_tokens=40), str(tmp_path / "b"), progress=False)
+    plain.train_step()
+    m = micro.train_step()
+    for p, q in zip(plain.model.parameters(), micro.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+    mem = Trainer(fast_config(method=method, steps=1, autocast_dtype="bfloat16", gradient_checkpointing=True,
+                              micro_batch_tokens=40), str(tmp_path / "c"), progress=False)
+    m = mem.train_step()
+    assert m["update/skipped_steps"] == 0 and m["loss"] == m["loss"]
+
+
+def test_nll_term_and_zero_variance_drop_run(tmp_path):
+    m = Trainer(fast_config(nll_coef=0.1, drop_zero_variance=True, max_kept_prompts=2), str(tmp_path),
+                progress=False).train_step()
+    assert m["responses/kept"] <= 2 * 4
+
+
+def test_resume_after_a_stop_reproduces_the_uninterrupted_run(tmp_path):
+    config = fast_config()
+    straight = Trainer(config, str(tmp_path / "straight"), progress=False)
+    straight.train()
+    part = Trainer(config, str(tmp_path / "resumed"), progress=False)
+    part.train(stop_after=2)
+    resumed = Trainer(config, str(tmp_path / "resumed"), resume=True, progress=False)
+    assert resumed.step == 2
+    resumed.train()
+    a = strip_timings(read_metrics(str(tmp_path / "straight")))
+    b = strip_timings(read_metrics(str(tmp_path / "resumed")))
+    assert [m["step"] for m in a] == [0, 1, 2, 3, 4]
+    assert a == b
+
+
+def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path):
+    out = str(tmp_path / "killed")
+    args = ["--preset", "tiny-arith", "--out", out, "--no-progress"] + \
+        [f"--set={k}={v}" for k, v in FAST.items()]
+    code = "import sys; from cegppo_edu.trainer import main; sys.exit(main(sys.argv[1:]))"
+    plain_env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__),
+                                                              os.environ.get("PYTHONPATH", "")])}
+    env = {**plain_env, "CEGPPO_CHECKPOINT_SLEEP": "4:60"}  # sleep inside step 4's checkpoint write
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    for line in proc.stderr:
+        if "checkpoint-write-in-progress step=4" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert ckpt.latest_checkpoint(out).endswith("step_000002")  # the half-written step 4 does not count
+    assert any(d.startswith(".tmp-") for d in os.listdir(ckpt.checkpoint_root(out)))
+    assert len(read_metrics(out)) == 5  # steps 0..4 were logged before the kill
+    done = subprocess.run([sys.executable, "-c", code, *args, "--resume"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=plain_env)
+    assert done.returncode == 0, done.stderr
+    assert not any(d.startswith(".tmp-") for d in os.listdir(ckpt.checkpoint_root(out)))
+    straight = Trainer(fast_config(), str(tmp_path / "straight"), progress=False)
+    straight.train()
+    assert strip_timings(read_metrics(out)) == strip_timings(read_metrics(str(tmp_path / "straight")))
+
+
+def test_cli_help_methods_and_errors(capsys):
+    parser = argparse.ArgumentParser(prog="cegppo")
+    add_cli(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--preset" in text and "--set" in text and "tiny-arith" in text and "--resume" in text
+    for method in ("grpo", "dapo", "ce_gppo", "gppo", "cispo", "gspo", "ppo_clip"):
+        args = parser.parse_args(["train", "--method", method, "--out", "x"])
+        assert args.method == method
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--method", "nope", "--out", "x"])
+    c = build_config("tiny-arith", "dapo", 5, ["beta1=none", "lr=0.01"], smoke=True)
+    assert (c.method, c.steps, c.lr) == ("dapo", 5, 0.01)
+    with pytest.raises(ValueError, match="beta1"):
+        build_config("tiny-arith", "grpo", None, ["beta1=0.5"])
+
+
+def _committed_runs():
+    runs_dir = os.path.join(CH04, "runs")
+    return sorted(d for d in os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
+
+
+@pytest.mark.parametrize("run", _committed_runs() or ["(none committed)"])
+def test_committed_chapter4_runs_reproduce(tmp_path, run):
+    """Re-run the first steps of each committed chapter-4 run with the same code and compare every metric."""
+    run_dir = os.path.join(CH04, "runs", run)
+    assert os.path.isdir(run_dir), "notebooks/data/ch04/runs/ holds the chapter's committed runs"
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    saved["model_path"] = os.path.join(ROOT, saved["model_path"]) if not os.path.isabs(saved["model_path"]) \
+        else saved["model_path"]
+    config = apply_overrides(get_preset("tiny-arith"), {**saved, "steps": 2, "checkpoint_every": 0})
+    Trainer(config, str(tmp_path), progress=False).train()
+    fresh = strip_timings(read_metrics(str(tmp_path)))
+    committed = strip_timings(read_metrics(run_dir))[:len(fresh)]
+    assert len(fresh) == 3
+    for a, b in zip(fresh, committed):
+        # A 2-step run evaluates at its last step; the committed run did not: compare everything else.
+        keys = set(b) if a["step"] == 0 else {k for k in b if not k.startswith("eval/")}
+        assert keys <= set(a) and len(keys) > (1 if a["step"] == 0 else 20)
+        for key in keys:
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (run, a["step"], key)
+
+
+def test_committed_warm_start_reproduces_its_first_steps():
+    """The committed warm-start model comes from ``warm_start.build_warm_start(get_preset("tiny-arith"))``:
+    re-run its first SFT steps and compare the logged losses."""
+    from cegppo_edu.config import resolve
+    from cegppo_edu.models import build_tiny_model_and_tokenizer
+    from cegppo_edu.trainer import derive_seed, make_prompt_encoder
+    from cegppo_edu.warm_start import warm_start
+
+    path = os.path.join(CH04, "warm_start", "warm_start.jsonl")
+    with open(path) as f:
+        committed = [json.loads(line) for line in f]
+    config = get_preset("tiny-arith")
+    assert len(committed) == config.warm_start_steps
+    model, tok = build_tiny_model_and_tokenizer(seed=config.seed)
+    task = resolve("task", config.task)(config)
+    fresh = warm_start(model, tok, task.sft, 5, config.warm_start_lr, config.warm_start_batch_size,
+                       derive_seed(config.seed, "warm_start"), make_prompt_encoder(config, tok))
+    assert [r["nll"] for r in fresh] == pytest.approx([r["nll"] for r in committed[:5]], rel=1e-6)
+
+
+def test_report_writes_one_page_comparing_runs(tmp_path):
+    from cegppo_edu.report import add_cli as add_report
+
+    for name, method in (("a", "grpo"), ("b", "ce_gppo")):
+        config = fast_config(method=method, steps=2, checkpoint_every=0)
+        Trainer(config, str(tmp_path / name), progress=False).train()
+        with open(tmp_path / name / "config.json", "w") as f:
+            json.dump({"method": method}, f)
+    parser = argparse.ArgumentParser(prog="cegppo")
+    add_report(parser.add_subparsers(dest="command"))
+    out = tmp_path / "report.html"
+    args = parser.parse_args(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out),
+                              "--plotlyjs", "cdn"])
+    assert args.func(args) == 0
+    page = out.read_text()
+    for needle in ("grpo", "ce_gppo", "held-out accuracy", "Clipped tokens by group", "PA&amp;LP", "NA&amp;LP"):
+        assert needle in page or needle.replace("&amp;", "&") in page, needle
+    with pytest.raises(ValueError, match="metrics.jsonl"):
+        parser.parse_args(["report", str(tmp_path), "--out", str(out)]).func(
+            parser.parse_args(["report", str(tmp_path), "--out", str(out)]))
+
+
+def test_prompts_longer_than_the_budget_are_left_out(tmp_path):
+    trainer = Trainer(fast_config(max_prompt_tokens=8), str(tmp_path), progress=False)
+    kept = {p.prompt for p in trainer.train_problems}
+    assert kept and all(len(trainer._prompt_ids(p)) <= 8 for p in trainer.train_problems)
+    assert len(kept) < 200  # "ab+cd=" is 9 tokens with the chat markup: those problems are left out
+    with pytest.raises(ValueError, match="max_prompt_tokens"):
+        Trainer(fast_config(max_prompt_tokens=3), str(tmp_path / "none"), progress=False)
