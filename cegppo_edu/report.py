@@ -2,7 +2,9 @@
 
 Reads each run directory's ``metrics.jsonl`` (and ``config.json`` for the label), and writes a summary table,
 the reward / accuracy / entropy / length / clip-fraction curves, clipped tokens, gradient weight and entropy
-push by token group, and the entropy predictor check. plotly.js is embedded once (offline) unless
+push by token group, and the entropy predictor check. Evaluation results of ``cegppo eval`` (``eval.json``,
+found in ``RUN/eval.json`` or ``RUN/eval/eval.json``, or passed with ``--eval``) go in a table next to the
+authors' reported numbers (PAPER.md §5), each row labelled with its source. plotly.js is embedded once (offline) unless
 ``--plotlyjs cdn``.
 """
 
@@ -15,7 +17,7 @@ from typing import Sequence
 
 import plotly.io as pio
 
-from . import lm_viz
+from . import evaluate, lm_viz
 from .trainer import read_metrics
 
 
@@ -54,10 +56,36 @@ def _table(rows: list[dict]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def build_report(runs: dict[str, list[dict]], title: str = "cegppo runs", plotlyjs: str = "inline") -> str:
+def load_evals(run_dirs: Sequence[str], labels: Sequence[str] | None, eval_paths: Sequence[str] = ()) -> dict:
+    """label -> eval.json dict: those found in the run directories (labelled like the runs), then ``eval_paths``
+    (files or folders, labelled by their model)."""
+    evals = {}
+    for i, run_dir in enumerate(run_dirs):
+        path = evaluate.find_eval(run_dir)
+        if path:
+            evals[labels[i] if labels else run_label(run_dir)] = evaluate.read_eval(path)
+    for path in eval_paths:
+        result = evaluate.read_eval(path)
+        label = result["model"]
+        while label in evals:
+            label += "'"
+        evals[label] = result
+    return evals
+
+
+def eval_section(evals: dict[str, dict]) -> str:
+    """The evaluation table: the authors' reported numbers, then ours, each row naming its source."""
+    rows = evaluate.eval_table_rows(evals)
+    return ("<h2>Evaluation (avg@k, %)</h2><p>Rows marked <em>reported by the authors</em> are copied from the "
+            "paper's README (PAPER.md §5); rows marked <em>ours</em> come from <code>cegppo eval</code> and say "
+            "what produced them.</p>" + _table(rows).replace("<td>nan</td>", "<td>—</td>"))
+
+
+def build_report(runs: dict[str, list[dict]], title: str = "cegppo runs", plotlyjs: str = "inline",
+                 evals: dict[str, dict] | None = None) -> str:
     figures = [lm_viz.run_curves_figure(runs, smooth=1), lm_viz.clipped_by_group_figure(runs),
                lm_viz.group_weight_figure(runs), lm_viz.group_push_figure(runs),
-               lm_viz.entropy_prediction_figure(runs)]
+               lm_viz.entropy_prediction_figure(runs)] if runs else []
     include = True if plotlyjs == "inline" else "cdn"
     parts = []
     for i, fig in enumerate(figures):
@@ -67,14 +95,18 @@ def build_report(runs: dict[str, list[dict]], title: str = "cegppo runs", plotly
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"{_table(lm_viz.summary_rows(runs))}{''.join(parts)}</body></html>")
+            f"{_table(lm_viz.summary_rows(runs)) if runs else ''}{eval_section(evals) if evals else ''}"
+            f"{''.join(parts)}</body></html>")
 
 
 def add_cli(subparsers):
     parser = subparsers.add_parser("report", help="compare training runs in one HTML page",
                                    description="Compare runs written by `cegppo train`: reward, held-out accuracy, "
                                                "entropy, clip fractions and token-group contributions.")
-    parser.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
+    parser.add_argument("runs", nargs="*", help="run directories (each with metrics.jsonl; an eval.json in RUN/ or "
+                                                "RUN/eval/ is shown in the evaluation table)")
+    parser.add_argument("--eval", dest="evals", nargs="*", default=[], metavar="EVAL",
+                        help="more eval.json files (or folders holding one) from `cegppo eval`")
     parser.add_argument("--out", required=True, help="HTML file to write")
     parser.add_argument("--labels", nargs="*", help="one label per run (default: method and β from config.json)")
     parser.add_argument("--title", default="cegppo runs")
@@ -85,10 +117,13 @@ def add_cli(subparsers):
 
 
 def run_cli(args) -> int:
+    if not args.runs and not args.evals:
+        raise ValueError("runs=[] and --eval=[]: give at least one run directory or eval.json")
     runs = load_runs(args.runs, args.labels)
-    page = build_report(runs, args.title, args.plotlyjs)
+    evals = load_evals(args.runs, args.labels, args.evals)
+    page = build_report(runs, args.title, args.plotlyjs, evals)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(page)
-    print(f"wrote {args.out} ({len(runs)} runs)")
+    print(f"wrote {args.out} ({len(runs)} runs, {len(evals)} evaluations)")
     return 0

@@ -1,0 +1,205 @@
+"""Chapter 5 integration: the R1-Distill presets, their smoke mode (train and eval on a CPU), the evaluation
+metrics, the report's evaluation table, and that the book states the preset's real values."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cegppo_edu import config as cfg
+from cegppo_edu import evaluate, report
+from cegppo_edu.advantages import zero_variance_groups
+from cegppo_edu.interfaces import Rollout
+from cegppo_edu.math_data import MathProblem
+from cegppo_edu.math_reward import MathReward
+from cegppo_edu.trainer import Trainer, main as train_main, read_metrics, strip_timings
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = "r1-distill-1.5b-1gpu"
+GPU_PRESETS = (PRESET, "r1-distill-1.5b-1gpu-48gb")
+
+
+# ------------------------------------------------------------------------------------------------ presets
+@pytest.mark.parametrize("name", GPU_PRESETS)
+def test_gpu_presets_are_the_authors_setup_with_named_changes(name):
+    c = cfg.get_preset(name)
+    assert (c.task, c.reward, c.sampler, c.method) == ("math", "math_verify", "vllm", "ce_gppo")
+    assert c.model_path == cfg.R1_DISTILL_1P5B
+    assert c.prompt_encoder == "cegppo_edu.prompts:encode_prompt" and c.prompt_template == "{problem}"
+    assert (c.reward_correct, c.reward_wrong, c.group_size, c.temperature, c.top_p) == (1.0, -1.0, 8, 1.0, 1.0)
+    assert (c.lr, c.weight_decay, c.warmup_steps, c.max_grad_norm) == (1e-6, 0.1, 10, 1.0)
+    assert c.mini_batches >= 2, "K >= 2 mini-batch steps per rollout batch, or clipping never acts"
+    assert c.drop_zero_variance and c.dual_clip is None and c.nll_coef == 0.0  # extras off by default
+    assert (c.dtype, c.autocast_dtype, c.gradient_checkpointing) == ("float32", "bfloat16", True)
+    kwargs = cfg.loss_kwargs(c)
+    assert (kwargs["eps_low"], kwargs["eps_high"], kwargs["beta1"], kwargs["beta2"]) == (0.2, 0.2, 0.5, 1.0)
+    smoke = cfg.get_preset(name, smoke=True)
+    assert (smoke.device, smoke.sampler, smoke.model_path, smoke.drop_zero_variance) == ("cpu", "hf", "", False)
+    assert Path(smoke.data_path).exists() and Path(smoke.eval_data_path).exists()
+
+
+@pytest.mark.parametrize("field, value", [("micro_batch_tokens", -1), ("mini_batches", 0),
+                                          ("vllm_gpu_memory_utilization", 1.5), ("reward_workers", 0),
+                                          ("eval_top_p", 0.0), ("max_prompt_tokens", 0)])
+def test_gpu_preset_rejects_bad_fields_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        cfg.apply_overrides(cfg.get_preset(PRESET), {field: value})
+    with pytest.raises(ValueError, match=field):
+        cfg.register_preset("bad-preset", cfg.TrainConfig(**{**cfg.to_dict(cfg.get_preset(PRESET)), field: value}))
+    assert "bad-preset" not in cfg.PRESETS
+
+
+def _book_preset_table() -> dict[str, list[str]]:
+    """The machine-checked table of book/gpu_recipe.md: field -> one value per preset column."""
+    text = (ROOT / "book" / "gpu_recipe.md").read_text()
+    block = re.search(r"<!-- preset-values:start -->(.*?)<!-- preset-values:end -->", text, re.S)
+    assert block, "book/gpu_recipe.md lost its preset-values block"
+    lines = [ln for ln in block.group(1).strip().splitlines() if ln.startswith("|")]
+    header = [h.strip().strip("`") for h in lines[0].strip("|").split("|")]
+    assert header[1:] == list(GPU_PRESETS)
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_gpu_book_states_the_presets_real_values():
+    rows = _book_preset_table()
+    assert {"prompts_per_step", "group_size", "max_new_tokens", "mini_batches", "micro_batch_tokens", "steps",
+            "vllm_gpu_memory_utilization", "lr", "max_prompt_tokens", "eval_every", "eval_samples"} <= set(rows)
+    for field, texts in rows.items():
+        for name, text in zip(GPU_PRESETS, texts):
+            stated = cfg._parse_value(field, text.replace(",", ""))
+            actual = getattr(cfg.get_preset(name), field)
+            assert stated == actual, f"book/gpu_recipe.md says {field}={text} for {name}; config.py has {actual}"
+
+
+# ------------------------------------------------------------------------------------------------ smoke train
+def test_gpu_smoke_train_end_to_end_and_resume(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    args = ["--preset", PRESET, "--smoke", "--no-progress"]
+    assert train_main([*args, "--out", str(straight)]) == 0
+    metrics = read_metrics(str(straight))
+    steps = [m for m in metrics if m["step"] > 0]
+    assert [m["step"] for m in steps] == [1, 2, 3]
+    for m in steps:
+        for key in ("reward/mean", "entropy/mean", "loss", "entropy/after_update", "response/length_mean"):
+            assert math.isfinite(m[key]), key
+        assert m["update/optimizer_steps"] == 2 and m["responses/kept"] == 16
+    assert all(m["reward/mean"] == -1.0 for m in steps)  # a random model never closes </think>
+    evals = [m["eval/accuracy"] for m in metrics if "eval/accuracy" in m]
+    assert len(evals) == 3 and all(0.0 <= a <= 1.0 for a in evals)  # steps 0, 2 and the last
+    assert (straight / "checkpoints" / "step_000003" / "COMPLETE").exists()
+    assert json.loads((straight / "config.json").read_text())["sampler"] == "hf"
+    # Pre-empted after step 2, resumed: the same metrics as the straight run.
+    assert train_main([*args, "--out", str(split), "--steps", "2"]) == 0
+    assert train_main([*args, "--out", str(split), "--steps", "3", "--resume"]) == 0
+    assert strip_timings(read_metrics(str(split))) == strip_timings(metrics)
+
+
+def test_gpu_dynamic_sampling_filter_drops_constant_groups(tmp_path):
+    rewards = torch.tensor([1, 1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1], dtype=torch.float32)
+    assert zero_variance_groups(rewards, 4).view(-1, 4)[:, 0].tolist() == [True, False, True, False]
+
+    def constructed_reward(texts, answers):  # the same 4 groups of 4 at every call, whatever the texts
+        return rewards[:len(texts)].tolist() if len(texts) == 16 else [-1.0] * len(texts)
+    config = cfg.apply_overrides(cfg.get_preset(PRESET, smoke=True),
+                                 {"drop_zero_variance": True, "eval_every": 0, "steps": 1})
+    trainer = Trainer(config, str(tmp_path), reward_fn=constructed_reward, progress=False)
+    m = trainer.train_step()
+    assert m["groups/kept_frac"] == 0.5 and m["responses/kept"] == 8
+    assert m["ZA/count"] == 0 and m["tokens"] > 0 and math.isfinite(m["loss"])
+    assert m["grad_norm/mean"] > 0  # the mixed groups carry a gradient
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def test_gpu_avg_and_pass_at_k():
+    correct = np.array([[1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], dtype=bool)
+    assert evaluate.avg_at_k(correct) == pytest.approx((0.25 + 1.0 + 0.0) / 3)
+    assert evaluate.pass_at_k(correct) == pytest.approx(2 / 3)
+
+
+class ScriptedSampler:
+    """Returns fixed responses: problem i's j-th sample is ``texts[i][j]``."""
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    def generate(self, prompt_ids, n, max_new_tokens, temperature=1.0, top_p=1.0, seed=None):
+        texts = [t for row in self.texts for t in row]
+        return Rollout(prompt_ids=[p for p in prompt_ids for _ in range(n)], response_ids=[[1, 2]] * len(texts),
+                       response_logp=[[0.0, 0.0]] * len(texts), truncated=[False] * len(texts), texts=texts)
+
+
+def test_gpu_evaluate_benchmark_grades_with_math_verify():
+    problems = [MathProblem("one half?", "\\frac{1}{2}"), MathProblem("seven?", "7")]
+    texts = [["x</think>The answer is \\boxed{0.5}.", "</think>\\boxed{\\frac{2}{4}}", "no end \\boxed{1/2}"],
+             ["</think>\\boxed{8}", "</think>\\boxed{7}", "</think>\\boxed{7}"]]
+    with MathReward(workers=0) as reward:
+        summary, rows = evaluate.evaluate_benchmark(problems, [[1], [2]], ScriptedSampler(texts), reward, 3,
+                                                    0.6, 0.95, 8, seed=0)
+    assert rows[0]["correct"] == [True, True, False] and rows[0]["outcomes"][2] == "no_think_end"
+    assert rows[1]["correct"] == [False, True, True]
+    assert summary["avg@3"] == pytest.approx(4 / 6) and summary["pass@3"] == 1.0 and summary["problems"] == 2
+
+
+def test_gpu_eval_smoke_writes_avg_at_k(tmp_path, capsys):
+    out = tmp_path / "eval"
+    result = evaluate.run_eval(None, "aime24,math500", samples=3, out=str(out), smoke=True)
+    assert "sampler hf" in capsys.readouterr().out
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved == json.loads(json.dumps(result)) and saved["smoke"] and saved["sampler"] == "hf"
+    for name in ("aime24", "math500"):
+        bench = saved["benchmarks"][name]
+        assert bench["problems"] == 4 and bench["k"] == 3
+        assert 0.0 <= bench["avg@3"] <= 1.0 and 0.0 <= bench["pass@3"] <= 1.0
+        lines = (out / f"{name}.jsonl").read_text().splitlines()
+        assert len(lines) == 4 and all(len(json.loads(ln)["correct"]) == 3 for ln in lines)
+    again = evaluate.run_eval(None, "aime24,math500", samples=3, out=str(tmp_path / "again"), smoke=True,
+                              verbose=False)
+    assert [again["benchmarks"][n]["mean_length"] for n in ("aime24", "math500")] == \
+        [saved["benchmarks"][n]["mean_length"] for n in ("aime24", "math500")]  # same seed, same samples
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bench", "aime24,gsm8k"], "aime24, aime25, math500"),
+    (["--samples", "0"], "samples=0"),
+    (["--temperature", "-0.1"], "temperature=-0.1"),
+    (["--top-p", "0"], "top_p=0.0"),
+    (["--top-p", "1.5"], "top_p=1.5"),
+    (["--max-new-tokens", "0"], "max_new_tokens=0"),
+])
+def test_gpu_eval_rejects_bad_input(tmp_path, capsys, argv, message):
+    assert evaluate.main(["--smoke", "--out", str(tmp_path / "e"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_gpu_report_puts_eval_next_to_the_papers_numbers(tmp_path):
+    evaluate.run_eval(None, "aime24", samples=2, out=str(tmp_path / "e"), smoke=True, verbose=False)
+    rows = evaluate.eval_table_rows([evaluate.read_eval(str(tmp_path / "e"))])
+    authors = [r for r in rows if r["source"].startswith("reported by the authors")]
+    assert [r["AIME24"] for r in authors] == [29.2, 33.4, 40.0, 42.0]
+    assert rows[-1]["source"].startswith("ours:") and "SMOKE" in rows[-1]["source"]
+    assert math.isnan(rows[-1]["AIME25"])  # not evaluated, not invented
+    parser = __import__("argparse").ArgumentParser()
+    report.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["report", "--eval", str(tmp_path / "e"), "--out", str(tmp_path / "r.html")])
+    assert args.func(args) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "reported by the authors" in page and "SMOKE" in page
+
+
+def test_gpu_cli_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "cegppo_edu", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    for command in ("bandit", "train", "report", "eval"):
+        assert re.search(rf"^\s+{command}\s", out, re.M), command
