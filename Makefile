@@ -14,12 +14,13 @@ VERL_VENV  := .venv-verl
 VERL_BIN   := $(VERL_VENV)/bin
 VERL_STAMP := $(VERL_VENV)/.installed
 
-.PHONY: test test-verl book venv browser clean help
+.PHONY: test test-verl book venv browser lab clean help
 
 help:
 	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
 	@echo "make test   - run every test (creates .venv, installs, builds the book, drives a browser)"
 	@echo "make test-verl - only the verl plugin tests (creates .venv-verl; also part of make test)"
+	@echo "make lab    - open the notebooks in JupyterLab (installs it into .venv first)"
 	@echo "make venv   - only create/refresh .venv"
 	@echo "make clean  - remove _build and caches (keeps .venv)"
 
@@ -63,6 +64,11 @@ $(VERL_STAMP): $(VERL_BIN)/python pyproject.toml
 # tests_verl/ has its own pytest.ini: the main suite (testpaths tests, notebooks) never collects it.
 test-verl: $(VERL_STAMP)
 	$(VERL_BIN)/pytest -c tests_verl/pytest.ini tests_verl
+
+# The notebooks' ipywidgets panels need a live kernel and a front end: JupyterLab.
+lab: $(STAMP)
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/pip install --quiet "jupyterlab>=4"
+	$(BIN)/jupyter lab notebooks/
 
 clean:
 	rm -rf _build .pytest_cache

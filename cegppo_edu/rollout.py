@@ -61,8 +61,11 @@ class HFSampler:
         with autocast:
             out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config)
         new_tokens = out.sequences[:, ids.shape[1]:]  # (B, L_new)
-        scores = torch.stack(out.scores, dim=1).float()  # (B, L_new, V): the processed sampling logits
-        logps = torch.log_softmax(scores, dim=-1).gather(-1, new_tokens[..., None]).squeeze(-1)  # (B, L_new)
+        # out.scores: L_new tensors (B, V), the processed sampling logits. Gather step by step, so that no
+        # (B, L_new, V) stack is ever made (a 1.5B model's vocabulary makes that several GB).
+        logps = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(-1, new_tokens[:, t, None]).squeeze(-1)
+                             for t, step in enumerate(out.scores)], dim=1)  # (B, L_new)
+        del out
         responses, logp_lists, truncated = [], [], []
         for row in range(new_tokens.shape[0]):
             tokens = new_tokens[row].tolist()

@@ -414,6 +414,11 @@ class Trainer:
         return ckpt.save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, state,
                                     self.config.keep_checkpoints)
 
+    def close(self) -> None:
+        """Release what the run holds outside this process (the math-verify reward's worker pool)."""
+        if hasattr(self.reward_fn, "close"):
+            self.reward_fn.close()
+
     def train(self, stop_after: int | None = None) -> list[dict]:
         """Run until ``config.steps`` (or ``stop_after`` more steps); returns the metrics of the steps run."""
         from tqdm.auto import tqdm
@@ -535,7 +540,10 @@ def run_cli(args) -> int:
         print(f"resumed from {trainer.resumed_from} at step {trainer.step}", file=sys.stderr)
     with open(os.path.join(args.out, "config.json"), "w") as f:  # the run's full config, for `cegppo report`
         json.dump(to_dict(config), f, indent=1)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
     return 0
 
 
