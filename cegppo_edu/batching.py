@@ -78,8 +78,11 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
 
 
 def score(model, batch: Batch, chunk_size: int = 1024, with_entropy: bool = True, with_influence: bool = False,
-          autocast_dtype: torch.dtype | None = None):
+          autocast_dtype: torch.dtype | None = None, temperature: float = 1.0):
     """log π of each response token (with grad if enabled), entropy and entropy influence (no grad).
+
+    ``temperature``: the sampler's; the logits are divided by it so that π (and so the ratio and the clipping)
+    is the distribution the responses were drawn from, as verl does.
 
     Returns ``(logp, entropy, influence)``, each ``(B, R)`` fp32; entropy/influence are None unless asked for.
     """
@@ -88,6 +91,8 @@ def score(model, batch: Batch, chunk_size: int = 1024, with_entropy: bool = True
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     position_ids=batch.position_ids, logits_to_keep=width_r + 1, use_cache=False)
     logits = out.logits[:, :-1]  # (B, R, V): position t predicts response token t
+    if temperature != 1.0:
+        logits = logits / temperature
     logp, entropy = token_logp_and_entropy(logits, batch.response_ids, chunk_size, with_entropy)
     influence = entropy_influence(logits.detach(), batch.response_ids, chunk_size) if with_influence else None
     return logp, entropy, influence

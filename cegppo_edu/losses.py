@@ -14,7 +14,7 @@ Each loss returns the scalar to *minimise* (the negative objective). Shapes (nan
 ``logp, old_logp, mask: (B, T)``; ``adv: (B,)`` (one advantage per response, broadcast over its
 tokens) or ``(B, T)``. Aggregation is "token-mean" over ``mask`` unless ``agg`` says otherwise.
 
-Equations refer to CE-GPPO, arXiv:2509.20712 (v2), §3, in the notation of ``shared/PAPER.md``.
+Equations refer to CE-GPPO, arXiv:2509.20712 (v2), §3, in the notation of ``book/paper_in_brief.md`` (cited as PAPER.md).
 """
 
 from __future__ import annotations

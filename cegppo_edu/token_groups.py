@@ -49,7 +49,8 @@ def clipped_sides(ratio, adv, eps_low=0.2, eps_high=0.2):
 
 
 @torch.no_grad()
-def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=0.5, influence=None, **hyper) -> dict:
+def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=0.5, influence=None, classify_by="current",
+                **hyper) -> dict:
     """Per-class statistics of one batch of tokens, as a flat dict of floats (ready for a JSONL log).
 
     Keys ``"{class}/{stat}"`` for each class in ``CLASSES`` with stat in
@@ -59,11 +60,17 @@ def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=0.5, infl
     (``entropy.entropy_influence``), ``entropy_push`` = Σ −F·Â·I (proportional to the class's first-order
     contribution to the entropy change). Plus batch-wide ``clip/low_frac``, ``clip/high_frac``, ``tokens``.
     ``hyper`` are the method's hyper-parameters (``eps_low``, ``eps_high``, ``beta1``, ``beta2``, ``dual_clip``).
+    ``classify_by``: whose probability decides HP/LP — ``"current"`` (π_θ = exp(logp), the policy being updated,
+    whose π also enters the entropy influence I_a; the default, used by the trainer's metrics) or ``"old"``
+    (π_old = exp(old_logp), the probability the token had when it was sampled). After a few updates a token can
+    cross the threshold, so the two split the clipped tokens differently.
     """
     adv, mask = check_inputs(logp, old_logp, adv, mask)
     eps_low, eps_high = hyper.get("eps_low", 0.2), hyper.get("eps_high", 0.2)
     ratio = ratio_from_logps(logp, old_logp)
-    prob = logp.exp()
+    if classify_by not in ("current", "old"):
+        raise ValueError(f"classify_by={classify_by!r} must be 'current' or 'old'")
+    prob = (logp if classify_by == "current" else old_logp).exp()
     valid = mask.bool()
     group = classify(prob, adv, threshold)
     lower, upper = clipped_sides(ratio, adv, eps_low, eps_high)

@@ -140,8 +140,11 @@ class Trainer:
             else:
                 self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
+        # Fused AdamW on a GPU: the default multi-tensor ("foreach") step allocates a temporary as large as the
+        # weights (≈6.6 GiB of fp32 for 1.78B parameters); on a CPU torch's default is kept.
+        fused = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                           betas=(config.adam_b1, config.adam_b2))
+                                           betas=(config.adam_b1, config.adam_b2), **fused)
         warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)  # linear warm-up, constant
@@ -297,7 +300,8 @@ class Trainer:
         self.model.eval()
         old, ent_sum, n_tok = [None] * len(rows), 0.0, 0.0
         for group, batch in self._micro_batches(rows, range(len(rows))):
-            logp, entropy, _ = score(self.model, batch, self.config.logp_chunk, True, False, self.autocast)
+            logp, entropy, _ = score(self.model, batch, self.config.logp_chunk, True, False, self.autocast,
+                                     self.config.temperature)
             for j, i in enumerate(group):
                 old[i] = logp[j, :len(rows[i].response)].float()
             ent_sum += (entropy * batch.mask).sum().item()
@@ -348,7 +352,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_value, stats = 0.0, []
         for group, batch in self._micro_batches(rows, mini):
-            logp, _, influence = score(self.model, batch, c.logp_chunk, False, c.token_group_stats, self.autocast)
+            logp, _, influence = score(self.model, batch, c.logp_chunk, False, c.token_group_stats, self.autocast,
+                                       c.temperature)
             old = torch.zeros_like(logp)
             for j, i in enumerate(group):
                 old[j, :len(rows[i].response)] = old_logps[i]

@@ -77,10 +77,13 @@ def test_memory_code_paths_give_the_same_update(tmp_path, method):
     autocast and gradient checkpointing run (checked for finiteness: bf16 changes the numbers)."""
     plain = Trainer(fast_config(method=method, steps=1), str(tmp_path / "a"), progress=False)
     micro = Trainer(fast_config(method=method, steps=1, micro_batch_tokens=40), str(tmp_path / "b"), progress=False)
-    plain.train_step()
+    m_plain = plain.train_step()
     m = micro.train_step()
     for p, q in zip(plain.model.parameters(), micro.model.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
+    # AdamW's first steps are nearly sign(g)·lr, blind to a uniform scale error: compare scale-sensitive metrics too
+    assert m["grad_norm/mean"] == pytest.approx(m_plain["grad_norm/mean"], rel=1e-4)
+    assert m["loss"] == pytest.approx(m_plain["loss"], rel=1e-4, abs=1e-7)
     mem = Trainer(fast_config(method=method, steps=1, autocast_dtype="bfloat16", gradient_checkpointing=True,
                               micro_batch_tokens=40), str(tmp_path / "c"), progress=False)
     m = mem.train_step()

@@ -45,3 +45,15 @@ def test_group_stats_add_up():
     assert sum(stats[f"{c}/weight_sum"] for c in CLASSES) == pytest.approx(coef.sum().item(), rel=1e-5)
     clipped = (((ratio < 0.8) & (adv[:, None] < 0)) * mask).sum().item()
     assert stats["clip/low_frac"] == pytest.approx(clipped / n_valid)
+
+
+def test_group_stats_can_classify_by_the_sampling_policy():
+    old_logp = torch.log(torch.tensor([[0.4, 0.6]]))
+    logp = torch.log(torch.tensor([[0.6, 0.4]]))  # both tokens crossed the 0.5 threshold during the update
+    adv, mask = torch.tensor([1.0]), torch.ones(1, 2)
+    current = group_stats(logp, old_logp, adv, mask)
+    old = group_stats(logp, old_logp, adv, mask, classify_by="old")
+    assert current["PA&HP/count"] == old["PA&HP/count"] == 1.0
+    assert current["PA&HP/clip_high_frac"] == 1.0 and old["PA&LP/clip_high_frac"] == 1.0  # r = 1.5 is clipped
+    with pytest.raises(ValueError, match="classify_by"):
+        group_stats(logp, old_logp, adv, mask, classify_by="new")
