@@ -74,40 +74,32 @@ def _total(metrics: list[dict], key: str) -> float:
     return float(sum(m.get(key, 0.0) for m in metrics))
 
 
-def clipped_by_group_figure(runs: dict[str, list[dict]]) -> go.Figure:
-    """Tokens PPO clips, summed over each run, split by token group (the tokens CE-GPPO gives back a gradient)."""
+def _group_totals_figure(runs: dict[str, list[dict]], stat: str, barmode: str, yaxis_title: str,
+                         title: str) -> go.Figure:
+    """One bar per run and token group: the metric ``{group}/{stat}`` summed over the run."""
     fig = go.Figure()
     labels = list(runs)
     for group in GROUPS:
-        fig.add_trace(go.Bar(x=labels, y=[_total(runs[r], f"{group}/clipped") for r in labels], name=group,
+        fig.add_trace(go.Bar(x=labels, y=[_total(runs[r], f"{group}/{stat}") for r in labels], name=group,
                              marker_color=GROUP_COLORS[group]))
-    fig.update_layout(barmode="stack", yaxis_title="clipped tokens, whole run", height=380,
-                      title="Clipped tokens by group")
+    fig.update_layout(barmode=barmode, yaxis_title=yaxis_title, height=380, title=title)
     return fig
+
+
+def clipped_by_group_figure(runs: dict[str, list[dict]]) -> go.Figure:
+    """Tokens PPO clips, summed over each run, split by token group (the tokens CE-GPPO gives back a gradient)."""
+    return _group_totals_figure(runs, "clipped", "stack", "clipped tokens, whole run", "Clipped tokens by group")
 
 
 def group_push_figure(runs: dict[str, list[dict]]) -> go.Figure:
     """Each group's summed first-order entropy push Σ −F·Â·I over the run, per run (positive raises entropy)."""
-    fig = go.Figure()
-    labels = list(runs)
-    for group in GROUPS:
-        fig.add_trace(go.Bar(x=labels, y=[_total(runs[r], f"{group}/entropy_push") for r in labels], name=group,
-                             marker_color=GROUP_COLORS[group]))
-    fig.update_layout(barmode="relative", yaxis_title="Σ −F·Â·I (up = raises entropy)", height=380,
-                      title="Entropy push by token group")
-    return fig
+    return _group_totals_figure(runs, "entropy_push", "relative", "Σ −F·Â·I (up = raises entropy)",
+                                "Entropy push by token group")
 
 
 def group_weight_figure(runs: dict[str, list[dict]]) -> go.Figure:
     """Summed gradient weight Σ|F·Â| per token group over each run: where each method's gradient goes."""
-    fig = go.Figure()
-    labels = list(runs)
-    for group in GROUPS:
-        fig.add_trace(go.Bar(x=labels, y=[_total(runs[r], f"{group}/weight_sum") for r in labels], name=group,
-                             marker_color=GROUP_COLORS[group]))
-    fig.update_layout(barmode="group", yaxis_title="Σ |F·Â| over the run", height=380,
-                      title="Gradient weight by token group")
-    return fig
+    return _group_totals_figure(runs, "weight_sum", "group", "Σ |F·Â| over the run", "Gradient weight by token group")
 
 
 def entropy_prediction_figure(runs: dict[str, list[dict]]) -> go.Figure:
