@@ -554,14 +554,9 @@ def run_cli(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cegppo_edu.trainer ...``: the ``train`` sub-command alone (handy in tests and scripts)."""
-    parser = argparse.ArgumentParser(prog="cegppo")
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return int(args.func(args) or 0)
-    except ValueError as err:
-        print(f"cegppo train: error: {err}", file=sys.stderr)
-        return 2
+    from .cli import main as cli_main  # the one place that parses, dispatches and reports errors
+
+    return cli_main(["train", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -196,12 +196,17 @@ def test_chapter_figures_draw_sliders_move_math_renders(browser, base_url, chapt
         has_math = page.locator(".math").count() > 0  # MyST wraps every formula in .math
         if chapter in VIZ_CHAPTERS or has_math:
             assert _wait_for_math(page) > 0, f"{chapter}: MathJax rendered no formula"
-        assert page.locator("mjx-merror").count() == 0, f"{chapter}: a formula failed to parse"
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{Path(chapter).name}.png"), full_page=True)
-        assert not errors, f"{chapter}: " + "; ".join(errors)
+        _check_math_screenshot_and_errors(page, chapter, errors)
     finally:
         page.close()
+
+
+def _check_math_screenshot_and_errors(page, name: str, errors: list[str]) -> None:
+    """No formula failed to parse; save the page's screenshot; no JavaScript error came from it."""
+    assert page.locator("mjx-merror").count() == 0, f"{name}: a formula failed to parse"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{Path(name).name}.png"), full_page=True)
+    assert not errors, f"{name}: " + "; ".join(errors)
 
 
 @pytest.mark.parametrize("name", MATH_PAGES)
@@ -209,9 +214,6 @@ def test_text_pages_render_math_without_errors(browser, base_url, name):
     page, errors = _open(browser, f"{base_url}/{name}.html")
     try:
         assert _wait_for_math(page) > 0, f"{name}: MathJax rendered no formula"
-        assert page.locator("mjx-merror").count() == 0, f"{name}: a formula failed to parse"
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{Path(name).name}.png"), full_page=True)
-        assert not errors, f"{name}: " + "; ".join(errors)
+        _check_math_screenshot_and_errors(page, name, errors)
     finally:
         page.close()
