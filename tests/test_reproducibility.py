@@ -1,0 +1,137 @@
+"""Reproducibility, in the two kinds of ``cegppo_edu.reproducibility``.
+
+1. Determinism on one machine (exact): the same run twice gives bitwise the same metrics; resumed runs are in
+   ``test_lm_trainer.py`` (also exact).
+2. Agreement with the committed chapter-4 artefacts across machines (a measured tolerance): re-run their first
+   steps here, and again in subprocesses under every kernel set this CPU supports, so that one CI run stands in for
+   machines with other float kernels. A tolerance too tight for another kernel set fails there.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cegppo_edu import reproducibility as repro
+from cegppo_edu.trainer import Trainer, read_metrics, strip_timings
+from test_lm_trainer import fast_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS = os.path.join(ROOT, "notebooks", "data", "ch04", "runs")
+COMMITTED = sorted(os.listdir(RUNS))
+
+
+# ------------------------------------------------------------------------------ kind 1: one machine, exact
+def test_the_same_run_twice_gives_bitwise_the_same_metrics(tmp_path):
+    first = Trainer(fast_config(), str(tmp_path / "a"), progress=False)
+    first.train()
+    second = Trainer(fast_config(), str(tmp_path / "b"), progress=False)
+    second.train()
+    a, b = strip_timings(read_metrics(str(tmp_path / "a"))), strip_timings(read_metrics(str(tmp_path / "b")))
+    assert len(a) == 5 and a == b  # ==, not approx: same machine, same kernels
+
+
+# ------------------------------------------------------------------------------ the comparison itself
+def _committed(run="ce_gppo"):
+    return repro.read_jsonl(os.path.join(RUNS, run, "metrics.jsonl"))[:repro.PREFIX_STEPS + 1]
+
+
+def test_compare_prefix_accepts_drift_within_the_tolerance():
+    committed = _committed()
+    drifted = copy.deepcopy(committed)
+    for m in drifted[1:]:
+        m["loss"] *= 1 + 0.5 * repro.RTOL
+        m["entropy/measured_change"] += 0.5 * repro.ATOL
+    assert repro.compare_prefix(drifted, committed).ok
+
+
+@pytest.mark.parametrize("change", ["value", "missing key", "no shared step"])
+def test_compare_prefix_rejects_a_real_change(change):
+    committed = _committed()
+    fresh = copy.deepcopy(committed)
+    if change == "value":  # one number off by twice the tolerance
+        fresh[2]["grad_norm/mean"] *= 1 + 2 * repro.RTOL + 4 * repro.ATOL / fresh[2]["grad_norm/mean"]
+    elif change == "missing key":
+        del fresh[3]["PA&LP/entropy_push"]
+    else:
+        fresh = [{**m, "step": m["step"] + 100} for m in fresh]
+    agreement = repro.compare_prefix(fresh, committed)
+    assert not agreement.ok
+    if change == "value":
+        assert (agreement.worst_key, agreement.worst_step) == ("grad_norm/mean", 2) and "DISAGREES" in str(agreement)
+
+
+def test_kernel_sets_follow_the_cpu_flags():
+    assert repro.kernel_sets(set()) == ["default", "mkl-compatible"]
+    assert repro.kernel_sets({"avx2", "fma"}) == ["avx2", "default", "mkl-compatible"]
+    assert repro.kernel_sets({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"})[0] == "avx512"
+    with pytest.raises(ValueError, match="kernel set 'avx9'"):
+        repro.kernel_env("avx9")
+
+
+# ------------------------------------------------------------------------------ kind 2: committed artefacts
+@pytest.mark.parametrize("run", COMMITTED)
+def test_committed_run_agrees_here_within_the_tolerance(tmp_path, run):
+    agreement = repro.check_committed_run(os.path.join(RUNS, run), ROOT, str(tmp_path), repro.PREFIX_STEPS)
+    assert agreement.ok, f"{run}: {agreement}"
+    assert agreement.steps == repro.PREFIX_STEPS + 1 and agreement.keys > 50 * repro.PREFIX_STEPS
+
+
+def test_committed_warm_start_agrees_here_within_the_tolerance():
+    agreement = repro.check_committed_warm_start(ROOT)
+    assert agreement.ok and agreement.steps == repro.WARM_START_PREFIX_STEPS, agreement
+
+
+CHILD = """
+import json, sys, tempfile, torch
+from cegppo_edu import reproducibility as repro
+root, runs = sys.argv[1], sys.argv[2:]
+out = {"capability": torch.backends.cpu.get_cpu_capability(), "runs": {}}
+for run in runs:
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = repro.rerun_prefix(f"{root}/notebooks/data/ch04/runs/{run}", root, tmp, repro.PREFIX_STEPS)
+    committed = repro.read_jsonl(f"{root}/notebooks/data/ch04/runs/{run}/metrics.jsonl")
+    tolerant = repro.compare_with_committed(fresh, committed)
+    exact = repro.compare_with_committed(fresh, committed, rtol=0.0, atol=0.0)
+    out["runs"][run] = {"ok": tolerant.ok, "text": str(tolerant), "bitwise": exact.ok}
+out["warm_start"] = str(repro.check_committed_warm_start(root))
+out["warm_start_ok"] = repro.check_committed_warm_start(root).ok
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def under_each_kernel_set():
+    """Every committed prefix re-run in a fresh process per kernel set (the settings act when torch loads)."""
+    results = {}
+    for name in repro.kernel_sets():
+        done = subprocess.run([sys.executable, "-c", CHILD, ROOT, *COMMITTED], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600, env=repro.kernel_env(name))
+        assert done.returncode == 0, f"{name}: {done.stderr[-3000:]}"
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", repro.kernel_sets())
+def test_committed_runs_agree_under_every_kernel_set(under_each_kernel_set, kernel):
+    result = under_each_kernel_set[kernel]
+    expected = repro.KERNEL_SETS[kernel].get("ATEN_CPU_CAPABILITY")
+    if expected:  # the child really ran that kernel set
+        assert result["capability"].lower() == expected
+    bad = {run: r["text"] for run, r in result["runs"].items() if not r["ok"]}
+    assert not bad, f"under kernel set {kernel}: {bad}"
+    assert result["warm_start_ok"], result["warm_start"]
+
+
+@pytest.mark.slow
+def test_some_kernel_set_differs_from_the_committed_runs_bit_for_bit(under_each_kernel_set):
+    """The checks above would be blind to a tolerance too tight for other machines if every kernel set here gave
+    the committed bits: at least one must not (artefacts that only reproduce bit for bit fail under it)."""
+    bitwise = {k: all(r["bitwise"] for r in res["runs"].values()) for k, res in under_each_kernel_set.items()}
+    assert not all(bitwise.values()), bitwise
