@@ -43,7 +43,19 @@ def test_import_does_not_pull_gpu_only_packages():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_ci_runs_the_readme_test_command():
-    readme = (ROOT / "README.md").read_text()
-    assert "make test" in readme.split("\n\n")[1] and "make book" in readme.split("\n\n")[1]
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+def _readme_commands() -> list[str]:
+    """The commands of the README's first code block (before any comment)."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def test_readme_top_commands_are_make_targets_and_ci_runs_the_test_one():
+    commands = _readme_commands()
+    assert commands[:2] == ["make book", "make test"]
+    for command in commands:
+        target = command.split()[1]
+        dry = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
+        assert dry.returncode == 0, f"README's `{command}` is no make target: {dry.stderr}"
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.strip().startswith("#")]
+    assert "make test" in ci, "CI must run the README's test command itself"

@@ -236,7 +236,10 @@ def test_widget_panels_rebuild_on_change():
     soft = widgets.softmax_panel()
     soft.controls["adv"].value = -1.0
     soft.controls["ratio"].value = 0.5
-    assert "NA&LP" == soft.figure.data[0].name or "Â=-1.00" in soft.figure.data[0].name
+    bars = soft.figure.data[0]
+    assert bars.name == "r=0.50, Â=-1.00"
+    kept = [i for i, label in enumerate(bars.x) if label.startswith("▶")]
+    assert len(kept) == 1 and bars.marker.color[kept[0]] == GROUP_COLORS["NA&LP"]  # π≈0.01, Â<0: NA&LP
     assert "ΔH predicted -" in soft.figure.layout.title.text
 
 
