@@ -360,8 +360,9 @@ register_preset(
 # Chapter 5: DeepSeek-R1-Distill-Qwen-1.5B on math, on one GPU (book/gpu_recipe.md has the full ledger)
 # --------------------------------------------------------------------------------------------------
 R1_DISTILL_1P5B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
-# Fixture problems written for the tests (tests/fixtures/math): smoke mode needs a checkout or editable install.
-MATH_FIXTURES = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir, "tests", "fixtures", "math"))
+# Made-up problems in the schema of each dataset (cegppo_edu/data/math/README.md), shipped inside the package so
+# that the smoke mode (and the data-loader tests) work from an installed wheel.
+SMOKE_MATH_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "math")
 
 # The authors' setup (PAPER.md §4) scaled to one 80 GB GPU. Every value that differs from theirs says why.
 R1_DISTILL_1GPU = TrainConfig(
@@ -418,8 +419,8 @@ R1_DISTILL_1GPU = TrainConfig(
 R1_DISTILL_SMOKE = {
     "steps": 3, "device": "cpu", "num_threads": 1, "model_path": "", "tiny_hidden_size": 64, "tiny_layers": 2,
     "tiny_heads": 4, "tiny_kv_heads": 2, "tiny_intermediate_size": 192, "autocast_dtype": "none",
-    "data_path": os.path.join(MATH_FIXTURES, "mathsub30k_verl.jsonl"),
-    "eval_data_path": os.path.join(MATH_FIXTURES, "aime24_h4.parquet"),
+    "data_path": os.path.join(SMOKE_MATH_DATA, "mathsub30k_verl.jsonl"),
+    "eval_data_path": os.path.join(SMOKE_MATH_DATA, "aime24_h4.parquet"),
     "sampler": "hf", "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 16, "max_prompt_tokens": 512,
     "reward_workers": 1, "drop_zero_variance": False, "lr": 1e-3, "warmup_steps": 1, "mini_batches": 2,
     "micro_batch_tokens": 512, "eval_every": 2, "eval_samples": 2, "checkpoint_every": 2,

@@ -12,7 +12,7 @@ sampling settings, versions, date) and ``OUT/<bench>.jsonl`` (one line per probl
 
 The sampler is vLLM when it can be imported and a GPU is present, else Hugging Face ``generate`` (the command
 prints which). ``--smoke`` evaluates a tiny random Qwen2 (or ``--model``, loaded on the CPU) on the fixture
-problems in ``tests/fixtures/math``: it checks the code path, its numbers say nothing about any real model.
+problems in ``cegppo_edu/data/math``: it checks the code path, its numbers say nothing about any real model.
 """
 
 from __future__ import annotations
@@ -194,9 +194,9 @@ def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32,
     if model is None and not smoke:
         raise ValueError("model=None: give --model PATH (a model folder, a run directory or a Hub id)")
     if smoke and data_dir is None:
-        from .config import MATH_FIXTURES
+        from .config import SMOKE_MATH_DATA
 
-        data_dir = MATH_FIXTURES
+        data_dir = SMOKE_MATH_DATA
     model_path = resolve_model_path(model) if model is not None else None
     problems = {n: math_data.load_problems(benchmark_source(n, data_dir), limit=limit) for n in names}
 
@@ -338,7 +338,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true",
                         help="CPU, tiny random model (or --model), fixture problems: checks the code path only")
     parser.add_argument("--data-dir", help="local benchmark files named <bench>*.json/.jsonl/.parquet "
-                                           "(default: the Hub; smoke: tests/fixtures/math)")
+                                           "(default: the Hub; smoke: cegppo_edu/data/math)")
     parser.add_argument("--limit", type=int, help="first N problems of each benchmark only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="auto")

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from cegppo_edu import math_data
+from cegppo_edu.config import SMOKE_MATH_DATA
 from cegppo_edu.math_data import MathProblem, load_benchmark, load_problems, normalise_record, parse_benchmarks
 from cegppo_edu.prompts import R1_MATH_INSTRUCTION
 
-FIXTURES = Path(__file__).parent / "fixtures" / "math"
+FIXTURES = Path(SMOKE_MATH_DATA)
 
 
 @pytest.mark.parametrize("name, count, index, expected", [
