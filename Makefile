@@ -14,11 +14,13 @@ VERL_VENV  := .venv-verl
 VERL_BIN   := $(VERL_VENV)/bin
 VERL_STAMP := $(VERL_VENV)/.installed
 
-.PHONY: test test-verl book venv browser lab clean help
+.PHONY: test check test-verl book notebooks venv browser lab clean help
 
 help:
 	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
 	@echo "make test   - run every test (creates .venv, installs, builds the book, drives a browser)"
+	@echo "make check  - the fast unit tests only (no notebooks, book, browser, verl, kernel sets): the edit-test loop"
+	@echo "make notebooks - re-execute every chapter notebook in place (rewrites their stored outputs)"
 	@echo "make test-verl - only the verl plugin tests (creates .venv-verl; also part of make test)"
 	@echo "make lab    - open the notebooks in JupyterLab (installs it into .venv first)"
 	@echo "make venv   - only create/refresh .venv"
@@ -46,10 +48,20 @@ browser:
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-# The verl plugin tests run after the main suite, in their own environment (.venv-verl).
+# The whole suite: unit tests, the notebooks with nbval (here and, in subprocesses, under every other float-kernel
+# set this CPU has), the book build (which re-executes the notebooks), the browser check, then the verl plugin
+# tests in their own environment (.venv-verl).
 test: $(STAMP) browser book
 	$(BIN)/pytest --nbval-lax
 	$(MAKE) test-verl
+
+# The edit-test loop: what runs in seconds (no notebooks, book, browser, verl, wheel or kernel-set subprocesses).
+check: $(STAMP)
+	$(BIN)/pytest tests -m "not slow and not browser" -q
+
+# Re-execute every chapter and store its outputs (what nbval compares and a notebook viewer shows).
+notebooks: $(STAMP)
+	cd notebooks && for nb in *.ipynb; do ../$(BIN)/jupyter-execute --inplace --timeout=900 "$$nb" || exit 1; done
 
 $(VERL_BIN)/python:
 	$(PYTHON) -m venv $(VERL_VENV)
