@@ -8,6 +8,10 @@
 - ``entropy_influence``: for one sampled token a, I_a = π_a (log π_a + H) − Σ_b π_b² (log π_b + H), so that
   a tabular update Δz_b = η·w·(1[b=a] − π_b) changes the entropy by ΔH ≈ −η·w·I_a.
   I_a > 0 for high-probability tokens (roughly π_a > e^{−H}), < 0 for low-probability ones.
+
+Masked vocabularies work everywhere: a logit of −inf is a choice of probability 0, which adds nothing (the terms
+0·(−inf) are taken as 0). NaN or +inf logits, a row whose logits are all −inf, and empty inputs raise a
+``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
@@ -24,10 +28,30 @@ def _chunks(n: int, chunk_size: int):
     return ((start, min(start + chunk_size, n)) for start in range(0, n, chunk_size))
 
 
+def check_logits(name: str, logits: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming ``name`` unless every row has finite logits or −inf (masked) ones, and at least
+    one finite logit."""
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() < 1 or logits.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(logits.shape)}); it needs shape (..., V) with V >= 1")
+    if torch.isnan(logits).any() or torch.isposinf(logits).any():
+        raise ValueError(f"{name} contains NaN or +inf; logits must be finite, or −inf for a masked choice")
+    if torch.isneginf(logits).all(-1).any():
+        raise ValueError(f"{name} has a row whose logits are all −inf: no choice has a probability")
+
+
+def _finite(z: torch.Tensor) -> torch.Tensor:
+    """``z`` with −inf (masked, probability 0) replaced by 0, so that π·z is 0 there, not NaN. Same shape."""
+    return torch.where(torch.isneginf(z), torch.zeros((), dtype=z.dtype, device=z.device), z)
+
+
 def _entropy_of_chunk(z: torch.Tensor) -> torch.Tensor:
     z = z.float()  # (n, V) in fp32, whatever the model's dtype
     log_norm = torch.logsumexp(z, dim=-1)  # (n,)
     probs = torch.softmax(z, dim=-1)  # (n, V): the one fp32 probability buffer of this chunk
+    if torch.isneginf(z).any():  # a masked vocabulary: π_a z_a = 0·(−inf) must count as 0
+        z = _finite(z)
     expected_z = torch.bmm(probs[:, None, :], z[:, :, None]).reshape(-1)  # Σ_a π_a z_a without a (n, V) product
     return log_norm - expected_z  # (n,)
 
@@ -39,6 +63,7 @@ def _logp_of_chunk(z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def entropy_from_logits(logits: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Entropy (nats) of softmax(logits) over the last axis. ``(..., V) -> (...)``, fp32."""
+    check_logits("logits", logits)
     flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
     out = torch.cat([_entropy_of_chunk(flat[a:b]) for a, b in _chunks(flat.shape[0], chunk_size)])
     return out.reshape(logits.shape[:-1])
@@ -52,6 +77,10 @@ def token_logp_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, chunk_siz
     metric and is computed without one. Under autograd each chunk is checkpointed: its fp32 copy of the
     logits is recomputed in the backward pass instead of being kept (≈5 GB at 8k tokens × 151,936 otherwise).
     """
+    check_logits("logits", logits)
+    if tokens.shape != logits.shape[:-1]:
+        raise ValueError(f"tokens has shape {tuple(tokens.shape)}, expected logits' leading shape "
+                         f"{tuple(logits.shape[:-1])}")
     flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
     flat_tokens = tokens.reshape(-1)  # (N,)
     logps, entropies = [], []
@@ -70,8 +99,13 @@ def token_logp_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, chunk_siz
 
 def predicted_entropy_change(logits: torch.Tensor, delta_logits: torch.Tensor) -> torch.Tensor:
     """First-order ΔH ≈ −Cov_{a∼π}(log π_a, Δz_a) for every distribution. ``(..., V), (..., V) -> (...)``."""
-    logpi = torch.log_softmax(logits.float(), dim=-1)
-    pi = logpi.exp()
+    check_logits("logits", logits)
+    if delta_logits.shape != logits.shape:
+        raise ValueError(f"delta_logits has shape {tuple(delta_logits.shape)}, expected logits' {tuple(logits.shape)}")
+    if not torch.isfinite(delta_logits).all():
+        raise ValueError("delta_logits contains non-finite values (inf or NaN); all entries must be finite")
+    logpi = _finite(torch.log_softmax(logits.float(), dim=-1))  # masked choices: π = 0, log π taken as 0
+    pi = logpi.exp() * ~torch.isneginf(logits)
     delta = delta_logits.float()
     mean_logpi = (pi * logpi).sum(-1, keepdim=True)  # = −H
     mean_delta = (pi * delta).sum(-1, keepdim=True)
@@ -83,13 +117,20 @@ def entropy_influence(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: in
 
     A gradient step that adds η·w·∇_z log π_a to the logits changes the entropy by ≈ −η·w·I_a.
     """
+    check_logits("logits", logits)
+    if tokens.shape != logits.shape[:-1]:
+        raise ValueError(f"tokens has shape {tuple(tokens.shape)}, expected logits' leading shape "
+                         f"{tuple(logits.shape[:-1])}")
     flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
     flat_tokens = tokens.reshape(-1)  # (N,)
     out = []
     with torch.no_grad():
         for a, b in _chunks(flat.shape[0], chunk_size):
-            logpi = torch.log_softmax(flat[a:b].float(), dim=-1)  # (n, V)
+            z = flat[a:b].float()  # (n, V)
+            logpi = torch.log_softmax(z, dim=-1)  # (n, V)
             pi = logpi.exp()
+            if torch.isneginf(z).any():  # masked choices: π = 0, and their log π is taken as 0 (π·log π = 0)
+                logpi = _finite(logpi)
             centred = logpi + (-(pi * logpi).sum(-1, keepdim=True))  # log π_b + H
             own = (pi * centred).gather(-1, flat_tokens[a:b, None]).squeeze(-1)  # π_a (log π_a + H)
             out.append(own - (pi * pi * centred).sum(-1))

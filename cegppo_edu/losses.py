@@ -24,7 +24,8 @@ from typing import Callable
 
 import torch
 
-# |log r| is clamped here before exp(), so one extreme token cannot produce inf or NaN (verl does the same).
+# |log r| is clamped in value before exp(), so one extreme token cannot produce inf or NaN (verl does the same);
+# the gradient passes the clamp unchanged (straight through), so F(r, Â) holds at any ratio (see clamped_log_ratio).
 LOG_RATIO_CLAMP = 20.0
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
@@ -81,9 +82,17 @@ def check_inputs(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, 
 # --------------------------------------------------------------------------------------------------
 # Shared pieces
 # --------------------------------------------------------------------------------------------------
+def clamped_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
+    """log r = logp − old_logp, clamped to ±``LOG_RATIO_CLAMP`` in value but with the gradient of the unclamped
+    difference (straight through). A plain clamp would zero the gradient of every token beyond |log r| = 20,
+    including the bounded one CE-GPPO keeps on a clipped token. Shape of the inputs."""
+    log_ratio = logp - old_logp
+    return log_ratio + (log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP) - log_ratio).detach()
+
+
 def ratio_from_logps(logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
-    """r = exp(clamp(logp - old_logp)), differentiable w.r.t. ``logp``. Shape of the inputs."""
-    return torch.exp(torch.clamp(logp - old_logp, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+    """r = exp(clamped log r), differentiable w.r.t. ``logp`` with ∂r/∂logp = r at any ratio. Shape of the inputs."""
+    return torch.exp(clamped_log_ratio(logp, old_logp))
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean") -> torch.Tensor:
@@ -214,7 +223,7 @@ def gspo(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
     n_tok = mask.sum(-1)  # (B,)
     has_tokens = n_tok > 0
     mean_log_ratio = ((logp - old_logp) * mask).sum(-1) / n_tok.clamp(min=1)  # (B,)
-    seq_ratio = torch.exp(torch.clamp(mean_log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # (B,)
+    seq_ratio = ratio_from_logps(mean_log_ratio, torch.zeros_like(mean_log_ratio))  # (B,)
     seq_adv = (adv * mask).sum(-1) / n_tok.clamp(min=1)  # (B,)
     per_seq = torch.maximum(-seq_adv * seq_ratio, -seq_adv * torch.clamp(seq_ratio, 1 - eps_low, 1 + eps_high))
     return per_seq[has_tokens].mean()
@@ -238,7 +247,8 @@ def gradient_weight(ratio, adv, method: str = "ce_gppo", **hyper):
 
     Accepts tensors, numpy arrays or floats (broadcast together) and returns the same kind.
     ``hyper`` overrides the method's defaults (``eps_low``, ``eps_high``, ``beta1``, ``beta2``, ``dual_clip``);
-    GPPO's β are fixed at 1. On the interval's edges (r exactly 1±ε) a token counts as inside.
+    GPPO's β are fixed at 1. On the interval's edges (r exactly 1±ε) a token counts as inside. ``ratio`` may be
+    any number in [0, inf]; like the losses, F uses r clamped to [e^−20, e^20] (``LOG_RATIO_CLAMP``).
     """
     if method not in TOKEN_LEVEL_DEFAULTS:
         raise ValueError(f"method={method!r} has no per-token weight; choose one of "
@@ -255,6 +265,11 @@ def gradient_weight(ratio, adv, method: str = "ce_gppo", **hyper):
     as_numpy = not isinstance(ratio, torch.Tensor)
     r = torch.as_tensor(ratio, dtype=torch.float64 if as_numpy else None)
     a = torch.as_tensor(adv, dtype=r.dtype, device=r.device)
+    if torch.isnan(r).any() or (r < 0).any():
+        raise ValueError("ratio contains NaN or negative values; a ratio π/π_old lies in [0, inf]")
+    if not torch.isfinite(a).all():
+        raise ValueError("adv contains non-finite values (inf or NaN); all entries must be finite")
+    r = r.clamp(math.exp(-LOG_RATIO_CLAMP), math.exp(LOG_RATIO_CLAMP))
     lo, hi = 1 - p["eps_low"], 1 + p["eps_high"]
     if method == "cispo":
         weight = torch.clamp(r, lo, hi) * torch.ones_like(a)
@@ -291,6 +306,6 @@ def get_loss(name: str) -> Callable[..., torch.Tensor]:
 
 __all__ = [
     "AGG_MODES", "LOSSES", "LOG_RATIO_CLAMP", "aggregate", "ce_gppo", "ce_gppo_per_token", "check_clip_params",
-    "check_inputs", "cispo", "cispo_per_token", "dapo", "get_loss", "gppo", "gradient_weight", "gspo",
+    "check_inputs", "cispo", "cispo_per_token", "clamped_log_ratio", "dapo", "get_loss", "gppo", "gradient_weight", "gspo",
     "ppo_clip", "ppo_clip_per_token", "ratio_from_logps",
 ]

@@ -76,3 +76,46 @@ def test_influence_equals_covariance_predictor():
 def test_bad_chunk_size():
     with pytest.raises(ValueError, match="chunk_size"):
         entropy_from_logits(torch.zeros(2, 3), chunk_size=0)
+
+
+INF = float("inf")
+MASKED = torch.tensor([[1.0, 2.0, -INF, 0.0]])
+UNMASKED = MASKED[:, [0, 1, 3]]  # the same distribution without the impossible choice
+
+
+def test_masked_vocabulary_entropy_is_that_of_the_remaining_choices():
+    assert entropy_from_logits(MASKED).item() == pytest.approx(0.8324, abs=5e-5)
+    torch.testing.assert_close(entropy_from_logits(MASKED), entropy_from_logits(UNMASKED))
+    logp, entropy = token_logp_and_entropy(MASKED, torch.tensor([1]))
+    torch.testing.assert_close(entropy, entropy_from_logits(UNMASKED))
+    torch.testing.assert_close(logp, torch.log_softmax(UNMASKED, -1)[:, 1])
+
+
+def test_masked_vocabulary_predictors_equal_the_unmasked_ones():
+    delta = torch.tensor([[0.1, 0.2, 0.3, -0.4]])
+    torch.testing.assert_close(predicted_entropy_change(MASKED, delta),
+                               predicted_entropy_change(UNMASKED, delta[:, [0, 1, 3]]))
+    torch.testing.assert_close(entropy_influence(MASKED, torch.tensor([1])),
+                               entropy_influence(UNMASKED, torch.tensor([1])))
+    # the masked token itself has π = 0: its own term vanishes, I = −Σ_b π_b² (log π_b + H)
+    pi = torch.softmax(UNMASKED, -1)
+    own_free = -(pi * pi * (pi.log() + entropy_from_logits(UNMASKED)[:, None])).sum(-1)
+    torch.testing.assert_close(entropy_influence(MASKED, torch.tensor([2])), own_free)
+    assert torch.isfinite(entropy_influence(MASKED, torch.tensor([2]))).all()
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([[1.0, float("nan")]]), "NaN or \\+inf"),
+    (torch.tensor([[1.0, INF]]), "NaN or \\+inf"),
+    (torch.tensor([[-INF, -INF]]), "all −inf"),
+    (torch.zeros(0, 5), "empty"),
+    (torch.zeros(3, 0), "empty"),
+])
+def test_bad_logits_raise_naming_the_argument(bad, match):
+    tokens = torch.zeros(bad.shape[:-1], dtype=torch.long)
+    calls = [lambda: entropy_from_logits(bad), lambda: token_logp_and_entropy(bad, tokens),
+             lambda: entropy_influence(bad, tokens), lambda: predicted_entropy_change(bad, torch.zeros_like(bad))]
+    for call in calls:
+        with pytest.raises(ValueError, match="logits") as err:
+            call()
+        assert err.match(match)

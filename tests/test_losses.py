@@ -230,6 +230,40 @@ def test_extreme_log_ratio_stays_finite():
         assert torch.isfinite(loss) and torch.isfinite(grad).all(), name
 
 
+EXTREME_LOG_RATIOS = [-1000.0, -300.0, -21.0, -19.0, -0.5, 0.0, 0.3, 19.0, 21.0, 300.0, 1000.0]
+
+
+@pytest.mark.parametrize("method,fn,hyper", TOKEN_LEVEL_CASES)
+def test_gradient_equals_the_weight_at_any_log_ratio(method, fn, hyper):
+    """Far outside the clamp |log r| <= 20 the value stays finite, and the gradient is still −F·Â·mask/Σmask:
+    a clipped CE-GPPO token keeps β(1±ε)Â, a kept one r clamped to e^±20 (as ``gradient_weight`` says)."""
+    log_ratio = torch.tensor(EXTREME_LOG_RATIOS, dtype=torch.float64)
+    old_logp = torch.full((2, len(log_ratio)), -1.0, dtype=torch.float64)
+    logp = old_logp + log_ratio
+    adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    mask = torch.ones_like(logp)
+    loss, grad = grad_wrt_logp(fn, logp, old_logp, adv, mask, **hyper)
+    ratio = torch.exp(log_ratio.clamp(max=700.0)).expand_as(logp)  # e^1000 overflows to inf: a valid ratio
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    torch.testing.assert_close(grad, expected_grad(ratio, adv, mask, method, **hyper), rtol=1e-12, atol=1e-15)
+
+
+def test_clipped_ce_gppo_token_keeps_its_gradient_beyond_the_clamp():
+    for log_ratio in (19.0, 21.0, 1000.0):
+        logp = torch.tensor([[log_ratio]], dtype=torch.float64, requires_grad=True)
+        loss = ce_gppo(logp, torch.zeros(1, 1, dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64),
+                       torch.ones(1, 1), beta2=1.0)
+        (grad,) = torch.autograd.grad(loss, logp)
+        assert grad.item() == pytest.approx(-1.2), log_ratio  # −β2(1+ε_h)Â
+
+
+@pytest.mark.parametrize("ratio, adv, name", [(float("nan"), 1.0, "ratio"), (-0.5, 1.0, "ratio"),
+                                              (1.0, float("nan"), "adv"), (1.0, float("inf"), "adv")])
+def test_gradient_weight_rejects_nan_and_negative_inputs(ratio, adv, name):
+    with pytest.raises(ValueError, match=name):
+        gradient_weight(ratio, adv, "ce_gppo")
+
+
 def test_registry_and_unknown_name():
     assert {"ppo_clip", "grpo", "dapo", "gppo", "ce_gppo", "cispo", "gspo"} <= set(LOSSES)
     with pytest.raises(ValueError) as err:
