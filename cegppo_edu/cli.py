@@ -33,16 +33,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and report failures in one line: 2 for bad input (``ValueError``), 1 for a failure of the
+    machine (``OSError``: a full disk, a lost file), 130 for Ctrl-C."""
     parser = build_parser()
+    argv = list(argv if argv is not None else sys.argv[1:])
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.argv = argv  # what a sub-command needs to say "run this again with --resume"
     try:
         return int(args.func(args) or 0)
     except ValueError as err:  # bad input: one clear line, no traceback
         print(f"cegppo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"cegppo {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"cegppo {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -268,7 +268,10 @@ def resolve(kind: str, name: str):
 # --------------------------------------------------------------------------------------------------
 def _parse_value(name: str, text: str):
     base, optional = _base_type(_field_types()[name])
-    if optional and text.strip().lower() in ("none", "null", ""):
+    if not text.strip() and base is not str:
+        allowed = f"a {base.__name__}" + (" or none (the method's default)" if optional else "")
+        raise ValueError(f"{name}= has no value; give {allowed}, e.g. {name}={_example(name)}")
+    if optional and text.strip().lower() in ("none", "null"):
         return None
     try:
         if base is bool:
@@ -285,6 +288,31 @@ def _parse_value(name: str, text: str):
     return text
 
 
+# Names other trainers use for some fields: an unknown field close to one of these is pointed to the field.
+ALIASES = {"learning_rate": "lr", "num_steps": "steps", "max_steps": "steps", "total_steps": "steps",
+           "epsilon_low": "eps_low", "epsilon_high": "eps_high", "clip_ratio_low": "eps_low",
+           "clip_ratio_high": "eps_high", "num_generations": "group_size", "batch_size": "prompts_per_step",
+           "max_completion_length": "max_new_tokens", "max_tokens": "max_new_tokens", "ppo_epochs": "update_epochs",
+           "num_iterations": "update_epochs", "steps_per_generation": "mini_batches", "loss_type": "method",
+           "model": "model_path", "model_name": "model_path"}
+
+
+def _example(name: str):
+    default = getattr(TrainConfig(), name)
+    return default if default is not None else 0.5
+
+
+def unknown_field_message(key: str) -> str:
+    """``unknown config field``, with the close field names (and aliases), or else every field's name."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    close = difflib.get_close_matches(key, names + list(ALIASES), n=4, cutoff=0.6)
+    close += [n for n in names if n not in close and len(key) >= 3 and (key in n or n in key) and len(n) >= 3]
+    suggested = list(dict.fromkeys(ALIASES.get(n, n) for n in close))[:4]
+    if suggested:
+        return f"unknown config field {key!r}; did you mean {', '.join(suggested)}?"
+    return f"unknown config field {key!r}; the fields are: {', '.join(names)}"
+
+
 def apply_overrides(config: TrainConfig, overrides: typing.Iterable[str] | dict) -> TrainConfig:
     """A copy of ``config`` with ``key=value`` strings (or a dict of values) applied, validated."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -292,9 +320,7 @@ def apply_overrides(config: TrainConfig, overrides: typing.Iterable[str] | dict)
     items = overrides.items() if isinstance(overrides, dict) else (_split(item) for item in overrides)
     for key, value in items:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown config field {key!r}{hint}")
+            raise ValueError(unknown_field_message(key))
         changes[key] = _parse_value(key, value) if isinstance(value, str) and not isinstance(
             getattr(config, key), str) else value
     return validate(dataclasses.replace(config, **changes))

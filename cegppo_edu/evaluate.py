@@ -94,12 +94,14 @@ def resolve_model_path(path: str) -> str:
     """A run directory of ``cegppo train`` (it has ``checkpoints/``) stands for its newest complete checkpoint;
     anything else (a model folder, a Hub id) is used as given."""
     from .checkpoint import latest_checkpoint
+    from .models import check_model_source
 
     if os.path.isdir(os.path.join(path, "checkpoints")):
         latest = latest_checkpoint(path)
         if latest is None:
             raise ValueError(f"model={path!r} is a run directory without a complete checkpoint")
         return latest
+    check_model_source(path, "--model")
     return path
 
 

@@ -112,6 +112,38 @@ def save_model_and_tokenizer(model, tokenizer, path: str) -> None:
             json.dump({"kind": "char", "chat_template": CHAT_TEMPLATE}, f)
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def looks_like_local_path(path: str) -> bool:
+    """A path rather than a Hub id ("org/name"): absolute, ./ ../ ~, more than two parts, or existing here."""
+    return (os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.path.exists(path))
+
+
+def check_model_source(path: str, what: str = "model") -> None:
+    """Raise ``ValueError`` naming ``path`` when it is meant as a local folder but is missing or holds no model
+    (config.json, weights, a tokenizer); a Hub id is left to ``from_pretrained``."""
+    if not looks_like_local_path(path):
+        return
+    if not os.path.exists(path):
+        raise ValueError(f"{what} {path!r} does not exist: give a model folder, a run directory of cegppo train or "
+                         f"a Hub id such as deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
+    if not os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a file; give the folder that holds the model")
+    import glob
+
+    missing = []
+    if not os.path.exists(os.path.join(path, "config.json")):
+        missing.append("config.json")
+    if not any(glob.glob(os.path.join(path, pattern)) for pattern in WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or pytorch_model*.bin)")
+    if not any(os.path.exists(os.path.join(path, name)) for name in TOKENIZER_FILES):
+        missing.append(f"a tokenizer ({' or '.join(TOKENIZER_FILES)})")
+    if missing:
+        raise ValueError(f"{what} {path!r} holds no model: it lacks {', '.join(missing)}")
+
+
 def load_tokenizer(path: str):
     """Our char tokenizer via ``PreTrainedTokenizerFast`` when the marker is there, else ``AutoTokenizer``."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -140,6 +172,7 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32", device: str = "c
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
+    check_model_source(path)
     tok = load_tokenizer(path)
     from transformers.utils import logging as hf_logging
 

@@ -16,11 +16,16 @@ so a run resumed from a checkpoint replays exactly the steps an uninterrupted ru
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import json
 import os
 import random
+import shlex
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import run_dir
 from .advantages import group_advantages, zero_variance_groups
 from .batching import collate, pack_by_tokens, score
 from .config import (
@@ -48,8 +54,8 @@ from .models import DTYPES, build_tiny_model_and_tokenizer, load_model_and_token
 from .tasks import TaskData, accuracy_of, as_problem, encode_prompt
 from .token_groups import CLASSES, group_stats
 
-METRICS_FILE = "metrics.jsonl"
-WARM_START_FILE = "warm_start.jsonl"
+METRICS_FILE = run_dir.METRICS_FILE
+WARM_START_FILE = run_dir.WARM_START_FILE
 TIMING_PREFIX = "time/"  # keys that differ between identical runs; everything else is deterministic
 _SEED_TAGS = {"prompts": 1, "rollout": 2, "shuffle": 3, "eval": 4, "warm_start": 5}
 
@@ -90,23 +96,34 @@ class Trainer:
     Anything can be passed in ready-made (``model``/``tokenizer``, ``task``, ``sampler``, ``reward_fn``);
     otherwise it is built from the config through the registries in ``config``. ``callbacks`` get each
     step's metrics dict (a live figure in a notebook, for instance); the trainer itself has no UI but tqdm.
+
+    ``out_dir`` holds one run (``run_dir``): a fresh run into a folder that holds one is refused unless
+    ``overwrite``; ``resume`` continues the run from its newest complete checkpoint (a folder with no run starts
+    fresh). ``how`` is recorded in ``run.json`` (e.g. the command line).
     """
 
     def __init__(self, config: TrainConfig, out_dir: str, model=None, tokenizer=None, task: TaskData | None = None,
                  sampler=None, reward_fn=None, callbacks: Sequence[Callable[[dict], None]] = (),
-                 resume: bool = False, progress: bool = True):
+                 resume: bool = False, progress: bool = True, overwrite: bool = False, how: dict | None = None):
         self.config = validate(config)
         self.out_dir = out_dir
         self.callbacks = list(callbacks)
         self.progress = progress
-        os.makedirs(out_dir, exist_ok=True)
+        self.interrupted = False  # set by train() when Ctrl-C stopped it after a checkpoint
+        run_dir.check_output_folder(out_dir)  # before any work: a file, a read-only disk, ... named at once
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.device = pick_device(config.device)
         self.autocast = DTYPES.get(config.autocast_dtype)
         self._seed_globals(config.seed)
 
-        resume_from = ckpt.latest_checkpoint(out_dir) if resume else None
+        identity = run_dir.read_run_identity(out_dir)
+        resume_from = ckpt.latest_checkpoint(out_dir, identity.get("run_id", "")) if resume else None
+        if resume and not resume_from and run_dir.holds_run(out_dir):
+            raise ValueError(f"cannot resume {out_dir!r}: it holds a run ({run_dir.describe_run(out_dir)}) but no "
+                             f"complete checkpoint of it; to start again, drop --resume and add --overwrite")
+        if not resume_from:
+            run_dir.prepare_fresh(out_dir, overwrite)
         if resume:
             ckpt.remove_incomplete(out_dir)
         if resume_from:
@@ -117,6 +134,8 @@ class Trainer:
         if tokenizer is None:
             raise ValueError("a model passed in needs its tokenizer too")
         self.model, self.tokenizer = model.to(self.device), tokenizer
+        self.checkpoint_bytes = run_dir.checkpoint_bytes(self.model)
+        run_dir.check_free_space(out_dir, self.checkpoint_bytes)  # before the warm start's minute of work
         self.task = task if task is not None else resolve("task", config.task)(config)
         self._prompt_cache: dict[str, list[int]] = {}
         self._encode = make_prompt_encoder(config, self.tokenizer)
@@ -130,7 +149,11 @@ class Trainer:
 
         self.step = 0
         self.metrics_path = os.path.join(out_dir, METRICS_FILE)
-        if not resume_from:
+        if resume_from:
+            self.run_id = ckpt.checkpoint_run_id(resume_from)
+        else:
+            self.run_id = run_dir.new_run_identity(out_dir, **(how or {}))
+            self._write_config()
             self._truncate_metrics(0)
             if config.warm_start_steps:
                 self._warm_start()
@@ -194,15 +217,29 @@ class Trainer:
         differing = [k for k, v in to_dict(saved).items() if k != "steps" and to_dict(self.config)[k] != v]
         if differing:
             raise ValueError(f"cannot resume {path}: config fields {differing} differ from the checkpoint's")
+        if self.config.steps < saved.steps:
+            raise ValueError(f"steps={self.config.steps} is below the run's steps={saved.steps}: a resume may "
+                             f"extend a run, never shorten its record (stop early with Ctrl-C instead)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if hasattr(self.sampler, "load_state_dict") and state.get("sampler") is not None:
             self.sampler.load_state_dict(state["sampler"])
         self.step = state["step"]
-        self._truncate_metrics(state["metrics_offset"])
+        self._truncate_metrics(state["metrics_offset"], path)
         ckpt.set_rng_states(state["rng"])
+        if self.config.steps != saved.steps:
+            self._write_config()  # the run was extended: its record says so
 
-    def _truncate_metrics(self, offset: int) -> None:
+    def _write_config(self) -> None:
+        """``OUT/config.json``: the run's full config (``cegppo report`` labels runs with it)."""
+        run_dir.write_json_atomic(os.path.join(self.out_dir, run_dir.CONFIG_FILE), to_dict(self.config))
+
+    def _truncate_metrics(self, offset: int, checkpoint: str | None = None) -> None:
+        """Cut the metrics log back to ``offset`` bytes (the steps a checkpoint covers); never extend it."""
+        size = os.path.getsize(self.metrics_path) if os.path.exists(self.metrics_path) else 0
+        if size < offset:
+            raise ValueError(f"{self.metrics_path} has {size} bytes but checkpoint {checkpoint} was written after "
+                             f"{offset}: the log was replaced or cut, so resuming would not continue this run")
         with open(self.metrics_path, "a+b") as f:
             f.truncate(offset)
 
@@ -407,17 +444,25 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def _write_metrics(self, metrics: dict) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = json.dumps(metrics) + "\n"
+        try:
+            with open(self.metrics_path, "a") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise run_dir.NoSpaceError(self.metrics_path, len(line.encode())) from err
+            raise
 
     def save(self) -> str:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "config": to_dict(self.config), "metrics_offset": os.path.getsize(self.metrics_path),
                  "sampler": self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None}
-        return ckpt.save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, state,
-                                    self.config.keep_checkpoints)
+        path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, state,
+                                    self.config.keep_checkpoints, self.run_id, self.checkpoint_bytes)
+        self.saved_step = self.step
+        return path
 
     def close(self) -> None:
         """Release what the run holds outside this process (the math-verify reward's worker pool)."""
@@ -439,20 +484,51 @@ class Trainer:
         last = c.steps if stop_after is None else min(c.steps, self.step + stop_after)
         bar = tqdm(total=c.steps, initial=self.step, desc=f"{c.method}", disable=not self.progress,
                    dynamic_ncols=True)
+        self.saved_step = None
         try:
-            while self.step < last:
-                metrics = self.train_step()
-                self._write_metrics(metrics)
-                history.append(metrics)
-                for callback in self.callbacks:
-                    callback(metrics)
-                bar.update(1)
-                bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", H=f"{metrics['entropy/mean']:.3f}")
-                if self.step == last or (c.checkpoint_every and self.step % c.checkpoint_every == 0):
-                    self.save()  # every N steps, and always where this run stops
+            with stop_on_interrupt() as interrupt:
+                while self.step < last and not interrupt.requested:
+                    metrics = self.train_step()
+                    self._write_metrics(metrics)
+                    history.append(metrics)
+                    for callback in self.callbacks:
+                        callback(metrics)
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", H=f"{metrics['entropy/mean']:.3f}")
+                    if (self.step == last or interrupt.requested
+                            or (c.checkpoint_every and self.step % c.checkpoint_every == 0)):
+                        self.save()  # every N steps, where this run stops, and after a Ctrl-C
+                self.interrupted = interrupt.requested
         finally:
             bar.close()
         return history
+
+
+class _Interrupt:
+    requested = False
+
+
+@contextlib.contextmanager
+def stop_on_interrupt():
+    """Turn the first Ctrl-C (SIGINT) into a request to stop after the step in flight; a second one stops at once
+    (``KeyboardInterrupt``). Outside the main thread signals cannot be caught, and nothing changes."""
+    flag = _Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        print("\ninterrupted: finishing this step, then writing a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def merge_group_stats(stats_list: list[dict]) -> dict:
@@ -479,10 +555,31 @@ def merge_group_stats(stats_list: list[dict]) -> dict:
 
 
 def read_metrics(path: str) -> list[dict]:
-    """The JSONL metrics of a run directory (or file)."""
+    """The JSONL metrics of a run directory (or file), one dict per line.
+
+    A cut-off last line (a run killed while writing it) is skipped with a warning; any other line that is not a
+    JSON object raises ``ValueError`` naming the file and the line number.
+    """
     path = os.path.join(path, METRICS_FILE) if os.path.isdir(path) else path
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path, "rb") as f:
+        pieces = f.read().split(b"\n")
+    records = []
+    for number, piece in enumerate(pieces, 1):
+        if not piece.strip():
+            continue
+        try:
+            record = json.loads(piece)
+            if not isinstance(record, dict):
+                raise ValueError(f"a {type(record).__name__}, not an object")
+        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if number == len(pieces):  # no newline after it: the write of this line never finished
+                warnings.warn(f"{path}:{number}: the last line is cut off (the run stopped while writing it); "
+                              f"skipped", stacklevel=2)
+                continue
+            raise ValueError(f"{path}:{number}: not a JSON line ({getattr(err, 'msg', err)}): "
+                             f"{piece[:60].decode(errors='replace')!r}") from None
+        records.append(record)
+    return records
 
 
 def strip_timings(metrics: Sequence[dict]) -> list[dict]:
@@ -509,21 +606,28 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", help="RL-train a language model with GRPO, DAPO, CE-GPPO, ... (one trainer, many presets)",
         description="Train a causal LM with a PPO-clip-family loss (GRPO, DAPO, GPPO, CE-GPPO, CISPO, GSPO).\n"
-                    "Writes OUT/metrics.jsonl (one JSON line per step), OUT/config.json and atomic checkpoints\n"
-                    "under OUT/checkpoints/ (every checkpoint_every steps and at the end).\n\n"
+                    "Writes OUT/metrics.jsonl (one JSON line per step), OUT/config.json, OUT/run.json and atomic\n"
+                    "checkpoints under OUT/checkpoints/ (every checkpoint_every steps, at the end and after Ctrl-C).\n"
+                    "One run per folder: a fresh run into a folder holding a run is refused (use --resume,\n"
+                    "a new --out, or --overwrite). Ctrl-C finishes the step in flight, writes a checkpoint and\n"
+                    "exits with 130; --resume then continues exactly.\n\n"
                     "example:\n  cegppo train --preset tiny-arith --method ce_gppo --steps 200 --out runs/ce "
-                    "--set beta1=0.75\n  cegppo train --preset tiny-arith --method ce_gppo --steps 200 --out runs/ce "
-                    "--resume",
+                    "--set beta1=0.75\n  cegppo train --out runs/ce --resume             # continue it\n"
+                    "  cegppo train --out runs/ce --resume --steps 300 # continue it further",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="presets:\n" + "\n".join(f"  {n:22s} {p.description}" for n, p in sorted(PRESETS.items())) +
                "\n\nevery field of cegppo_edu.config.TrainConfig can be set with --set key=value "
                "(see its comments for meaning, paper symbol and default source).")
-    parser.add_argument("--preset", default="tiny-arith", choices=sorted(PRESETS), help="named configuration")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help=f"named configuration (default {DEFAULT_PRESET})")
     parser.add_argument("--method", choices=sorted(LOSSES), help="policy loss (default: the preset's)")
-    parser.add_argument("--steps", type=int, help="RL steps (rollout batches) to reach")
-    parser.add_argument("--out", required=True, help="run directory (metrics, checkpoints)")
+    parser.add_argument("--steps", type=int, help="RL steps (rollout batches) to reach; with --resume, at least "
+                                                  "the run's own")
+    parser.add_argument("--out", required=True, help="run directory (metrics, checkpoints): one run per folder")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest complete checkpoint in --out (fresh start if none)")
+                        help="continue the run in --out from its newest complete checkpoint (fresh start if the "
+                             "folder holds no run); settings given here must equal the run's, --steps may grow")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the run that --out holds and start a fresh one there")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set beta1=0.75 (repeatable)")
     parser.add_argument("--smoke", action="store_true", help="the preset's small CPU smoke configuration")
@@ -532,23 +636,58 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+DEFAULT_PRESET = "tiny-arith"
+
+
+def resume_config(args, latest: str):
+    """The config to resume ``latest`` with: the run's own, with ``--steps`` raised if asked. Every setting the
+    command line gives (``--method``, ``--set``, ``--preset``, ``--smoke``) must equal the run's, else refused."""
+    state = ckpt.load_state(latest)
+    saved = from_dict(state["config"])
+    asked = apply_overrides(saved, ({"method": args.method} if args.method else {}))
+    asked = apply_overrides(asked, list(args.overrides))
+    changed = {k: (getattr(saved, k), v) for k, v in to_dict(asked).items() if k != "steps" and getattr(saved, k) != v}
+    if changed:
+        what = "; ".join(f"{k}={new!r} where the run has {k}={old!r}" for k, (old, new) in changed.items())
+        raise ValueError(f"cannot resume {args.out!r} with other settings: {what}. Resume without them, or start a "
+                         f"new run with a new --out")
+    identity = run_dir.read_run_identity(args.out)
+    for key, given in (("preset", args.preset), ("smoke", args.smoke or None)):
+        if given is not None and key in identity and identity[key] != given:
+            raise ValueError(f"cannot resume {args.out!r} with --{key} {given}: the run was started with "
+                             f"{key}={identity[key]!r}")
+    if args.steps is not None:
+        if args.steps < saved.steps:
+            raise ValueError(f"--steps {args.steps} is below the run's steps={saved.steps} (it is at step "
+                             f"{state['step']}): a resume may extend a run, never shorten its record; stop a run "
+                             f"early with Ctrl-C")
+        asked = apply_overrides(asked, {"steps": args.steps})
+    return asked
+
+
 def run_cli(args) -> int:
-    config = build_config(args.preset, args.method, args.steps, args.overrides, args.smoke)
-    if args.resume:
-        latest = ckpt.latest_checkpoint(args.out)
-        if latest:  # the run's own config, with only what this command line changes on top
-            saved = from_dict(ckpt.load_state(latest)["config"])
-            config = apply_overrides(saved, {"steps": config.steps} if args.steps else {})
-            config = apply_overrides(config, list(args.overrides))
-    trainer = Trainer(config, args.out, resume=args.resume, progress=not args.no_progress)
+    latest = ckpt.latest_checkpoint(args.out, run_dir.read_run_identity(args.out).get("run_id", "")) \
+        if args.resume and os.path.isdir(args.out) else None
+    if latest:
+        config = resume_config(args, latest)
+    else:
+        config = build_config(args.preset or DEFAULT_PRESET, args.method, args.steps, args.overrides, args.smoke)
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    how = {"preset": args.preset or DEFAULT_PRESET, "smoke": bool(args.smoke), "command": shlex.join(argv)}
+    trainer = Trainer(config, args.out, resume=args.resume, progress=not args.no_progress,
+                      overwrite=args.overwrite, how=how)
     if trainer.resumed_from:
         print(f"resumed from {trainer.resumed_from} at step {trainer.step}", file=sys.stderr)
-    with open(os.path.join(args.out, "config.json"), "w") as f:  # the run's full config, for `cegppo report`
-        json.dump(to_dict(config), f, indent=1)
     try:
         trainer.train()
     finally:
         trainer.close()
+    if trainer.interrupted:
+        again = [a for a in argv if a not in ("--overwrite", "--resume")]
+        again = ["train"] + again if again[:1] != ["train"] else again
+        print(f"stopped after step {trainer.step}; checkpoint {ckpt.latest_checkpoint(args.out, trainer.run_id)}\n"
+              f"continue with: cegppo {shlex.join(again)} --resume", file=sys.stderr)
+        return 130
     return 0
 
 

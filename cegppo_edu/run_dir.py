@@ -1,0 +1,148 @@
+"""One run per folder: what a run folder holds, the checks made before any work, and the rules that keep a run
+from being overwritten, mixed with another, or silently changed.
+
+A run folder (``cegppo train --out OUT``) holds ``run.json`` (the run's identity: a random id and how it was
+started), ``config.json`` (its full config), ``metrics.jsonl`` (one line per step), ``warm_start.jsonl`` and
+``checkpoints/`` (see ``checkpoint``). Every checkpoint carries the run id, so rotation and resume only ever
+touch the run's own checkpoints.
+
+- ``check_output_folder``: before any work, the folder must be a folder (or creatable) and writable.
+- ``prepare_fresh``: a fresh run into a folder that holds a run is refused (``--resume`` continues it, a new
+  ``--out`` starts elsewhere, ``overwrite=True`` / ``--overwrite`` deletes it first).
+- ``check_free_space``: enough free disk for one checkpoint, said in MB, before the first minute of work.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+WARM_START_FILE = "warm_start.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+RUN_FILES = (RUN_FILE, CONFIG_FILE, METRICS_FILE, WARM_START_FILE)
+
+
+class NoSpaceError(OSError):
+    """The disk under a run folder is too full for what the run must write (errno ENOSPC)."""
+
+    def __init__(self, path: str, needed_bytes: int, free_bytes: int | None = None, kept: str | None = None):
+        text = f"no space left on {path}: a checkpoint needs about {_mb(needed_bytes)} MB"
+        if free_bytes is not None:
+            text += f", {_mb(free_bytes)} MB are free"
+        if kept:
+            text += f"; the last complete checkpoint {kept} is kept"
+        super().__init__(errno.ENOSPC, text)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f}" if n < 10 * 2**20 else f"{n / 2**20:,.0f}"
+
+
+def check_output_folder(out_dir: str) -> None:
+    """Raise ``ValueError`` naming ``out_dir`` and the reason unless it is (or can become) a writable folder."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir!r} is a file, not a folder: give a folder for the run")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise ValueError(f"cannot write to the output folder {out_dir!r}: {err.strerror or err}") from None
+
+
+def holds_run(out_dir: str) -> bool:
+    """True when ``out_dir`` holds logged steps, checkpoints or a run identity."""
+    metrics = os.path.join(out_dir, METRICS_FILE)
+    checkpoints = os.path.join(out_dir, CHECKPOINT_DIR)
+    return (os.path.exists(os.path.join(out_dir, RUN_FILE))
+            or (os.path.exists(metrics) and os.path.getsize(metrics) > 0)
+            or (os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))))
+
+
+def clear_run(out_dir: str) -> None:
+    """Delete the run files and checkpoints of ``out_dir`` (what ``--overwrite`` asks for); nothing else."""
+    for name in RUN_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR), ignore_errors=True)
+
+
+def prepare_fresh(out_dir: str, overwrite: bool = False) -> None:
+    """Before a fresh run: refuse a folder that holds a run, unless ``overwrite`` (then delete that run)."""
+    if not holds_run(out_dir):
+        return
+    if not overwrite:
+        raise ValueError(f"{out_dir!r} already holds a run ({describe_run(out_dir)}). To continue it, add "
+                         f"--resume; to start a new run, give a new --out; to delete it and start again, add "
+                         f"--overwrite")
+    clear_run(out_dir)
+
+
+def describe_run(out_dir: str) -> str:
+    metrics = os.path.join(out_dir, METRICS_FILE)
+    steps = 0
+    if os.path.exists(metrics):
+        with open(metrics, "rb") as f:
+            steps = sum(1 for line in f if line.strip())
+    checkpoints = os.path.join(out_dir, CHECKPOINT_DIR)
+    n_ckpt = len([d for d in os.listdir(checkpoints) if not d.startswith(".")]) if os.path.isdir(checkpoints) else 0
+    return f"{steps} logged lines in {METRICS_FILE}, {n_ckpt} checkpoints"
+
+
+def new_run_identity(out_dir: str, **how) -> str:
+    """Write ``run.json`` with a new random run id (and how the run was started); return the id."""
+    run_id = uuid.uuid4().hex[:16]
+    write_json_atomic(os.path.join(out_dir, RUN_FILE),
+                      {"run_id": run_id, "started": datetime.datetime.now().isoformat(timespec="seconds"), **how})
+    return run_id
+
+
+def read_run_identity(out_dir: str) -> dict:
+    """``run.json`` of ``out_dir``, or ``{}`` for a folder written before run identities existed."""
+    path = os.path.join(out_dir, RUN_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json_atomic(path: str, value) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace``: a reader sees the old or the new file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def checkpoint_bytes(model) -> int:
+    """About what one checkpoint takes on disk: the weights, AdamW's two moments (fp32) and ~1 MB of tokenizer
+    and trainer state."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = 2 * sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    return weights + moments + 2**20
+
+
+def check_free_space(out_dir: str, needed_bytes: int) -> None:
+    """Raise ``NoSpaceError`` unless the disk under ``out_dir`` has room for one checkpoint."""
+    free = shutil.disk_usage(out_dir).free
+    if free < needed_bytes:
+        raise NoSpaceError(out_dir, needed_bytes, free)
