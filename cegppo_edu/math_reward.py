@@ -256,16 +256,27 @@ class MathReward:
 
     def _grade_in_pool(self, jobs) -> dict[int, str]:
         """At most ``workers`` answers in flight, so each one starts on an idle worker when submitted and its
-        deadline (submission + ``timeout_s``) measures its own grading time only."""
+        deadline (submission + ``timeout_s``) measures its own grading time only.
+
+        A dying worker breaks the whole pool, and every answer in flight fails with it: which one killed it is
+        unknown. Those answers are graded again one at a time (``solo``), so a second crash is surely the
+        answer's own (scored ``CRASHED``) and an innocent answer is never charged for its neighbour's crash.
+        """
         if self._pool is None:
             self._start_pool()
         pending = collections.deque(jobs)
+        solo: collections.deque = collections.deque()  # answers lost in a crash: retried alone
         in_flight: dict[cf.Future, tuple[tuple, float]] = {}
         results: dict[int, str] = {}
         crashes: collections.Counter = collections.Counter()
-        while pending or in_flight:
-            while pending and len(in_flight) < self.workers:
-                job = pending.popleft()
+        while pending or solo or in_flight:
+            if solo and not in_flight:
+                batch = [solo.popleft()]
+            elif not solo:
+                batch = [pending.popleft() for _ in range(min(len(pending), self.workers - len(in_flight)))]
+            else:  # wait for the answers in flight before a solo retry
+                batch = []
+            for job in batch:
                 try:
                     future = self._pool.submit(self.grade_fn, job[1], job[2], self.inner_timeout_s)
                 except BrokenProcessPool:  # a worker died while idle: replace the pool, submit again
@@ -280,13 +291,13 @@ class MathReward:
                 job, _ = in_flight.pop(future)
                 try:
                     results[job[0]] = future.result()
-                except BrokenProcessPool:  # a worker died: retry its answers once on a fresh pool
+                except BrokenProcessPool:  # a worker died: grade its answers again, alone, on a fresh pool
                     broken = True
                     crashes[job[0]] += 1
                     if crashes[job[0]] > 1:
                         results[job[0]] = CRASHED
                     else:
-                        pending.appendleft(job)
+                        solo.append(job)
             now = time.monotonic()
             expired = [f for f, (_, deadline) in in_flight.items() if deadline <= now]
             if expired or broken:

@@ -104,7 +104,10 @@ def _grade_or_misbehave(answer, gold, inner_timeout_s):
     if "HANG" in answer:
         time.sleep(600)
     if "DIE" in answer:
+        time.sleep(0.3 if "LATE" in answer else 0.0)
         os._exit(3)
+    if "SLOW" in answer:
+        time.sleep(1.0)
     return grade_answer(answer, gold, inner_timeout_s)
 
 
@@ -145,6 +148,15 @@ def test_a_dying_worker_costs_one_retry_then_minus_one():
         rewards = reward([think("DIE"), think("\\boxed{4}")], ["4", "4"])
         assert rewards == [-1.0, 1.0]
         assert reward.last_outcomes == [CRASHED, CORRECT]
+
+
+def test_an_answer_in_flight_when_another_kills_the_pool_is_not_charged_for_it():
+    """The slow right answer is still being graded when its neighbour's worker dies (twice, on the retry too):
+    it must be graded again on its own and score +1, not be counted as crashed."""
+    with MathReward(timeout_s=10, workers=2, grade_fn=_grade_or_misbehave) as reward:
+        rewards = reward([think("DIE LATE"), think("SLOW \\boxed{4}")], ["4", "4"])
+        assert reward.last_outcomes == [CRASHED, CORRECT]
+        assert rewards == [-1.0, 1.0]
 
 
 def test_a_worker_killed_while_idle_is_replaced():
