@@ -6,7 +6,12 @@ Measures, on the CUDA device:
      it fits) with fp32 master weights, bf16 autocast, gradient checkpointing and chunked log-probs / entropy
      (``cegppo_edu.entropy.token_logp_and_entropy``) feeding the CE-GPPO loss: peak memory, the resident memory
      of weights + gradients + AdamW state, training tokens/s and model-FLOPs utilisation (MFU);
-  2. Hugging Face ``generate`` tokens/s for a small batch (8 prompts x 256 new tokens, bf16 weights, KV cache).
+  2. Hugging Face ``generate`` tokens/s for a small batch (8 prompts x 256 new tokens, bf16 weights, KV cache);
+  3. with ``--vllm MODEL_DIR`` (vLLM installed): that the weight sync is right. vLLM loads MODEL_DIR, the trainer's
+     copy of the same model is moved off it (one noisy step on every weight), ``VLLMSampler.sync_weights`` hands
+     the trainer's weights over, and vLLM's greedy tokens are compared with the trainer's own greedy tokens
+     (HF ``generate``, bf16) on the same prompts: before the sync they differ, after it they must agree. Run this
+     before training: a broken sync trains on rollouts of a policy that is not the one being optimised.
 
 MFU = model FLOPs per token x tokens/s / the card's dense bf16 peak. Model FLOPs per token are 6·N (N = the
 parameters that do matrix products: all but the input embedding table; the recomputation of gradient
@@ -17,6 +22,7 @@ CUDA device it says so and exits 0. ``--tiny`` runs a small Qwen2 on whatever de
 tests) to check the code path in seconds.
 
     python benchmarks/gpu_check.py                 # on a GPU machine: about 1-3 minutes on an H100
+    python benchmarks/gpu_check.py --vllm deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B   # + the vLLM weight sync
     python benchmarks/gpu_check.py --tiny          # code-path check on a CPU
 """
 
@@ -186,6 +192,53 @@ def measure_generation(model, device, batch, prompt_len, new_tokens):
             "tokens_per_s": round(generated / seconds, 1)}
 
 
+def greedy_tokens(generate, prompts, new_tokens) -> list[list[int]]:
+    """Greedy continuations of ``prompts`` (token-id lists) from a ``Sampler``-like ``generate``."""
+    return generate(prompts, n=1, max_new_tokens=new_tokens, temperature=0.0).response_ids
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    """Fraction of prompts whose greedy continuations are identical."""
+    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def check_weight_sync(trainer_model, reference, sampler, prompts, new_tokens, noise=0.05, seed=0) -> dict:
+    """The sync check of step 3, with any sampler that holds its own copy of the weights (vLLM on a GPU).
+
+    ``reference`` generates from ``trainer_model`` itself (an ``rollout.HFSampler`` over it). The trainer's weights
+    are moved off the sampler's (each weight w becomes w·(1 + noise·ε), ε ~ N(0, 1)), then ``sampler.sync_weights``
+    is called. Greedy tokens must differ before the sync (else the check could not tell) and agree after it.
+    Near-ties can flip a greedy token between two kernels (bf16 in vLLM and in HF), so the verdict asks for 90 %
+    of the prompts to agree exactly; a wrong sync agrees on almost none.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for p in trainer_model.parameters():
+            p.mul_(1 + noise * torch.randn(p.shape, generator=generator).to(p.device, p.dtype))
+    before = agreement(greedy_tokens(sampler.generate, prompts, new_tokens),
+                       greedy_tokens(reference.generate, prompts, new_tokens))
+    sampler.sync_weights(trainer_model)
+    after = agreement(greedy_tokens(sampler.generate, prompts, new_tokens),
+                      greedy_tokens(reference.generate, prompts, new_tokens))
+    return {"prompts": len(prompts), "new_tokens": new_tokens, "agree_before_sync": round(before, 3),
+            "agree_after_sync": round(after, 3), "ok": after >= 0.9 and before < after}
+
+
+def measure_vllm_sync(model_dir: str, device, prompts: int = 16, prompt_len: int = 32, new_tokens: int = 32):
+    """Step 3 on a GPU: vLLM from ``model_dir`` beside the trainer's fp32 copy of the same model."""
+    from cegppo_edu.models import load_model_and_tokenizer
+    from cegppo_edu.rollout import HFSampler
+    from cegppo_edu.vllm_sampler import VLLMSampler
+
+    trainer_model, tokenizer = load_model_and_tokenizer(model_dir, "float32", str(device))
+    sampler = VLLMSampler(model_dir, gpu_memory_utilization=0.3, max_model_len=prompt_len + new_tokens,
+                          sleep_level=1)
+    ids = torch.randint(100, min(tokenizer.vocab_size, 30000), (prompts, prompt_len),
+                        generator=torch.Generator().manual_seed(1)).tolist()
+    reference = HFSampler(trainer_model, tokenizer, autocast_dtype=torch.bfloat16)
+    return check_weight_sync(trainer_model, reference, sampler, ids, new_tokens)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="small Qwen2 on any device (code-path check)")
@@ -197,6 +250,8 @@ def parse_args(argv=None):
     parser.add_argument("--gen-prompt-len", type=int, default=128)
     parser.add_argument("--gen-tokens", type=int, default=None, help="new tokens (default 256; tiny: 16)")
     parser.add_argument("--out", default=None, help="JSON file (default $OUT/gpu_check.json when OUT is set)")
+    parser.add_argument("--vllm", metavar="MODEL_DIR", default=None,
+                        help="also check the vLLM weight sync with this model (a folder or Hub id; needs vLLM)")
     args = parser.parse_args(argv)
     lens = args.seq_lens or ("64,128" if args.tiny else "8192,16384")
     try:
@@ -265,6 +320,11 @@ def main(argv=None) -> int:
         torch.cuda.empty_cache()
     summary["generation"] = measure_generation(model, device, args.gen_batch, args.gen_prompt_len,
                                                args.gen_tokens)
+    if args.vllm:
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        summary["vllm_sync"] = measure_vllm_sync(args.vllm, device)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     write_summary(summary, args.out)
     return 0

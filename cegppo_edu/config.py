@@ -22,6 +22,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 
+from .interfaces import check_samples_per_prompt
 from .losses import LOSSES, get_loss
 
 # Short names for the plug-ins; modules are imported only when a run uses them (vLLM only on a GPU run).
@@ -233,6 +234,7 @@ def validate(config: TrainConfig) -> TrainConfig:
           f"[1, prompts_per_step × group_size = {c.prompts_per_step * c.group_size}]")
     _need(0.0 <= c.eval_temperature <= 10.0, "eval_temperature", c.eval_temperature, "[0, 10] (0 = greedy)")
     _need(0.0 < c.eval_top_p <= 1.0, "eval_top_p", c.eval_top_p, "(0, 1]")
+    check_samples_per_prompt(c.eval_samples, c.eval_temperature, "eval_samples", "eval_temperature")
     _need(0.0 < c.hp_threshold < 1.0, "hp_threshold", c.hp_threshold, "(0, 1)")
     for kind, registry in _REGISTRIES.items():
         name = getattr(c, kind)

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from . import math_data
+from .interfaces import check_samples_per_prompt
 
 EVAL_FILE = "eval.json"
 SAMPLERS = ("auto", "hf", "vllm")
@@ -71,6 +72,7 @@ def check_settings(samples: int, temperature: float, top_p: float, max_new_token
         raise ValueError(f"top_p={top_p!r} is outside the allowed range (0, 1]")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is outside the allowed range: an integer >= 1")
+    check_samples_per_prompt(samples, temperature, "samples", "temperature")
 
 
 def benchmark_source(name: str, data_dir: str | None) -> str:

@@ -8,6 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+# Below this temperature sampling is greedy (vLLM 0.33's _SAMPLING_EPS in sampling_params.py; HF: temperature 0).
+GREEDY_BELOW = 1e-5
+
+
+def check_samples_per_prompt(n: int, temperature: float, n_name: str = "n",
+                             temperature_name: str = "temperature") -> None:
+    """Refuse greedy decoding with several samples per prompt, for every sampler: greedy gives ``n`` identical
+    answers, and vLLM's ``SamplingParams`` raises "n must be 1 when using greedy sampling" (after the model loaded,
+    on a GPU). The message names both settings."""
+    if temperature < GREEDY_BELOW and n > 1:
+        raise ValueError(f"{temperature_name}={temperature!r} (greedy) with {n_name}={n}: greedy decoding gives {n} "
+                         f"identical answers per prompt; use {n_name}=1 or a {temperature_name} above 0")
+
 
 @dataclass
 class Rollout:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .interfaces import Rollout
+from .interfaces import Rollout, check_samples_per_prompt
 
 
 class HFSampler:
@@ -84,6 +84,7 @@ class HFSampler:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} is outside the allowed range: an integer >= 1")
         if not (0.0 <= temperature <= 10.0):
             raise ValueError(f"temperature={temperature!r} is outside the allowed range [0, 10]")
+        check_samples_per_prompt(n, temperature)
         if not (0.0 < top_p <= 1.0):
             raise ValueError(f"top_p={top_p!r} is outside the allowed range (0, 1]")
         if not prompt_ids or any(len(p) == 0 for p in prompt_ids):

@@ -1,21 +1,35 @@
 """A vLLM implementation of ``interfaces.Sampler``, colocated with the trainer on one GPU.
 
-UNTESTED ON A GPU BY THIS PROJECT SO FAR. vLLM cannot be installed on the CPU machines that build this
-project, so the tests cover only what runs without it: the version check, the conversion of vLLM's outputs to
-a ``Rollout`` (a pure function, fed with stand-in objects of the same shape), the wake/sleep bookkeeping
-against a stand-in engine, the error when vLLM is absent, and that importing this module does not import
-vLLM. The calls into vLLM follow its 0.33 API as read from its source (REFERENCES.md, "vLLM").
+NOT RUN ON A GPU BY THIS PROJECT SO FAR. vLLM cannot be installed on the CPU machines that build this project.
+What is checked without it: every vLLM module, class, method, keyword, attribute and environment variable used
+here against the pinned release's own source (``tests/test_vllm_source.py`` parses the downloaded 0.33.0 wheel),
+and the sampler's logic against stand-ins that behave as that release does for what it relies on (child seeds,
+greedy with n > 1, ``wake_up``'s return, output order: ``tests/test_math_vllm_sampler.py``). What only a GPU can
+show: the engine starting beside the trainer's fp32 weights at the chosen memory share, the memory a wake-up
+takes back, and that a weight sync is right (``benchmarks/gpu_check.py --vllm`` compares vLLM's greedy tokens with
+the trainer's after a sync; run it before training).
 
-How it shares the GPU with training (REFERENCES.md):
+How it shares the GPU with training (vLLM 0.33.0; file names are inside the ``vllm`` package):
 
-- ``LLM(..., gpu_memory_utilization=f, enable_sleep_mode=True)``: vLLM takes at most the fraction ``f`` of the
-  card for its bf16 weights, activations and KV cache (28 KiB per token for the 1.5B model); the trainer keeps
-  the rest. Create the sampler before the trainer fills the card: vLLM sizes its KV cache from free memory.
-- After each generation phase ``llm.sleep(level=1)`` copies vLLM's weights to CPU RAM and frees the KV cache,
-  so the optimizer phase gets the memory back; ``wake_up`` restores them before the next generation.
-- After each optimizer phase ``sync_weights(model)`` copies the trainer's weights into vLLM in the same process
-  (the engine core runs in-process: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and resets the prefix cache, whose
-  entries were computed with the old weights.
+- ``LLM(..., gpu_memory_utilization=f, enable_sleep_mode=True)``: vLLM reserves ``f`` × the card's *total*
+  memory for its bf16 weights, activations and KV cache (28 KiB per token for the 1.5B model) and refuses to
+  start if less than that is free ("Free memory on device ... is less than desired GPU memory utilization",
+  ``v1/worker/utils.py``). So create the sampler before the trainer fills the card, with ``f`` leaving room for
+  the trainer's weights, gradients and AdamW state.
+- After each generation phase ``llm.sleep(level=1)`` copies vLLM's weights to CPU RAM and frees the KV cache
+  (and with it the prefix cache, ``v1/engine/core.py``), so the optimizer phase gets the memory back;
+  ``wake_up`` restores them before the next generation and returns whether the engine is fully awake; the
+  scheduler stays paused until it is, so a ``generate`` on a half-awake engine would wait forever: it is checked.
+- After each optimizer phase ``sync_weights(model)`` hands the trainer's weights to vLLM's maintained in-place
+  reload, ``llm.collective_rpc("reload_weights", kwargs={"weights_iterator": ...})`` (``v1/worker/gpu_worker.py``,
+  ``model_executor/model_loader/reload/inplace.py``): one public call instead of the private attribute chain to
+  the model runner that moved between versions; it runs vLLM's per-layer post-load processing, warns about
+  weights it did not load, and resets the caches derived from the old weights. It passes the tensors by
+  reference because the engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``; with a separate
+  engine process they would have to be serialised).
+- ``generate(seed=s)`` gives prompt i the seed s + i·n: vLLM gives child k of a request with seed t the seed
+  t + k (``v1/engine/parallel_sampling.py``), so with a stride of n no two responses of a batch share a seed (and
+  with it the random draws at every position).
 - The sampler's log-probs are diagnostic only: the trainer recomputes old log-probs itself (vLLM's are taken
   before temperature scaling unless told otherwise, and its kernels differ numerically).
 """
@@ -27,12 +41,12 @@ import math
 import os
 from typing import Any, Iterable, Sequence
 
-from .interfaces import Rollout
+from .interfaces import Rollout, check_samples_per_prompt
 
 PACKAGE = "cegppo-edu"
 GPU_EXTRA = "gpu"
-# The attribute chain from ``LLM`` to the in-process model; it has moved between vLLM versions.
-MODEL_PATH = "llm_engine.model_executor.driver_worker.worker.model_runner.get_model()"
+# The worker method of the in-process weight reload (``LLM.collective_rpc`` calls it by name).
+RELOAD_METHOD = "reload_weights"
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile / DDP wrappers around the trainer's model
 
 
@@ -68,8 +82,8 @@ def check_vllm_version(installed: str | None = None, pinned: str | None = None) 
     if installed not in SpecifierSet(pinned):
         raise VLLMVersionError(
             f"vllm {installed} is installed, but the weight sync of VLLMSampler was written for vllm{pinned} "
-            f"(the '{GPU_EXTRA}' extra's pin): its in-process weight path `{MODEL_PATH}` changes between "
-            f"versions. Install the pinned version with `pip install -e \".[{GPU_EXTRA}]\"`, or use the HF "
+            f"(the '{GPU_EXTRA}' extra's pin): its engine, sleep and weight-reload calls were checked against "
+            f"that release's source only. Install the pinned version with `pip install -e \".[{GPU_EXTRA}]\"`, or use the HF "
             "generate sampler.")
     return installed
 
@@ -79,9 +93,12 @@ def _missing_vllm_message() -> str:
             f"`pip install -e \".[{GPU_EXTRA}]\"`; without vLLM, use the HF generate sampler (the default).")
 
 
+IN_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"  # read by vllm/envs.py when the engine is built
+
+
 def import_vllm():
     """Import vLLM lazily (never on ``import cegppo_edu``), in-process engine core, with a clear error."""
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # sync_weights reaches the model in this process
+    os.environ[IN_PROCESS_ENV] = "0"  # sync_weights passes the trainer's tensors to the engine in this process
     try:
         import vllm
     except ImportError as err:
@@ -122,6 +139,12 @@ def request_outputs_to_rollout(outputs: Sequence[Any], prompt_ids: Sequence[Sequ
     return rollout
 
 
+def request_seeds(seed: int | None, prompts: int, n: int) -> list[int | None]:
+    """One seed per request, with a stride of ``n``: vLLM gives child k of a request with seed t the seed t + k,
+    so request i's children get seed + i·n + k, k < n, and no two responses of the batch share a seed."""
+    return [None] * prompts if seed is None else [seed + i * n for i in range(prompts)]
+
+
 def hf_named_weights(model, dtype=None) -> Iterable[tuple[str, Any]]:
     """``(name, tensor)`` pairs with Hugging Face parameter names, cast one at a time to ``dtype`` (bf16 for
     vLLM) so that no second full copy of the fp32 master weights is ever made."""
@@ -142,7 +165,7 @@ class VLLMSampler:
         max_model_len: longest prompt + response, in tokens.
         sleep_level: 1 (weights to CPU RAM, KV cache freed; the default) or 2 (both discarded: the next
             generation then needs ``sync_weights`` first); 0 disables sleeping.
-        seed: engine seed. ``generate(seed=s)`` also seeds each request (``s + prompt index``).
+        seed: engine seed. ``generate(seed=s)`` also seeds each request (``request_seeds``).
         llm_kwargs: more ``vllm.LLM`` arguments (e.g. ``enforce_eager=True``).
         llm: an already built engine (tests pass a stand-in here; nothing else should).
     """
@@ -177,27 +200,33 @@ class VLLMSampler:
             self._asleep = {"weights", "kv_cache"}
             self._weights_current = self.sleep_level == 1
 
-    def wake_up(self, tags: Sequence[str] | None = None) -> None:
-        """Re-allocate what ``sleep`` released: ``tags`` among ``"weights"``, ``"kv_cache"`` (None: both)."""
+    def wake_up(self, tags: Sequence[str] | None = None) -> bool:
+        """Re-allocate what ``sleep`` released: ``tags`` among ``"weights"``, ``"kv_cache"`` (None: both).
+
+        Returns whether the engine is fully awake: vLLM's own answer when something was woken.
+        """
         wanted = set(tags) if tags is not None else {"weights", "kv_cache"}
         todo = sorted(wanted & self._asleep)
-        if todo:
-            self._llm.wake_up(tags=todo)
-            self._asleep -= set(todo)
+        if not todo:
+            return not self._asleep
+        awake = bool(self._llm.wake_up(tags=todo))
+        self._asleep -= set(todo)
+        return awake
 
     def sync_weights(self, model) -> None:
-        """Copy ``model``'s weights into vLLM (same process), after checking the vLLM version it was written for."""
+        """Hand ``model``'s weights to vLLM's in-place reload (same process), after checking the vLLM version."""
         check_vllm_version()
         self.wake_up(["weights"])  # loading needs the weights' GPU memory back; the KV cache can stay freed
-        try:
-            runner = self._llm.llm_engine.model_executor.driver_worker.worker.model_runner
-            target = runner.get_model() if hasattr(runner, "get_model") else runner.model  # unwraps CUDA graphs
-        except AttributeError as err:
-            raise VLLMVersionError(f"vLLM's in-process model is not at `{MODEL_PATH}`; is "
-                                   "VLLM_ENABLE_V1_MULTIPROCESSING=0 set before the engine was built?") from err
         import torch
-        target.load_weights(hf_named_weights(model, dtype=torch.bfloat16))
-        self._llm.reset_prefix_cache()  # cached prefixes hold keys/values of the old weights
+        if os.environ.get(IN_PROCESS_ENV) != "0":
+            raise VLLMVersionError(f"{IN_PROCESS_ENV}=0 must be set before the engine is built (import_vllm does "
+                                   f"it): the weights are passed to an engine core in this process")
+        self._llm.collective_rpc(RELOAD_METHOD, kwargs={"weights_iterator": hf_named_weights(model, torch.bfloat16)})
+        if not self.sleep_level:
+            # A sleep (level >= 1) clears the prefix cache; without one its entries hold the old weights' keys
+            # and values. It returns False (and resets nothing) while requests run: none do between phases.
+            if not self._llm.reset_prefix_cache():
+                raise RuntimeError("vLLM could not reset its prefix cache after a weight sync (requests running?)")
         self._weights_current = True
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, max_new_tokens: int,
@@ -209,14 +238,15 @@ class VLLMSampler:
         if longest + max_new_tokens > self.max_model_len:
             raise ValueError(f"longest prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds "
                              f"max_model_len={self.max_model_len}")
+        check_samples_per_prompt(n, temperature)  # vLLM would raise it only here, after loading the model
         from vllm import SamplingParams
-        self.wake_up()
-
-        def params(i):
-            return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                                  logprobs=0, seed=None if seed is None else seed + i)
+        if not self.wake_up():
+            raise RuntimeError(f"vLLM did not wake up fully (asleep here: {sorted(self._asleep) or 'nothing'}): its "
+                               "scheduler stays paused until it does, so generate would wait forever")
+        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, logprobs=0,
+                                 seed=s) for s in request_seeds(seed, len(prompt_ids), n)]
         requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
-        outputs = self._llm.generate(requests, [params(i) for i in range(len(requests))], use_tqdm=False)
+        outputs = self._llm.generate(requests, params, use_tqdm=False)
         self.sleep()
         return request_outputs_to_rollout(outputs, prompt_ids, n)
 

@@ -89,3 +89,36 @@ def test_tiny_run_goes_through_the_whole_code_path(gpu_check, monkeypatch, tmp_p
         assert t["status"] == "ok" and t["tokens_per_s"] > 0 and math.isfinite(t["loss"])
         assert 0 < t["mean_entropy"] <= math.log(512) + 1e-3  # entropy of a 512-way softmax
     assert summary["generation"]["tokens_per_s"] > 0 and summary["generation"]["new_tokens"] == 4
+
+
+class CopySampler:
+    """A sampler with its own copy of the weights, as vLLM has; ``broken`` makes its sync a no-op."""
+
+    def __init__(self, model, tokenizer, broken=False):
+        import copy
+
+        from cegppo_edu.rollout import HFSampler
+        self.copy, self.broken = copy.deepcopy(model), broken
+        self.inner = HFSampler(self.copy, tokenizer)
+
+    def generate(self, *args, **kwargs):
+        return self.inner.generate(*args, **kwargs)
+
+    def sync_weights(self, model):
+        if not self.broken:
+            self.copy.load_state_dict(model.state_dict())
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_weight_sync_check_tells_a_working_sync_from_a_broken_one(gpu_check, broken):
+    from cegppo_edu.models import build_tiny_model_and_tokenizer
+    from cegppo_edu.rollout import HFSampler
+
+    model, tok = build_tiny_model_and_tokenizer(seed=0, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                                intermediate_size=64)
+    prompts = torch.randint(5, len(tok), (12, 6), generator=torch.Generator().manual_seed(0)).tolist()
+    sampler = CopySampler(model, tok, broken=broken)
+    result = gpu_check.check_weight_sync(model, HFSampler(model, tok), sampler, prompts, new_tokens=8, noise=1.0)
+    assert result["agree_before_sync"] < 0.9  # the perturbation changed the greedy answers
+    assert result["ok"] is (not broken)
+    assert result["agree_after_sync"] == (result["agree_before_sync"] if broken else 1.0)

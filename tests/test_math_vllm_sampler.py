@@ -97,54 +97,161 @@ def test_named_weights_strip_wrapper_prefixes_and_cast():
     assert pairs["weight"].dtype == torch.bfloat16 and not pairs["weight"].requires_grad
 
 
+class FakeValidationError(Exception):
+    """vLLM 0.33's VLLMValidationError derives from Exception, not ValueError (vllm/exceptions.py)."""
+
+
+class FakeSamplingParams:
+    """Like vLLM 0.33's ``SamplingParams`` (vllm/sampling_params.py) for what the sampler relies on: only its own
+    fields are accepted, and temperature below 1e-5 (greedy) with n > 1 raises when it is built."""
+
+    FIELDS = ("n", "temperature", "top_p", "max_tokens", "logprobs", "seed")
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+        defaults = {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_tokens": 16, "logprobs": None, "seed": None}
+        self.__dict__.update({**defaults, **kwargs})
+        if self.temperature < 1e-5 and self.n > 1:
+            raise FakeValidationError(f"n must be 1 when using greedy sampling, got {self.n}.")
+
+
 class FakeEngine:
-    """Records the calls VLLMSampler makes on ``vllm.LLM`` and answers ``generate`` with fixed tokens."""
+    """Records the calls VLLMSampler makes on ``vllm.LLM`` and behaves as vLLM 0.33.0 does where the sampler
+    depends on it:
 
-    def __init__(self):
-        self.calls, self.loaded = [], {}
-        model = SimpleNamespace(load_weights=self._load)
-        runner = SimpleNamespace(get_model=lambda: model)
-        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(
-            driver_worker=SimpleNamespace(worker=SimpleNamespace(model_runner=runner))))
+    - a request with n > 1 and seed t runs as n children, child k with seed t + k, returned in child order
+      (v1/engine/llm_engine.py add_request, v1/engine/parallel_sampling.py); here a completion's tokens are a
+      function of its child seed, so two responses with one seed are identical;
+    - outputs come back in the order of the prompts, and a params list must have one entry per prompt
+      (entrypoints/common/offline.py);
+    - ``sleep(level >= 1)`` releases the tags "weights" and "kv_cache" and clears the prefix cache;
+      ``wake_up(tags)`` wakes those of ``tags`` that are asleep and returns whether nothing is asleep any more;
+      the scheduler only runs when fully awake (v1/engine/core.py, v1/executor/abstract.py): here ``generate``
+      on a sleeping engine raises instead of waiting forever;
+    - ``collective_rpc("reload_weights", kwargs={"weights_iterator": ...})`` loads the weights in place
+      (v1/worker/gpu_worker.py); ``reset_prefix_cache()`` returns True when nothing is running (entrypoints/llm.py).
+    """
 
-    def _load(self, weights):
-        self.calls.append("load_weights")
-        self.loaded = {name: t.clone() for name, t in weights}
+    def __init__(self, wake_up_answers=None):
+        self.calls, self.loaded, self.asleep, self.seeds = [], {}, set(), []
+        self.wake_up_answers = wake_up_answers  # None: answer as vLLM does; a list: these answers, in turn
 
-    def sleep(self, level):
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        assert method == "reload_weights" and "weights" not in self.asleep
+        self.calls.append("reload_weights")
+        self.loaded = {name: t.clone() for name, t in (kwargs or {})["weights_iterator"]}
+        return [None]
+
+    def sleep(self, level=1, mode="abort"):
         self.calls.append(f"sleep({level})")
+        if level >= 1:
+            self.asleep |= {"weights", "kv_cache"}
 
     def wake_up(self, tags=None):
+        tags = ["weights", "kv_cache"] if tags is None else tags
         self.calls.append(f"wake_up({','.join(tags)})")
+        self.asleep -= set(tags)
+        return self.wake_up_answers.pop(0) if self.wake_up_answers else not self.asleep
 
-    def reset_prefix_cache(self):
+    def reset_prefix_cache(self, reset_running_requests=False, reset_connector=False):
         self.calls.append("reset_prefix_cache")
+        return True
 
-    def generate(self, requests, params, use_tqdm):
+    def generate(self, requests, params, use_tqdm=True):
+        if self.asleep:
+            raise RuntimeError("stand-in: the scheduler is paused (vLLM would wait here forever)")
+        if len(params) != len(requests):
+            raise FakeValidationError(f"The lengths of prompts ({len(requests)}) and params ({len(params)}) "
+                                      "must be the same.")
         self.calls.append("generate")
         self.params = params
-        return [SimpleNamespace(outputs=[completion([10 + k, 2], f"r{k}") for k in range(p.n)]) for p in params]
+        outputs = []
+        for p in params:
+            children = [None if p.seed is None else p.seed + k for k in range(p.n)]
+            self.seeds += children
+            outputs.append(SimpleNamespace(outputs=[
+                completion([100 + (k if s is None else s % 997), 2], f"r{k}") for k, s in enumerate(children)]))
+        return outputs
 
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=SimpleNamespace))
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=FakeSamplingParams))
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.33.0")
+    monkeypatch.setenv(vllm_sampler.IN_PROCESS_ENV, "0")
 
 
 def test_phases_wake_generate_sleep_and_sync_in_order(fake_vllm):
     engine = FakeEngine()
     sampler = VLLMSampler("unused", llm=engine, max_model_len=64)
     rollout = sampler.generate([[1, 2], [3]], n=2, max_new_tokens=8, temperature=0.6, top_p=0.95, seed=7)
-    assert rollout.response_ids == [[10, 2], [11, 2], [10, 2], [11, 2]]
-    assert [p.seed for p in engine.params] == [7, 8]
+    assert rollout.response_ids == [[107, 2], [108, 2], [109, 2], [110, 2]]  # seeds 7, 8 | 9, 10
+    assert [p.seed for p in engine.params] == [7, 9]
     assert (engine.params[0].temperature, engine.params[0].top_p, engine.params[0].max_tokens) == (0.6, 0.95, 8)
     model = torch.nn.Linear(2, 2)
     sampler.sync_weights(model)
     sampler.generate([[1]], n=1, max_new_tokens=4)
-    assert engine.calls == ["generate", "sleep(1)", "wake_up(weights)", "load_weights", "reset_prefix_cache",
-                            "wake_up(kv_cache)", "generate", "sleep(1)"]
+    # the sleep cleared the prefix cache: no reset after the sync (sleep_level 1)
+    assert engine.calls == ["generate", "sleep(1)", "wake_up(weights)", "reload_weights", "wake_up(kv_cache)",
+                            "generate", "sleep(1)"]
     assert torch.equal(engine.loaded["weight"], model.weight.detach().to(torch.bfloat16))
+
+
+def test_no_two_responses_of_a_batch_share_a_seed(fake_vllm):
+    """16 prompts × 8 responses, as a training step samples them: 128 distinct seeds (with seed + prompt index,
+    prompt 0's second response and prompt 1's first shared one, and with it every random draw)."""
+    engine = FakeEngine()
+    rollout = VLLMSampler("unused", llm=engine, max_model_len=64).generate(
+        [[i] for i in range(16)], n=8, max_new_tokens=4, temperature=1.0, seed=12345)
+    assert len(engine.seeds) == 128 and len(set(engine.seeds)) == 128
+    assert len({tuple(r) for r in rollout.response_ids}) == 128
+
+
+def test_without_a_sleep_the_sync_resets_the_prefix_cache(fake_vllm):
+    engine = FakeEngine()
+    sampler = VLLMSampler("unused", llm=engine, sleep_level=0, max_model_len=64)
+    sampler.generate([[1]], n=1, max_new_tokens=4)
+    sampler.sync_weights(torch.nn.Linear(2, 2))
+    assert engine.calls == ["generate", "reload_weights", "reset_prefix_cache"]
+
+
+def test_a_half_awake_engine_is_reported_not_waited_on(fake_vllm):
+    engine = FakeEngine(wake_up_answers=[False])  # e.g. another tag still asleep inside vLLM
+    sampler = VLLMSampler("unused", llm=engine, max_model_len=64)
+    sampler.sleep()
+    with pytest.raises(RuntimeError, match="did not wake up fully.*wait forever"):
+        sampler.generate([[1]], n=1, max_new_tokens=4)
+    assert "generate" not in engine.calls
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1e-6])
+def test_greedy_with_several_samples_is_refused_before_vllm_sees_it(fake_vllm, temperature):
+    engine = FakeEngine()
+    sampler = VLLMSampler("unused", llm=engine, max_model_len=64)
+    with pytest.raises(ValueError, match=rf"temperature={temperature!r} \(greedy\) with n=4"):
+        sampler.generate([[1]], n=4, max_new_tokens=4, temperature=temperature)
+    assert "generate" not in engine.calls
+    assert sampler.generate([[1]], n=1, max_new_tokens=4, temperature=0.0).texts == ["r0"]  # n = 1 is fine
+    with pytest.raises(FakeValidationError, match="n must be 1"):  # what vLLM itself would have raised
+        FakeSamplingParams(n=4, temperature=temperature)
+
+
+def test_greedy_with_several_samples_is_refused_for_every_sampler_and_setting(tmp_path, capsys):
+    from cegppo_edu import evaluate
+    from cegppo_edu.config import apply_overrides, get_preset
+    from cegppo_edu.models import build_tiny_model_and_tokenizer
+    from cegppo_edu.rollout import HFSampler
+
+    with pytest.raises(ValueError, match=r"eval_temperature=0.0 \(greedy\) with eval_samples=4"):
+        apply_overrides(get_preset("r1-distill-1.5b-1gpu"), {"eval_temperature": 0.0})
+    assert evaluate.main(["--smoke", "--temperature", "0", "--samples", "4", "--out", str(tmp_path / "e")]) == 2
+    assert "temperature=0.0 (greedy) with samples=4" in capsys.readouterr().err
+    model, tok = build_tiny_model_and_tokenizer(seed=0, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
+                                                intermediate_size=32)
+    with pytest.raises(ValueError, match=r"temperature=0.0 \(greedy\) with n=2"):
+        HFSampler(model, tok).generate([[5, 6]], n=2, max_new_tokens=2, temperature=0.0)
 
 
 def test_level_two_sleep_requires_a_sync_before_generating(fake_vllm):
@@ -162,14 +269,15 @@ def test_sync_refuses_another_vllm_version(fake_vllm, monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.32.0")
     with pytest.raises(VLLMVersionError, match="vllm 0.32.0 is installed"):
         sampler.sync_weights(torch.nn.Linear(2, 2))
-    assert "load_weights" not in engine.calls
+    assert "reload_weights" not in engine.calls
 
 
-def test_sync_reports_a_moved_model_path(fake_vllm):
+def test_sync_needs_the_in_process_engine_core(fake_vllm, monkeypatch):
     engine = FakeEngine()
-    engine.llm_engine = SimpleNamespace()  # e.g. the engine core runs in another process
+    monkeypatch.setenv(vllm_sampler.IN_PROCESS_ENV, "1")  # a separate engine process: tensors cannot be handed over
     with pytest.raises(VLLMVersionError, match="VLLM_ENABLE_V1_MULTIPROCESSING=0"):
         VLLMSampler("unused", llm=engine).sync_weights(torch.nn.Linear(2, 2))
+    assert "reload_weights" not in engine.calls
 
 
 def test_bad_settings_and_too_long_requests(fake_vllm):
