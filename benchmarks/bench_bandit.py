@@ -1,4 +1,4 @@
-"""Time the token bandit (cegppo_edu.bandit): one 300-step × 8-seed simulation, the 5×5 (β1, β2) sweep of
+"""Time the token bandit (cegppo_edu.toy.bandit): one 300-step × 8-seed simulation, the 5×5 (β1, β2) sweep of
 the chapter's slider figure, and the vectorised simulator against the plain per-seed autograd loop
 (``simulate_loop``) measured in the same run on the same machine.
 
@@ -18,7 +18,7 @@ import time
 import torch
 
 from cegppo_edu import __version__
-from cegppo_edu.bandit import simulate, simulate_loop, sweep
+from cegppo_edu.toy.bandit import simulate, simulate_loop, sweep
 
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 

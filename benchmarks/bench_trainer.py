@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from cegppo_edu.batching import collate
-from cegppo_edu.config import apply_overrides, get_preset
-from cegppo_edu.trainer import Trainer
+from cegppo_edu.lm.batching import collate
+from cegppo_edu.lm.config import apply_overrides, get_preset
+from cegppo_edu.lm.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARM = os.path.join(ROOT, "notebooks", "data", "ch04", "warm_start")

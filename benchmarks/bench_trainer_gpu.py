@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from cegppo_edu.config import apply_overrides, get_preset
-from cegppo_edu.trainer import Trainer, strip_timings
+from cegppo_edu.lm.config import apply_overrides, get_preset
+from cegppo_edu.lm.trainer import Trainer, strip_timings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARM = os.path.join(ROOT, "notebooks", "data", "ch04", "warm_start")
@@ -50,7 +50,7 @@ def tiny_runs() -> None:
 def big_run(new_tokens: int, prompts: int, group: int, micro_tokens: int) -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from cegppo_edu.models import build_char_tokenizer
+    from cegppo_edu.lm.models import build_char_tokenizer
 
     tok = build_char_tokenizer()
     arch = Qwen2Config(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,

@@ -226,9 +226,9 @@ def check_weight_sync(trainer_model, reference, sampler, prompts, new_tokens, no
 
 def measure_vllm_sync(model_dir: str, device, prompts: int = 16, prompt_len: int = 32, new_tokens: int = 32):
     """Step 3 on a GPU: vLLM from ``model_dir`` beside the trainer's fp32 copy of the same model."""
-    from cegppo_edu.models import load_model_and_tokenizer
-    from cegppo_edu.rollout import HFSampler
-    from cegppo_edu.vllm_sampler import VLLMSampler
+    from cegppo_edu.lm.models import load_model_and_tokenizer
+    from cegppo_edu.lm.rollout import HFSampler
+    from cegppo_edu.gpu.vllm_sampler import VLLMSampler
 
     trainer_model, tokenizer = load_model_and_tokenizer(model_dir, "float32", str(device))
     sampler = VLLMSampler(model_dir, gpu_memory_utilization=0.3, max_model_len=prompt_len + new_tokens,

@@ -1,7 +1,10 @@
-"""The ``cegppo`` command: one sub-command per capability, each defined next to the code it runs.
+"""The ``cegppo`` command: one sub-command per capability.
 
-Each entry of ``SUBCOMMANDS`` names a module with ``add_cli(subparsers)``, which adds its parser and
-sets ``func`` (called with the parsed arguments; its return value is the exit code).
+``train``, ``report`` and ``eval`` are defined next to the code they run (``lm.trainer``, ``plots.report``,
+``gpu.evaluate``): each of those modules has ``add_cli(subparsers)``, which adds its parser and sets ``func``
+(called with the parsed arguments; its return value is the exit code). ``bandit`` is defined here, because it
+writes a figure and the toy layer sits below the figures. Importing ``cegppo_edu.gpu`` registers the GPU
+chapter's presets and plug-ins, so ``--preset`` offers them.
 """
 
 from __future__ import annotations
@@ -9,17 +12,59 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from . import __version__
+from . import gpu  # noqa: F401  (registers the GPU presets and plug-ins before the parsers list them)
 
 SUBCOMMANDS = (
-    "cegppo_edu.bandit",  # cegppo bandit
-    "cegppo_edu.trainer",  # cegppo train
-    "cegppo_edu.report",  # cegppo report
-    "cegppo_edu.evaluate",  # cegppo eval
+    "cegppo_edu.lm.trainer",  # cegppo train
+    "cegppo_edu.plots.report",  # cegppo report
+    "cegppo_edu.gpu.evaluate",  # cegppo eval
 )
 
 
+# ------------------------------------------------------------------------------------------ cegppo bandit
+def add_bandit_cli(subparsers) -> argparse.ArgumentParser:
+    """``cegppo bandit``: run ``toy.bandit.simulate`` and write history.csv, history.json and history.html."""
+    from .losses import token_level_methods
+
+    parser = subparsers.add_parser(
+        "bandit", help="run the toy token bandit and write its history (CSV, JSON, HTML figure)",
+        description="Train the toy token bandit (cegppo_edu.toy.bandit) and write history.csv, history.json and "
+                    "history.html into --out. Unset hyper-parameters take the method's defaults.")
+    parser.add_argument("--method", default="ce_gppo", choices=token_level_methods())
+    parser.add_argument("--beta1", type=float, default=None, help="CE-GPPO lower-side weight (default 0.5)")
+    parser.add_argument("--beta2", type=float, default=None, help="CE-GPPO upper-side weight (default 1.0)")
+    parser.add_argument("--eps-low", type=float, default=None, help="ε_l (default: the method's)")
+    parser.add_argument("--eps-high", type=float, default=None, help="ε_h (default: the method's)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.set_defaults(func=run_bandit)
+    return parser
+
+
+def run_bandit(args) -> int:
+    from .plots.figures import bandit_history_figure
+    from .summaries import final_mean
+    from .toy.bandit import simulate
+
+    history = simulate(args.method, args.beta1, args.beta2, args.eps_low, args.eps_high, steps=args.steps,
+                       seeds=args.seeds, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    history.to_csv(out / "history.csv")
+    history.to_json(out / "history.json")
+    bandit_history_figure(history).write_html(out / "history.html", include_plotlyjs=True, full_html=True)
+    final = final_mean(history.entropy_per_seed)
+    print(f"{args.method} {history.hyper}: final entropy {final.mean():.3f} ± {final.std():.3f}, "
+          f"final reward {history.reward[-1]:.3f}; wrote {out}/history.csv, history.json, history.html")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ the command
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cegppo",
@@ -27,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cegppo-edu {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_bandit_cli(subparsers)
     for module_name in SUBCOMMANDS:
         importlib.import_module(module_name).add_cli(subparsers)
     return parser

@@ -1,4 +1,4 @@
-"""Policy-gradient objectives of the PPO-clip family, as pure tensor functions.
+"""Policy-gradient objectives of the PPO-clip family, as pure tensor functions, and the registry of methods.
 
 Every objective here is "a per-token weight F(r, Â) on Â·∇log π" (see ``gradient_weight``):
 
@@ -14,44 +14,45 @@ Each loss returns the scalar to *minimise* (the negative objective). Shapes (nan
 ``logp, old_logp, mask: (B, T)``; ``adv: (B,)`` (one advantage per response, broadcast over its
 tokens) or ``(B, T)``. Aggregation is "token-mean" over ``mask`` unless ``agg`` says otherwise.
 
-Equations refer to CE-GPPO, arXiv:2509.20712 (v2), §3, in the notation of ``book/paper_in_brief.md`` (cited as PAPER.md).
+``METHODS`` is the one registry of methods: for each its loss, per-token function, gradient weight, defaults
+(the loss signature's), accepted hyper-parameters with their ranges, display label and level (token or
+sequence). The toy, the figures, the widgets, the trainer's config, the command line and the verl plugin read it;
+``register_method`` adds one.
+
+Equations refer to CE-GPPO, arXiv:2509.20712 (v2), §3, in the notation of the book page "The paper in brief"
+(``book/paper_in_brief.md``).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from .validation import Range
 
 # |log r| is clamped in value before exp(), so one extreme token cannot produce inf or NaN (verl does the same);
 # the gradient passes the clamp unchanged (straight through), so F(r, Â) holds at any ratio (see clamped_log_ratio).
 LOG_RATIO_CLAMP = 20.0
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
+# The hyper-parameters of the family and their allowed ranges (a method may narrow or widen one).
+HYPER_RANGES = {
+    "eps_low": Range(0.0, 1.0, low_open=True, high_open=True),
+    "eps_high": Range(0.0, math.inf, low_open=True),
+    "beta1": Range(0.0, math.inf),
+    "beta2": Range(0.0, math.inf),
+    "dual_clip": Range(1.0, math.inf, low_open=True, none=True),
+}
+
 
 # --------------------------------------------------------------------------------------------------
-# Validation: every public function checks its inputs and names the bad argument and the allowed range.
+# Validation of tensors
 # --------------------------------------------------------------------------------------------------
-def _check_range(name: str, value: float, low: float, high: float, low_open=True, high_open=True) -> None:
-    ok_low = value > low if low_open else value >= low
-    ok_high = value < high if high_open else value <= high
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok_low and ok_high):
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"{name}={value!r} is outside the allowed range {lo}{low}, {high}{hi}")
-
-
-def check_clip_params(eps_low: float, eps_high: float, beta1: float = 0.0, beta2: float = 0.0,
-                      dual_clip: float | None = None, eps_low_max_closed: bool = False) -> None:
-    """Raise ``ValueError`` naming the first hyper-parameter outside its range."""
-    _check_range("eps_low", eps_low, 0.0, 1.0, high_open=not eps_low_max_closed)
-    _check_range("eps_high", eps_high, 0.0, math.inf)
-    _check_range("beta1", beta1, 0.0, math.inf, low_open=False)
-    _check_range("beta2", beta2, 0.0, math.inf, low_open=False)
-    if dual_clip is not None:
-        _check_range("dual_clip", dual_clip, 1.0, math.inf)
-
-
 def check_inputs(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor):
     """Validate shapes and values; return ``(adv, mask)`` broadcast to ``(B, T)`` in ``logp``'s dtype."""
     for name, x in (("logp", logp), ("old_logp", old_logp), ("adv", adv), ("mask", mask)):
@@ -80,7 +81,7 @@ def check_inputs(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, 
 
 
 # --------------------------------------------------------------------------------------------------
-# Shared pieces
+# Shared pieces: the ratio, the clipped sides, the dual clip, aggregation (each written once)
 # --------------------------------------------------------------------------------------------------
 def clamped_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
     """log r = logp − old_logp, clamped to ±``LOG_RATIO_CLAMP`` in value but with the gradient of the unclamped
@@ -93,6 +94,25 @@ def clamped_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tenso
 def ratio_from_logps(logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
     """r = exp(clamped log r), differentiable w.r.t. ``logp`` with ∂r/∂logp = r at any ratio. Shape of the inputs."""
     return torch.exp(clamped_log_ratio(logp, old_logp))
+
+
+def clipped_sides(ratio, adv, eps_low: float, eps_high: float):
+    """Boolean masks of the tokens PPO zeroes: ``(lower, upper)`` = (r<1−ε_l & Â<0, r>1+ε_h & Â>0).
+
+    On the interval's edges (r exactly 1±ε) a token counts as inside.
+    """
+    return (ratio < 1 - eps_low) & (adv < 0), (ratio > 1 + eps_high) & (adv > 0)
+
+
+def dual_clipped(ratio, adv, dual_clip: float):
+    """Tokens the dual clip freezes (Â<0 and r>c, Ye et al. 2020): their loss is −c·Â, their gradient 0."""
+    return (adv < 0) & (ratio > dual_clip)
+
+
+def _apply_dual_clip(per_token, ratio, adv, dual_clip):
+    if dual_clip is None:
+        return per_token
+    return torch.where(dual_clipped(ratio, adv, dual_clip), -adv * dual_clip, per_token)
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean") -> torch.Tensor:
@@ -119,7 +139,7 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token-me
 # --------------------------------------------------------------------------------------------------
 # Per-token losses (B, T): the formulas themselves, without validation or aggregation.
 # --------------------------------------------------------------------------------------------------
-def ppo_clip_per_token(logp, old_logp, adv, eps_low=0.2, eps_high=0.2, dual_clip=None):
+def ppo_clip_per_token(logp, old_logp, adv, *, eps_low, eps_high, dual_clip=None):
     """PPO's pessimistic clipped surrogate, per token: max(−r·Â, −clip(r, 1−ε_l, 1+ε_h)·Â).
 
     ``dual_clip = c`` (Ye et al. 2020) additionally caps the loss of Â<0 tokens at −c·Â, so a
@@ -130,38 +150,31 @@ def ppo_clip_per_token(logp, old_logp, adv, eps_low=0.2, eps_high=0.2, dual_clip
     return _apply_dual_clip(per_token, ratio, adv, dual_clip)
 
 
-def ce_gppo_per_token(logp, old_logp, adv, eps_low=0.2, eps_high=0.2, beta1=0.5, beta2=1.0, dual_clip=None):
-    """CE-GPPO per token (PAPER.md §2): keep a bounded gradient on the tokens PPO clips away.
+def ce_gppo_per_token(logp, old_logp, adv, *, eps_low, eps_high, beta1, beta2, dual_clip=None):
+    """CE-GPPO per token (the paper's eq. 5): keep a bounded gradient on the tokens PPO clips away.
 
     r / sg(r) is 1 in the forward pass and has gradient ∇log π, so a clipped token contributes the
     constant value β·(1±ε)·Â but the gradient β·(1±ε)·Â·∇log π. β1 acts on the lower side (Â<0),
     β2 on the upper side (Â>0), as in the authors' code.
     """
     ratio = ratio_from_logps(logp, old_logp)
-    lower = (ratio < 1 - eps_low) & (adv < 0)  # negative advantage, ratio fell below the interval
-    upper = (ratio > 1 + eps_high) & (adv > 0)  # positive advantage, ratio rose above the interval
+    lower, upper = clipped_sides(ratio, adv, eps_low, eps_high)
     preserved = ratio / ratio.detach()  # == 1 in value, ∇ = ∇log π
     surrogate = torch.where(lower, beta1 * (1 - eps_low) * preserved,
                             torch.where(upper, beta2 * (1 + eps_high) * preserved, ratio))
     return _apply_dual_clip(-adv * surrogate, ratio, adv, dual_clip)
 
 
-def cispo_per_token(logp, old_logp, adv, eps_low=1.0, eps_high=0.28):
+def cispo_per_token(logp, old_logp, adv, *, eps_low, eps_high):
     """CISPO (MiniMax-M1, arXiv:2506.13585, eq. 4) per token: −sg(clip(r, 1−ε_l, 1+ε_h))·Â·log π."""
     ratio = ratio_from_logps(logp, old_logp)
     weight = torch.clamp(ratio, 1 - eps_low, 1 + eps_high).detach()
     return -weight * adv * logp
 
 
-def _apply_dual_clip(per_token, ratio, adv, dual_clip):
-    if dual_clip is None:
-        return per_token
-    capped = (adv < 0) & (ratio > dual_clip)  # loss frozen at −c·Â: zero gradient
-    return torch.where(capped, -adv * dual_clip, per_token)
-
-
 # --------------------------------------------------------------------------------------------------
-# Public losses: validate, compute per token, aggregate.
+# Public losses: validate, compute per token, aggregate. The defaults of their signatures are the methods'
+# defaults (the registry reads them from here).
 # --------------------------------------------------------------------------------------------------
 def ppo_clip(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2, dual_clip=None, agg="token-mean"):
     """PPO-clip (arXiv:1707.06347, eq. 7) with token-mean aggregation = token-level GRPO without KL.
@@ -169,9 +182,10 @@ def ppo_clip(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2, dual_clip=Non
     Defaults ε_l = ε_h = 0.2: the PPO paper and the CE-GPPO authors' scripts.
     Limiting case: with logp == old_logp every token has F = 1 (plain policy gradient).
     """
-    check_clip_params(eps_low, eps_high, dual_clip=dual_clip)
+    check_hyper("ppo_clip", eps_low=eps_low, eps_high=eps_high, dual_clip=dual_clip)
     adv, mask = check_inputs(logp, old_logp, adv, mask)
-    return aggregate(ppo_clip_per_token(logp, old_logp, adv, eps_low, eps_high, dual_clip), mask, agg)
+    per_token = ppo_clip_per_token(logp, old_logp, adv, eps_low=eps_low, eps_high=eps_high, dual_clip=dual_clip)
+    return aggregate(per_token, mask, agg)
 
 
 def dapo(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.28, dual_clip=None, agg="token-mean"):
@@ -189,9 +203,10 @@ def ce_gppo(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2, beta1=0.5, bet
     Defaults: ε_l = ε_h = 0.2, β1 = 0.5, β2 = 1.0 — the authors' 1.5B scripts (7B: β1 = 0.75).
     Limiting cases (in gradient): β1 = β2 = 0 is ``ppo_clip``; β1 = β2 = 1 is ``gppo``.
     """
-    check_clip_params(eps_low, eps_high, beta1, beta2, dual_clip)
+    check_hyper("ce_gppo", eps_low=eps_low, eps_high=eps_high, beta1=beta1, beta2=beta2, dual_clip=dual_clip)
     adv, mask = check_inputs(logp, old_logp, adv, mask)
-    per_token = ce_gppo_per_token(logp, old_logp, adv, eps_low, eps_high, beta1, beta2, dual_clip)
+    per_token = ce_gppo_per_token(logp, old_logp, adv, eps_low=eps_low, eps_high=eps_high, beta1=beta1,
+                                  beta2=beta2, dual_clip=dual_clip)
     return aggregate(per_token, mask, agg)
 
 
@@ -206,9 +221,9 @@ def cispo(logp, old_logp, adv, mask, eps_low=1.0, eps_high=0.28, agg="token-mean
     Defaults: ε_l = 1.0, i.e. no lower bound (MiniMax-M1 §3.1 "did not impose a lower bound"; here the
     only case where ε_l = 1 is allowed), and ε_h = 0.28 as commonly paired with it (DAPO's value).
     """
-    check_clip_params(eps_low, eps_high, eps_low_max_closed=True)
+    check_hyper("cispo", eps_low=eps_low, eps_high=eps_high)
     adv, mask = check_inputs(logp, old_logp, adv, mask)
-    return aggregate(cispo_per_token(logp, old_logp, adv, eps_low, eps_high), mask, agg)
+    return aggregate(cispo_per_token(logp, old_logp, adv, eps_low=eps_low, eps_high=eps_high), mask, agg)
 
 
 def gspo(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
@@ -218,7 +233,7 @@ def gspo(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
     Defaults ε_l = 3e-4, ε_h = 4e-4: the values the GSPO paper reports for its runs.
     ``adv`` must be constant within a response (it is read from the first valid token).
     """
-    check_clip_params(eps_low, eps_high)
+    check_hyper("gspo", eps_low=eps_low, eps_high=eps_high)
     adv, mask = check_inputs(logp, old_logp, adv, mask)
     n_tok = mask.sum(-1)  # (B,)
     has_tokens = n_tok > 0
@@ -232,36 +247,34 @@ def gspo(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
 # --------------------------------------------------------------------------------------------------
 # The gradient weight F: d loss / d logp = −F · Â · mask / Σ mask   (token-mean)
 # --------------------------------------------------------------------------------------------------
-TOKEN_LEVEL_DEFAULTS = {
-    "ppo_clip": dict(eps_low=0.2, eps_high=0.2, beta1=0.0, beta2=0.0),
-    "grpo": dict(eps_low=0.2, eps_high=0.2, beta1=0.0, beta2=0.0),
-    "dapo": dict(eps_low=0.2, eps_high=0.28, beta1=0.0, beta2=0.0),
-    "gppo": dict(eps_low=0.2, eps_high=0.2, beta1=1.0, beta2=1.0),
-    "ce_gppo": dict(eps_low=0.2, eps_high=0.2, beta1=0.5, beta2=1.0),
-    "cispo": dict(eps_low=1.0, eps_high=0.28),
-}
+def clip_weight(r, a, *, eps_low, eps_high, beta1, beta2, dual_clip=None):
+    """F of the PPO-clip family (PPO/GRPO and DAPO: β = 0; GPPO: β = 1; CE-GPPO): r inside the interval,
+    β1(1−ε_l) / β2(1+ε_h) on the clipped sides, 0 where the dual clip freezes the token."""
+    lower, upper = clipped_sides(r, a, eps_low, eps_high)
+    inside = r * torch.ones_like(a)
+    weight = torch.where(lower, beta1 * (1 - eps_low), torch.where(upper, beta2 * (1 + eps_high), inside))
+    return weight if dual_clip is None else torch.where(dual_clipped(r, a, dual_clip), 0.0, weight)
+
+
+def cispo_weight(r, a, *, eps_low, eps_high):
+    """F of CISPO: clip(r, 1−ε_l, 1+ε_h) on every token."""
+    return torch.clamp(r, 1 - eps_low, 1 + eps_high) * torch.ones_like(a)
 
 
 def gradient_weight(ratio, adv, method: str = "ce_gppo", **hyper):
-    """The per-token weight F(r, Â) of PAPER.md §2, for the token-level methods.
+    """The per-token weight F(r, Â) of the paper's §2, for the token-level methods.
 
     Accepts tensors, numpy arrays or floats (broadcast together) and returns the same kind.
-    ``hyper`` overrides the method's defaults (``eps_low``, ``eps_high``, ``beta1``, ``beta2``, ``dual_clip``);
-    GPPO's β are fixed at 1. On the interval's edges (r exactly 1±ε) a token counts as inside. ``ratio`` may be
-    any number in [0, inf]; like the losses, F uses r clamped to [e^−20, e^20] (``LOG_RATIO_CLAMP``).
+    ``hyper`` overrides the method's defaults (any of its accepted hyper-parameters, e.g. ``eps_low``,
+    ``eps_high``, ``beta1``, ``beta2``, ``dual_clip``); GPPO's β are fixed at 1. On the interval's edges
+    (r exactly 1±ε) a token counts as inside. ``ratio`` may be any number in [0, inf]; like the losses, F uses r
+    clamped to [e^−20, e^20] (``LOG_RATIO_CLAMP``).
     """
-    if method not in TOKEN_LEVEL_DEFAULTS:
+    spec = get_method(method)
+    if spec.weight is None:
         raise ValueError(f"method={method!r} has no per-token weight; choose one of "
-                         f"{', '.join(TOKEN_LEVEL_DEFAULTS)} (gspo is sequence-level)")
-    unknown = set(hyper) - {"eps_low", "eps_high", "beta1", "beta2", "dual_clip"}
-    if unknown:
-        raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)}; allowed: eps_low, eps_high, "
-                         f"beta1, beta2, dual_clip")
-    p = {**TOKEN_LEVEL_DEFAULTS[method], **hyper}
-    if method == "gppo":
-        p["beta1"] = p["beta2"] = 1.0
-    check_clip_params(p["eps_low"], p["eps_high"], p.get("beta1", 0.0), p.get("beta2", 0.0),
-                      p.get("dual_clip"), eps_low_max_closed=(method == "cispo"))
+                         f"{', '.join(token_level_methods())} ({method} is {spec.level}-level)")
+    p = spec.resolve(**hyper)
     as_numpy = not isinstance(ratio, torch.Tensor)
     r = torch.as_tensor(ratio, dtype=torch.float64 if as_numpy else None)
     a = torch.as_tensor(adv, dtype=r.dtype, device=r.device)
@@ -270,42 +283,138 @@ def gradient_weight(ratio, adv, method: str = "ce_gppo", **hyper):
     if not torch.isfinite(a).all():
         raise ValueError("adv contains non-finite values (inf or NaN); all entries must be finite")
     r = r.clamp(math.exp(-LOG_RATIO_CLAMP), math.exp(LOG_RATIO_CLAMP))
-    lo, hi = 1 - p["eps_low"], 1 + p["eps_high"]
-    if method == "cispo":
-        weight = torch.clamp(r, lo, hi) * torch.ones_like(a)
-    else:
-        lower = (r < lo) & (a < 0)
-        upper = (r > hi) & (a > 0)
-        weight = torch.where(lower, p["beta1"] * lo, torch.where(upper, p["beta2"] * hi, r * torch.ones_like(a)))
-        if p.get("dual_clip") is not None:
-            weight = torch.where((a < 0) & (r > p["dual_clip"]), torch.zeros_like(weight), weight)
+    weight = spec.weight(r, a, **p)
     return weight.numpy() if as_numpy else weight
 
 
 # --------------------------------------------------------------------------------------------------
-# Registry
+# The registry
 # --------------------------------------------------------------------------------------------------
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "ppo_clip": ppo_clip,
-    "grpo": ppo_clip,  # token-level GRPO without KL is PPO-clip with group advantages
-    "dapo": dapo,
-    "gppo": gppo,
-    "ce_gppo": ce_gppo,
-    "cispo": cispo,
-    "gspo": gspo,
-}
+@dataclass(frozen=True)
+class Method:
+    """One policy objective, as every layer of the package sees it.
+
+    ``loss`` is the public loss; its signature's defaults are the method's ``defaults`` and its keyword
+    parameters (but ``agg``) the accepted hyper-parameters, each with its range in ``ranges``. ``fixed`` holds
+    values the method sets itself (GPPO's β = 1), which ``weight`` also needs.
+    """
+
+    name: str
+    label: str  # how figures and tables call it
+    loss: Callable[..., torch.Tensor]
+    per_token: Callable[..., torch.Tensor] | None  # (B, T) loss, no validation/aggregation; None: sequence-level
+    weight: Callable[..., torch.Tensor] | None  # F(r, Â, **hyper); None: sequence-level
+    reference: str  # paper and equation
+    fixed: dict = field(default_factory=dict)
+    range_overrides: dict = field(default_factory=dict)  # hyper -> Range where it differs from HYPER_RANGES
+    alias_of: str | None = None  # the same objective under another name (ppo_clip is GRPO's)
+
+    @property
+    def defaults(self) -> dict:
+        params = inspect.signature(self.loss).parameters
+        return {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty and n != "agg"}
+
+    @property
+    def ranges(self) -> dict[str, Range]:
+        return {name: self.range_overrides.get(name, HYPER_RANGES[name]) for name in self.defaults}
+
+    @property
+    def level(self) -> str:
+        return "token" if self.weight is not None else "sequence"
+
+    @property
+    def takes_agg(self) -> bool:
+        return "agg" in inspect.signature(self.loss).parameters
+
+    def resolve(self, **hyper) -> dict:
+        """The full hyper-parameters: ``hyper`` over the defaults, validated, plus the fixed ones."""
+        unknown = sorted(set(hyper) - set(self.defaults))
+        if unknown:
+            fixed = f" ({self.name} fixes {', '.join(f'{k}={v}' for k, v in self.fixed.items())})" if self.fixed else ""
+            raise ValueError(f"unknown hyper-parameter(s) {unknown} for method={self.name!r}; allowed: "
+                             f"{', '.join(self.defaults)}{fixed}")
+        values = {**self.defaults, **hyper}
+        for name, value in values.items():
+            self.ranges[name].check(name, value)
+        return {**values, **self.fixed}
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add ``method`` to ``METHODS`` (every layer that lists methods reads it); returns it."""
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is already registered")
+    unknown = sorted(set(method.defaults) - set(HYPER_RANGES) - set(method.range_overrides))
+    if unknown:
+        raise ValueError(f"method {method.name!r} has hyper-parameters without a range: {unknown}")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; the error lists the registered names."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid names: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def check_hyper(method: str, **hyper) -> dict:
+    """Validate ``hyper`` against ``method``'s accepted hyper-parameters and ranges; the resolved values."""
+    return get_method(method).resolve(**hyper)
+
+
+def token_level_methods(include_aliases: bool = True) -> list[str]:
+    """Names of the registered methods with a per-token weight F, in registration order."""
+    return [n for n, m in METHODS.items() if m.level == "token" and (include_aliases or m.alias_of is None)]
+
+
+def method_label(name: str) -> str:
+    """The display label of a registered method, or the name itself for anything else."""
+    return METHODS[name].label if name in METHODS else name
+
+
+class _Losses(Mapping):
+    """``LOSSES[name]`` is ``METHODS[name].loss``: a live view, so a method registered later appears too."""
+
+    def __getitem__(self, name):
+        return METHODS[name].loss
+
+    def __iter__(self):
+        return iter(METHODS)
+
+    def __len__(self):
+        return len(METHODS)
+
+
+LOSSES: Mapping[str, Callable[..., torch.Tensor]] = _Losses()
 
 
 def get_loss(name: str) -> Callable[..., torch.Tensor]:
     """Look a loss up by name; the error lists the valid names."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}") from None
+    return get_method(name).loss
+
+
+# The methods of the book. GRPO comes first: PPO-clip is the same objective under another name.
+register_method(Method("grpo", "PPO / GRPO", ppo_clip, ppo_clip_per_token, clip_weight,
+                       "token-level GRPO without KL = PPO-clip (arXiv:1707.06347, eq. 7) with group advantages",
+                       fixed={"beta1": 0.0, "beta2": 0.0}))
+register_method(Method("ppo_clip", "PPO / GRPO", ppo_clip, ppo_clip_per_token, clip_weight,
+                       "PPO-clip, arXiv:1707.06347, eq. 7", fixed={"beta1": 0.0, "beta2": 0.0}, alias_of="grpo"))
+register_method(Method("dapo", "DAPO", dapo, ppo_clip_per_token, clip_weight, "DAPO clip-higher, arXiv:2503.14476, eq. 8",
+                       fixed={"beta1": 0.0, "beta2": 0.0}))
+register_method(Method("gppo", "GPPO", gppo, ce_gppo_per_token, clip_weight, "GPPO (Klear-Reasoner), arXiv:2508.07629, eq. 4",
+                       fixed={"beta1": 1.0, "beta2": 1.0}))
+register_method(Method("ce_gppo", "CE-GPPO", ce_gppo, ce_gppo_per_token, clip_weight, "CE-GPPO, arXiv:2509.20712 v2, eq. 5"))
+register_method(Method("cispo", "CISPO", cispo, cispo_per_token, cispo_weight, "CISPO (MiniMax-M1), arXiv:2506.13585, eq. 4",
+                       range_overrides={"eps_low": Range(0.0, 1.0, low_open=True)}))
+register_method(Method("gspo", "GSPO", gspo, None, None, "GSPO, arXiv:2507.18071, eq. 5-7"))
 
 
 __all__ = [
-    "AGG_MODES", "LOSSES", "LOG_RATIO_CLAMP", "aggregate", "ce_gppo", "ce_gppo_per_token", "check_clip_params",
-    "check_inputs", "cispo", "cispo_per_token", "clamped_log_ratio", "dapo", "get_loss", "gppo", "gradient_weight", "gspo",
-    "ppo_clip", "ppo_clip_per_token", "ratio_from_logps",
+    "AGG_MODES", "HYPER_RANGES", "LOG_RATIO_CLAMP", "LOSSES", "METHODS", "Method", "aggregate", "ce_gppo",
+    "ce_gppo_per_token", "check_hyper", "check_inputs", "cispo", "cispo_per_token", "cispo_weight", "clamped_log_ratio",
+    "clip_weight", "clipped_sides", "dapo", "dual_clipped", "get_loss", "get_method", "gppo", "gradient_weight", "gspo",
+    "method_label", "ppo_clip", "ppo_clip_per_token", "ratio_from_logps", "register_method", "token_level_methods",
 ]

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import torch
 
-from .losses import check_inputs, gradient_weight, ratio_from_logps
+from .losses import check_inputs, clipped_sides, get_method, gradient_weight, ratio_from_logps
 
 GROUPS = ("PA&HP", "PA&LP", "NA&HP", "NA&LP")
 ZERO_ADV = "ZA"
 CLASSES = GROUPS + (ZERO_ADV,)
-# One fixed colour per group in every figure (Okabe-Ito palette, readable for colour-blind readers).
-GROUP_COLORS = {"PA&HP": "#0072B2", "PA&LP": "#56B4E9", "NA&HP": "#D55E00", "NA&LP": "#E69F00", "ZA": "#999999"}
 # The sign of each group's first-order effect on entropy (PAPER.md §3 table).
 GROUP_ENTROPY_EFFECT = {"PA&HP": "lowers", "PA&LP": "raises", "NA&HP": "raises", "NA&LP": "lowers"}
 BELOW, INSIDE, ABOVE = -1, 0, 1
+HP_THRESHOLD = 0.5  # π at or above: high-probability (HP), below: LP (read off the paper's figure 1)
 
 
-def classify(prob: torch.Tensor, adv: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def classify(prob: torch.Tensor, adv: torch.Tensor, threshold: float = HP_THRESHOLD) -> torch.Tensor:
     """Index into ``CLASSES`` for every token: 0 PA&HP, 1 PA&LP, 2 NA&HP, 3 NA&LP, 4 ZA. Shape of ``prob``."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold={threshold!r} is outside the allowed range (0, 1)")
@@ -37,19 +36,13 @@ def classify(prob: torch.Tensor, adv: torch.Tensor, threshold: float = 0.5) -> t
     return torch.where(adv == 0, torch.full_like(group, len(GROUPS)), group)
 
 
-def clip_region(ratio: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.2) -> torch.Tensor:
+def clip_region(ratio: torch.Tensor, eps_low: float, eps_high: float) -> torch.Tensor:
     """−1 below 1−ε_l, 0 inside (edges included), +1 above 1+ε_h."""
     return (ratio > 1 + eps_high).long() - (ratio < 1 - eps_low).long()
 
 
-def clipped_sides(ratio, adv, eps_low=0.2, eps_high=0.2):
-    """Boolean masks of the tokens PPO zeroes: ``(lower, upper)`` = (r<1−ε_l & Â<0, r>1+ε_h & Â>0)."""
-    region = clip_region(ratio, eps_low, eps_high)
-    return (region == BELOW) & (adv < 0), (region == ABOVE) & (adv > 0)
-
-
 @torch.no_grad()
-def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=0.5, influence=None, classify_by="current",
+def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=HP_THRESHOLD, influence=None, classify_by="current",
                 **hyper) -> dict:
     """Per-class statistics of one batch of tokens, as a flat dict of floats (ready for a JSONL log).
 
@@ -66,14 +59,14 @@ def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=0.5, infl
     cross the threshold, so the two split the clipped tokens differently.
     """
     adv, mask = check_inputs(logp, old_logp, adv, mask)
-    eps_low, eps_high = hyper.get("eps_low", 0.2), hyper.get("eps_high", 0.2)
+    resolved = get_method(method).resolve(**hyper)
     ratio = ratio_from_logps(logp, old_logp)
     if classify_by not in ("current", "old"):
         raise ValueError(f"classify_by={classify_by!r} must be 'current' or 'old'")
     prob = (logp if classify_by == "current" else old_logp).exp()
     valid = mask.bool()
     group = classify(prob, adv, threshold)
-    lower, upper = clipped_sides(ratio, adv, eps_low, eps_high)
+    lower, upper = clipped_sides(ratio, adv, resolved["eps_low"], resolved["eps_high"])
     coef = gradient_weight(ratio, adv, method, **hyper) * adv  # (B, T): coefficient on ∇log π
     n_valid = valid.sum().item()
     stats = {"tokens": float(n_valid),
@@ -91,3 +84,26 @@ def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=0.5, infl
         if influence is not None:
             stats[f"{name}/entropy_push"] = (-coef * influence)[sel].sum().item()
     return stats
+
+
+def merge_group_stats(stats_list: list[dict]) -> dict:
+    """Combine ``token_groups.group_stats`` dicts of several micro-batches into one for the whole step.
+
+    Counts, weight sums and entropy pushes add up; fractions and mean probabilities are re-weighted by counts.
+    """
+    tokens = sum(s["tokens"] for s in stats_list)
+    out = {"tokens": tokens}
+    for side in ("low", "high"):
+        out[f"clip/{side}_frac"] = sum(s[f"clip/{side}_frac"] * s["tokens"] for s in stats_list) / tokens
+    for name in CLASSES:
+        count = sum(s[f"{name}/count"] for s in stats_list)
+        out[f"{name}/count"] = count
+        out[f"{name}/frac"] = count / tokens
+        for key in ("mean_prob", "clip_low_frac", "clip_high_frac"):
+            out[f"{name}/{key}"] = (sum(s[f"{name}/{key}"] * s[f"{name}/count"] for s in stats_list) / count
+                                    if count else 0.0)
+        for key in ("weight_sum", "entropy_push"):
+            if f"{name}/{key}" in stats_list[0]:
+                out[f"{name}/{key}"] = sum(s[f"{name}/{key}"] for s in stats_list)
+        out[f"{name}/clipped"] = out[f"{name}/count"] * (out[f"{name}/clip_low_frac"] + out[f"{name}/clip_high_frac"])
+    return out

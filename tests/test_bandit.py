@@ -1,10 +1,9 @@
-"""The token bandit (cegppo_edu.bandit): shapes, determinism, errors, the vectorised simulator against the
+"""The token bandit (cegppo_edu.toy.bandit): shapes, determinism, errors, the vectorised simulator against the
 per-seed autograd reference, the first-order entropy predictor, and the entropy claims of PAPER.md §3/§5
 on the default toy (several seeds, compared with their standard errors)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cegppo_edu import bandit
+from cegppo_edu.toy import bandit
 from cegppo_edu.entropy import entropy_from_logits, predicted_entropy_change
 from cegppo_edu.token_groups import GROUPS
 
@@ -276,9 +275,9 @@ def test_sweep_grid_layout(runs):
 # Command line and files
 # ----------------------------------------------------------------------------------------------------------
 def _parser():
-    parser = argparse.ArgumentParser(prog="cegppo")
-    bandit.add_cli(parser.add_subparsers(dest="command"))
-    return parser
+    from cegppo_edu.cli import build_parser
+
+    return build_parser()
 
 
 def test_cli_writes_csv_json_and_html(tmp_path):

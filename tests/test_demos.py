@@ -1,10 +1,10 @@
-"""Tests of cegppo_edu.demos: the experiments behind chapters 1 and 2, checked against math."""
+"""Tests of cegppo_edu.toy.demos: the experiments behind chapters 1 and 2, checked against math."""
 
 import numpy as np
 import pytest
 import torch
 
-from cegppo_edu import demos
+from cegppo_edu.toy import demos
 from cegppo_edu.entropy import entropy_from_logits
 from cegppo_edu.losses import gradient_weight
 from cegppo_edu.token_groups import CLASSES

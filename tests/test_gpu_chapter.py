@@ -14,13 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from cegppo_edu import config as cfg
-from cegppo_edu import evaluate, report
+import cegppo_edu
+from cegppo_edu.lm import config as cfg
+from cegppo_edu.losses import get_method
+from cegppo_edu.gpu import evaluate
+from cegppo_edu.plots import report
 from cegppo_edu.advantages import zero_variance_groups
-from cegppo_edu.interfaces import Rollout
-from cegppo_edu.math_data import MathProblem
-from cegppo_edu.math_reward import MathReward
-from cegppo_edu.trainer import Trainer, main as train_main, read_metrics, strip_timings
+from cegppo_edu.lm.interfaces import Rollout
+from cegppo_edu.gpu.math_data import MathProblem
+from cegppo_edu.gpu.math_reward import MathReward
+from cegppo_edu.cli import main as cegppo
+from cegppo_edu.lm.trainer import Trainer, read_metrics, strip_timings
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "r1-distill-1.5b-1gpu"
@@ -32,8 +36,8 @@ GPU_PRESETS = (PRESET, "r1-distill-1.5b-1gpu-48gb")
 def test_gpu_presets_take_the_losses_own_defaults(name):
     """The preset sets no second copy of ε or β: its loss keywords are the loss function's signature defaults."""
     c = cfg.get_preset(name)
-    defaults = cfg.loss_defaults(c.method)
-    assert cfg.loss_kwargs(c) == {k: defaults[k] for k in cfg.loss_kwargs(c)}
+    defaults = get_method(c.method).defaults
+    assert cfg.loss_kwargs(c) == {**defaults, "agg": "token-mean"}
     assert all(getattr(c, k) is None for k in ("eps_low", "eps_high", "beta1", "beta2"))
 
 
@@ -41,7 +45,7 @@ def test_gpu_presets_take_the_losses_own_defaults(name):
 def test_gpu_smoke_mode_reads_data_that_ships_with_the_package(name):
     """Smoke mode must work from an installed wheel: its problems live inside cegppo_edu, not in tests/."""
     smoke = cfg.get_preset(name, smoke=True)
-    package = Path(cfg.__file__).resolve().parent
+    package = Path(cegppo_edu.__file__).resolve().parent
     for path in (smoke.data_path, smoke.eval_data_path):
         assert package in Path(path).resolve().parents, path
     task = cfg.resolve("task", smoke.task)(smoke)
@@ -89,7 +93,7 @@ def test_gpu_book_states_the_presets_real_values():
 def test_gpu_smoke_train_end_to_end_and_resume(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     args = ["--preset", PRESET, "--smoke", "--no-progress"]
-    assert train_main([*args, "--out", str(straight)]) == 0
+    assert cegppo(["train", *args, "--out", str(straight)]) == 0
     metrics = read_metrics(str(straight))
     steps = [m for m in metrics if m["step"] > 0]
     assert [m["step"] for m in steps] == [1, 2, 3]
@@ -103,8 +107,8 @@ def test_gpu_smoke_train_end_to_end_and_resume(tmp_path):
     assert (straight / "checkpoints" / "step_000003" / "COMPLETE").exists()
     assert json.loads((straight / "config.json").read_text())["sampler"] == "hf"
     # Pre-empted after step 2, resumed: the same metrics as the straight run.
-    assert train_main([*args, "--out", str(split), "--steps", "2"]) == 0
-    assert train_main([*args, "--out", str(split), "--steps", "3", "--resume"]) == 0
+    assert cegppo(["train", *args, "--out", str(split), "--steps", "2"]) == 0
+    assert cegppo(["train", *args, "--out", str(split), "--steps", "3", "--resume"]) == 0
     assert strip_timings(read_metrics(str(split))) == strip_timings(metrics)
 
 
@@ -181,7 +185,7 @@ def test_gpu_eval_smoke_writes_avg_at_k(tmp_path, capsys):
     (["--max-new-tokens", "0"], "max_new_tokens=0"),
 ])
 def test_gpu_eval_rejects_bad_input(tmp_path, capsys, argv, message):
-    assert evaluate.main(["--smoke", "--out", str(tmp_path / "e"), *argv]) == 2
+    assert cegppo(["eval", "--smoke", "--out", str(tmp_path / "e"), *argv]) == 2
     assert message in capsys.readouterr().err
 
 

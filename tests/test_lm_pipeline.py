@@ -8,17 +8,17 @@ import time
 import pytest
 import torch
 
-from cegppo_edu import config as cfg
-from cegppo_edu.models import (
+from cegppo_edu.lm import config as cfg
+from cegppo_edu.lm.models import (
     build_char_tokenizer,
     build_tiny_model_and_tokenizer,
     count_parameters,
     load_model_and_tokenizer,
     save_model_and_tokenizer,
 )
-from cegppo_edu.rewards import ExactMatchReward
-from cegppo_edu.rollout import HFSampler
-from cegppo_edu.tasks import Problem, as_problem, encode_prompt, extract_integer, make_addition_task
+from cegppo_edu.lm.rewards import ExactMatchReward
+from cegppo_edu.lm.rollout import HFSampler
+from cegppo_edu.lm.tasks import Problem, as_problem, encode_prompt, extract_integer, make_addition_task
 
 torch.set_num_threads(1)
 
@@ -135,12 +135,14 @@ def test_hf_sampler_is_deterministic_and_prompt_major():
     for ids, logp, trunc in zip(a.response_ids, a.response_logp, a.truncated):
         assert 1 <= len(ids) <= 5 and len(logp) == len(ids) and all(lp <= 0 for lp in logp)
         assert trunc == (tok.eos_token_id not in ids)
-    greedy = sampler.generate(prompts, n=2, max_new_tokens=5, temperature=0.0)
-    assert greedy.response_ids[0] == greedy.response_ids[1]
+    greedy = [sampler.generate(prompts, n=1, max_new_tokens=5, temperature=0.0, seed=s) for s in (1, 2)]
+    assert greedy[0].response_ids == greedy[1].response_ids  # greedy ignores the seed
+    with pytest.raises(ValueError, match="greedy"):  # n identical answers: refused for every sampler (as vLLM does)
+        sampler.generate(prompts, n=2, max_new_tokens=5, temperature=0.0)
 
 
 def test_sampler_log_probs_match_the_trainers_scoring():
-    from cegppo_edu.batching import collate, score
+    from cegppo_edu.lm.batching import collate, score
 
     model, tok = build_tiny_model_and_tokenizer(seed=2)
     prompts = [encode_prompt(tok, "1+2="), encode_prompt(tok, "10+20=")]
@@ -210,4 +212,4 @@ def test_presets_validate_and_smoke_mode():
 
 def test_plugins_resolve_by_name_or_module_path():
     assert cfg.resolve("reward", "exact_match").__name__ == "make_exact_match"
-    assert cfg.resolve("sampler", "cegppo_edu.rollout:make_hf_sampler").__name__ == "make_hf_sampler"
+    assert cfg.resolve("sampler", "cegppo_edu.lm.rollout:make_hf_sampler").__name__ == "make_hf_sampler"

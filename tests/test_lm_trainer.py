@@ -15,10 +15,11 @@ import time
 import pytest
 import torch
 
-from cegppo_edu import checkpoint as ckpt
-from cegppo_edu.config import apply_overrides, get_preset
+from cegppo_edu.lm import checkpoint as ckpt
+from cegppo_edu.lm.config import apply_overrides, get_preset
 from cegppo_edu.token_groups import CLASSES
-from cegppo_edu.trainer import Trainer, add_cli, build_config, read_metrics, strip_timings
+from cegppo_edu.cli import build_parser
+from cegppo_edu.lm.trainer import Trainer, build_config, read_metrics, strip_timings
 
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,7 +152,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path):
     out = str(tmp_path / "killed")
     args = ["--preset", "tiny-arith", "--out", out, "--no-progress"] + \
         [f"--set={k}={v}" for k, v in FAST.items()]
-    code = "import sys; from cegppo_edu.trainer import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from cegppo_edu.cli import main; sys.exit(main(['train', *sys.argv[1:]]))"
     plain_env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__),
                                                               os.environ.get("PYTHONPATH", "")])}
     env = {**plain_env, "CEGPPO_CHECKPOINT_SLEEP": "4:60"}  # sleep inside step 4's checkpoint write
@@ -177,8 +178,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path):
 
 
 def test_cli_help_methods_and_errors(capsys):
-    parser = argparse.ArgumentParser(prog="cegppo")
-    add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
     text = capsys.readouterr().out
@@ -195,7 +195,7 @@ def test_cli_help_methods_and_errors(capsys):
 
 
 def test_report_writes_one_page_comparing_runs(tmp_path):
-    from cegppo_edu.report import add_cli as add_report
+    from cegppo_edu.plots.report import add_cli as add_report
 
     for name, method in (("a", "grpo"), ("b", "ce_gppo")):
         config = fast_config(method=method, steps=2, checkpoint_every=0)

@@ -1,4 +1,4 @@
-"""Math data loaders (cegppo_edu.math_data) on the made-up fixtures in each source schema, and the Hub branch
+"""Math data loaders (cegppo_edu.gpu.math_data) on the made-up fixtures in each source schema, and the Hub branch
 with ``datasets.load_dataset`` replaced by a fake (the real Hub cannot be reached from CI)."""
 
 import json
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cegppo_edu import math_data
-from cegppo_edu.config import SMOKE_MATH_DATA
-from cegppo_edu.math_data import MathProblem, load_benchmark, load_problems, normalise_record, parse_benchmarks
-from cegppo_edu.prompts import R1_MATH_INSTRUCTION
+from cegppo_edu.gpu import math_data
+from cegppo_edu.gpu.presets import SMOKE_MATH_DATA
+from cegppo_edu.gpu.math_data import MathProblem, load_benchmark, load_problems, normalise_record, parse_benchmarks
+from cegppo_edu.gpu.prompts import R1_MATH_INSTRUCTION
 
 FIXTURES = Path(SMOKE_MATH_DATA)
 

@@ -97,7 +97,7 @@ class CopySampler:
     def __init__(self, model, tokenizer, broken=False):
         import copy
 
-        from cegppo_edu.rollout import HFSampler
+        from cegppo_edu.lm.rollout import HFSampler
         self.copy, self.broken = copy.deepcopy(model), broken
         self.inner = HFSampler(self.copy, tokenizer)
 
@@ -111,8 +111,8 @@ class CopySampler:
 
 @pytest.mark.parametrize("broken", [False, True])
 def test_weight_sync_check_tells_a_working_sync_from_a_broken_one(gpu_check, broken):
-    from cegppo_edu.models import build_tiny_model_and_tokenizer
-    from cegppo_edu.rollout import HFSampler
+    from cegppo_edu.lm.models import build_tiny_model_and_tokenizer
+    from cegppo_edu.lm.rollout import HFSampler
 
     model, tok = build_tiny_model_and_tokenizer(seed=0, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                                                 intermediate_size=64)

@@ -1,4 +1,4 @@
-"""R1-Distill prompt formatting (cegppo_edu.prompts) with a locally built tokenizer, with and without a chat
+"""R1-Distill prompt formatting (cegppo_edu.gpu.prompts) with a locally built tokenizer, with and without a chat
 template. The template below is a small stand-in written for this test in the layout of the R1-Distill one
 (BOS, user marker, message, assistant marker, ``<think>\\n`` prefill); it is not the model's file."""
 
@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from cegppo_edu.prompts import (FALLBACK_TEMPLATE, R1_MATH_INSTRUCTION, THINK_PREFILL, answer_section,
+from cegppo_edu.gpu.prompts import (FALLBACK_TEMPLATE, R1_MATH_INSTRUCTION, THINK_PREFILL, answer_section,
                                 encode_prompt, format_prompt, math_user_message)
 
 R1_LIKE_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}<U>{{ m['content'] }}"

@@ -1,4 +1,4 @@
-"""The math reward (cegppo_edu.math_reward): math-verify grading of the text after </think>, +1 / -1, the
+"""The math reward (cegppo_edu.gpu.math_reward): math-verify grading of the text after </think>, +1 / -1, the
 per-answer time bound enforced by the parent process, and a clean pool life cycle.
 
 The pool starts once per module (a fixture): worker start-up is the slow part (about 2 s on 2 cores).
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cegppo_edu.math_reward import (BAD_GOLD, CORRECT, CRASHED, NO_ANSWER, NO_THINK_END, TIMEOUT, WRONG,
+from cegppo_edu.gpu.math_reward import (BAD_GOLD, CORRECT, CRASHED, NO_ANSWER, NO_THINK_END, TIMEOUT, WRONG,
                                     MathReward, grade_answer, wrap_gold)
 
 TIMEOUT_S = 5.0
@@ -203,7 +203,7 @@ def test_lengths_must_match(reward):
 def test_factory_takes_the_reward_values_from_the_config():
     from types import SimpleNamespace
 
-    from cegppo_edu.math_reward import make_math_reward
+    from cegppo_edu.gpu.math_reward import make_math_reward
     config = SimpleNamespace(reward_correct=1.0, reward_wrong=-1.0, reward_workers=0)
     reward = make_math_reward(config)
     assert (reward.workers, reward.timeout_s) == (0, 10.0)

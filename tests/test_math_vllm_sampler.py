@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cegppo_edu import vllm_sampler
-from cegppo_edu.vllm_sampler import (VLLMSampler, VLLMVersionError, check_vllm_version, hf_named_weights,
+from cegppo_edu.gpu import vllm_sampler
+from cegppo_edu.gpu.vllm_sampler import (VLLMSampler, VLLMVersionError, check_vllm_version, hf_named_weights,
                                      pinned_vllm_spec, request_outputs_to_rollout, sampled_logprob)
 
 
 def test_importing_the_package_and_module_does_not_import_vllm():
-    code = ("import sys, cegppo_edu, cegppo_edu.vllm_sampler; "
+    code = ("import sys, cegppo_edu, cegppo_edu.gpu.vllm_sampler; "
             "assert not any(m == 'vllm' or m.startswith('vllm.') for m in sys.modules), 'vllm imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -239,14 +239,14 @@ def test_greedy_with_several_samples_is_refused_before_vllm_sees_it(fake_vllm, t
 
 
 def test_greedy_with_several_samples_is_refused_for_every_sampler_and_setting(tmp_path, capsys):
-    from cegppo_edu import evaluate
-    from cegppo_edu.config import apply_overrides, get_preset
-    from cegppo_edu.models import build_tiny_model_and_tokenizer
-    from cegppo_edu.rollout import HFSampler
+    from cegppo_edu.cli import main as cegppo
+    from cegppo_edu.lm.config import apply_overrides, get_preset
+    from cegppo_edu.lm.models import build_tiny_model_and_tokenizer
+    from cegppo_edu.lm.rollout import HFSampler
 
     with pytest.raises(ValueError, match=r"eval_temperature=0.0 \(greedy\) with eval_samples=4"):
         apply_overrides(get_preset("r1-distill-1.5b-1gpu"), {"eval_temperature": 0.0})
-    assert evaluate.main(["--smoke", "--temperature", "0", "--samples", "4", "--out", str(tmp_path / "e")]) == 2
+    assert cegppo(["eval", "--smoke", "--temperature", "0", "--samples", "4", "--out", str(tmp_path / "e")]) == 2
     assert "temperature=0.0 (greedy) with samples=4" in capsys.readouterr().err
     model, tok = build_tiny_model_and_tokenizer(seed=0, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
                                                 intermediate_size=32)

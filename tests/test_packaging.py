@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -29,7 +30,10 @@ def installed(tmp_path_factory):
     wheel's own copy of cegppo_edu is importable there: this environment reaches the checkout through an
     editable-install finder, whose .pth file is not processed for a directory added by another .pth file."""
     tmp = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--quiet", "-w", str(tmp / "dist")])
+    source = tmp / "src"  # a copy, so that the build's own files (build/, *.egg-info) stay out of the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv*", "_build", ".cache", "build", "runs",
+                                                                "*.egg-info", "notebooks", "__pycache__"))
+    _run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--quiet", "-w", str(tmp / "dist")])
     wheel, = (tmp / "dist").glob("cegppo_edu-*.whl")
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
@@ -46,7 +50,7 @@ def installed(tmp_path_factory):
 def test_wheel_ships_the_smoke_data_and_no_tests(installed):
     _, _, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("cegppo_edu/data/math/mathsub30k_verl.jsonl", "cegppo_edu/data/math/aime24_h4.parquet",
+    for needed in ("cegppo_edu/gpu/data/math/mathsub30k_verl.jsonl", "cegppo_edu/gpu/data/math/aime24_h4.parquet",
                    "cegppo_edu/integrations/ce_gppo_trainer.yaml"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("tests/")]

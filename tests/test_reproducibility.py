@@ -1,4 +1,4 @@
-"""Reproducibility, in the two kinds of ``cegppo_edu.reproducibility``.
+"""Reproducibility, in the two kinds of ``cegppo_edu.lm.reproducibility``.
 
 1. Determinism on one machine (exact): the same run twice gives bitwise the same metrics; resumed runs are in
    ``test_lm_trainer.py`` (also exact).
@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from cegppo_edu import reproducibility as repro
-from cegppo_edu.trainer import Trainer, read_metrics, strip_timings
+from cegppo_edu.lm import reproducibility as repro
+from cegppo_edu.lm.trainer import Trainer, read_metrics, strip_timings
 from test_lm_trainer import fast_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +89,7 @@ def test_committed_warm_start_agrees_here_within_the_tolerance():
 
 CHILD = """
 import json, sys, tempfile, torch
-from cegppo_edu import reproducibility as repro
+from cegppo_edu.lm import reproducibility as repro
 root, runs = sys.argv[1], sys.argv[2:]
 out = {"capability": torch.backends.cpu.get_cpu_capability(), "runs": {}}
 for run in runs:

@@ -14,10 +14,11 @@ import warnings
 
 import pytest
 
-from cegppo_edu import checkpoint as ckpt
-from cegppo_edu import models, run_dir
-from cegppo_edu.config import apply_overrides
-from cegppo_edu.trainer import Trainer, main as train_main, read_metrics, strip_timings
+from cegppo_edu.lm import checkpoint as ckpt
+from cegppo_edu.lm import models, run_dir
+from cegppo_edu.lm.config import apply_overrides
+from cegppo_edu.cli import main as cegppo
+from cegppo_edu.lm.trainer import Trainer, read_metrics, strip_timings
 from test_lm_trainer import FAST, fast_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +28,7 @@ ARGS = ["--preset", "tiny-arith", "--no-progress"] + [f"--set={k}={v}" for k, v 
 
 
 def train(out, *extra, capsys=None):
-    code = train_main(["--out", str(out), *ARGS, *extra])  # (no --steps: the preset's 150, for failing runs)
+    code = cegppo(["train", "--out", str(out), *ARGS, *extra])  # (no --steps: the preset's 150, for failing runs)
     err = capsys.readouterr().err if capsys else ""
     return code, err
 
@@ -105,7 +106,7 @@ def test_resume_may_extend_steps_but_never_shrink_the_record(tmp_path, capsys):
 # ------------------------------------------------------------------------------ Ctrl-C
 def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130(tmp_path):
     out = tmp_path / "D"
-    code = "import sys; from cegppo_edu.trainer import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from cegppo_edu.cli import main; sys.exit(main(['train', *sys.argv[1:]]))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
     args = ["--out", str(out), *ARGS, "--steps", "30", "--set", "checkpoint_every=0"]
     proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE,
@@ -123,9 +124,9 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130(tmp_path):
     stopped = logged[-1]["step"]
     assert 2 <= stopped < 30
     assert ckpt.checkpoint_step(ckpt.latest_checkpoint(str(out))) == stopped  # nothing since it is lost
-    assert train_main(["--out", str(out), *ARGS, "--steps", "30", "--set", "checkpoint_every=0", "--resume"]) == 0
+    assert cegppo(["train", "--out", str(out), *ARGS, "--steps", "30", "--set", "checkpoint_every=0", "--resume"]) == 0
     straight = tmp_path / "straight"
-    assert train_main(["--out", str(straight), *ARGS, "--steps", "30", "--set", "checkpoint_every=0"]) == 0
+    assert cegppo(["train", "--out", str(straight), *ARGS, "--steps", "30", "--set", "checkpoint_every=0"]) == 0
     assert strip_timings(read_metrics(str(out))) == strip_timings(read_metrics(str(straight)))
 
 
@@ -154,8 +155,8 @@ def test_a_disk_too_small_for_one_checkpoint_is_named_before_the_warm_start(tmp_
         real = run_dir.shutil.disk_usage
         monkeypatch.setattr(run_dir.shutil, "disk_usage", lambda p: real(p)._replace(free=2**20))
     started = []
-    monkeypatch.setattr("cegppo_edu.trainer.Trainer._warm_start", lambda self: started.append(1))
-    code = train_main(["--out", str(small_disk / "run"), "--preset", "tiny-arith", "--no-progress"])
+    monkeypatch.setattr("cegppo_edu.lm.trainer.Trainer._warm_start", lambda self: started.append(1))
+    code = cegppo(["train", "--out", str(small_disk / "run"), "--preset", "tiny-arith", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and f"no space left on {small_disk / 'run'}" in err and "a checkpoint needs about" in err
     assert " MB" in err and not started
@@ -188,7 +189,7 @@ def test_a_checkpoint_write_that_fills_the_disk_keeps_the_last_complete_one(tmp_
 def _no_model_building(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("built a model before checking the output folder")
-    monkeypatch.setattr("cegppo_edu.trainer.build_tiny_model_and_tokenizer", refuse)
+    monkeypatch.setattr("cegppo_edu.lm.trainer.build_tiny_model_and_tokenizer", refuse)
 
 
 def test_out_pointing_at_a_file_is_named_before_any_work(tmp_path, capsys, monkeypatch):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from cegppo_edu.losses import gradient_weight
-from cegppo_edu.token_groups import CLASSES, GROUP_COLORS, GROUPS, classify, clip_region, group_stats
+from cegppo_edu.plots.style import GROUP_COLORS
+from cegppo_edu.token_groups import CLASSES, GROUPS, classify, clip_region, group_stats
 
 
 def test_classify_by_sign_and_probability():

@@ -7,8 +7,10 @@ import numpy as np
 import plotly.io as pio
 import pytest
 
-from cegppo_edu import demos, viz, widgets
-from cegppo_edu.token_groups import GROUP_COLORS, GROUPS
+from cegppo_edu.toy import demos
+from cegppo_edu.plots import figures, style, widgets
+from cegppo_edu.plots.style import GROUP_COLORS
+from cegppo_edu.token_groups import GROUPS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,13 +47,13 @@ def _axis_title(fig_dict, axis="xaxis"):
 
 
 def test_weight_plane_figure():
-    d = viz.weight_plane_figure().to_dict()
+    d = figures.weight_plane_figure().to_dict()
     assert [t["type"] for t in d["data"]] == ["heatmap"] * 5
-    assert [t["name"] for t in d["data"]] == [viz.METHOD_LABELS[m] for m in viz.METHODS]
+    assert [t["name"] for t in d["data"]] == [style.method_label(m) for m in style.compared_methods()]
     _check_slider(d, 5)
     assert "ratio r" in _axis_title(d) and "advantage" in _axis_title(d, "yaxis")
     # the heat map is gradient_weight itself: PPO's upper-clipped corner is 0, CE-GPPO's is β2(1+ε_h)
-    fig = viz.weight_plane_figure()
+    fig = figures.weight_plane_figure()
     r, adv = np.asarray(fig.data[0].x), np.asarray(fig.data[0].y)
     corner = np.ix_(adv > 0, r > 1.25)  # (Â, r) indices of the upper-clipped corner
     assert (np.asarray(fig.data[0].z)[corner] == 0).all()
@@ -62,19 +64,19 @@ def test_weight_plane_figure():
 @pytest.mark.parametrize("param, values", [("beta2", [0.0, 0.5, 1.0, 2.0]), ("beta1", [0.0, 1.0]),
                                            ("eps_high", [0.1, 0.2, 0.28]), ("eps_low", [0.1, 0.3])])
 def test_weight_curves_figure(param, values):
-    d = viz.weight_curves_figure(param, values).to_dict()
-    n_methods = len(viz.METHODS)
+    d = figures.weight_curves_figure(param, values).to_dict()
+    n_methods = len(style.compared_methods())
     assert len(d["data"]) == len(values) * 2 * n_methods
     _check_slider(d, len(values))
     names = {t["name"] for t in d["data"]}
-    assert names == {viz.METHOD_LABELS[m] for m in viz.METHODS}
+    assert names == {style.method_label(m) for m in style.compared_methods()}
     assert d["layout"]["xaxis"]["title"]["text"] == "ratio r"
     assert d["layout"]["yaxis"]["title"]["text"] == "F(r, Â)"
-    assert d["layout"]["sliders"][0]["currentvalue"]["prefix"].startswith(viz.HYPER_LABELS[param])
+    assert d["layout"]["sliders"][0]["currentvalue"]["prefix"].startswith(figures.HYPER_LABELS[param])
 
 
 def test_weight_curves_ce_gppo_plateau_follows_beta2():
-    fig = viz.weight_curves_figure("beta2", [0.5, 2.0], methods=("ce_gppo",))
+    fig = figures.weight_curves_figure("beta2", [0.5, 2.0], methods=("ce_gppo",))
     # traces: (β2=0.5: Â>0, Â<0), (β2=2: Â>0, Â<0)
     for trace, beta2 in ((fig.data[0], 0.5), (fig.data[2], 2.0)):
         x, y = np.asarray(trace.x), np.asarray(trace.y)
@@ -83,15 +85,15 @@ def test_weight_curves_ce_gppo_plateau_follows_beta2():
 
 def test_weight_curves_rejects_unknown_param():
     with pytest.raises(ValueError, match="param"):
-        viz.weight_curves_figure("gamma", [1.0])
+        figures.weight_curves_figure("gamma", [1.0])
     with pytest.raises(ValueError, match="values"):
-        viz.weight_curves_figure("beta1", [])
+        figures.weight_curves_figure("beta1", [])
 
 
 def test_funnel_figure():
     sample = demos.funnel_sample(n_responses=16, length=16)
     eps = [0.1, 0.2, 0.3]
-    d = viz.funnel_figure(sample, eps, summaries=[demos.funnel_summary(sample, e, e) for e in eps]).to_dict()
+    d = figures.funnel_figure(sample, eps, summaries=[demos.funnel_summary(sample, e, e) for e in eps]).to_dict()
     assert [t["name"] for t in d["data"][:4]] == list(GROUPS)
     assert [t["marker"]["color"] for t in d["data"][:4]] == [GROUP_COLORS[g] for g in GROUPS]
     assert len(d["data"]) == 4 + 3 * len(eps)  # 4 groups + (two band lines + one bar chart) per ε
@@ -104,7 +106,7 @@ def test_funnel_figure():
 def test_stop_gradient_figure():
     ratios = np.linspace(0.5, 1.5, 11)
     curves = {m: {a: demos.value_and_grad_curves(ratios, a, m) for a in (1.0, -1.0)} for m in ("grpo", "ce_gppo")}
-    d = viz.stop_gradient_figure(ratios, curves).to_dict()
+    d = figures.stop_gradient_figure(ratios, curves).to_dict()
     assert len(d["data"]) == 2 * 2 * 2  # methods × signs × (value, gradient)
     assert {t["name"] for t in d["data"]} == {"PPO / GRPO", "CE-GPPO"}
     assert d["layout"]["xaxis3"]["title"]["text"] == "ratio r"
@@ -112,7 +114,7 @@ def test_stop_gradient_figure():
 
 
 def test_grad_vs_prob_figure():
-    d = viz.grad_vs_prob_figure([0.1, 0.5, 0.9], {"grpo": [1, 2, 3], "ce_gppo": [2, 3, 4]}).to_dict()
+    d = figures.grad_vs_prob_figure([0.1, 0.5, 0.9], {"grpo": [1, 2, 3], "ce_gppo": [2, 3, 4]}).to_dict()
     assert [t["name"] for t in d["data"]] == ["PPO / GRPO", "CE-GPPO"]
     assert "probability" in _axis_title(d) and "|F·Â|" in _axis_title(d, "yaxis")
 
@@ -121,7 +123,7 @@ def test_logit_update_figure():
     logits = np.array([2.0, 1.0, 0.0, -1.0])
     cases = [dict(demos.single_softmax_update(logits, 3, 1.5, 1.0), label="PA&LP", token=3, group="PA&LP"),
              dict(demos.single_softmax_update(logits, 3, 0.6, -1.0), label="NA&LP", token=3, group="NA&LP")]
-    d = viz.logit_update_figure(cases).to_dict()
+    d = figures.logit_update_figure(cases).to_dict()
     assert [t["type"] for t in d["data"]] == ["bar", "bar"]
     _check_slider(d, 2)
     colors = d["data"][0]["marker"]["color"]
@@ -130,44 +132,44 @@ def test_logit_update_figure():
     assert "ΔH predicted" in _slider_steps(d)[0]["args"][1]["title.text"]
     assert _axis_title(d, "yaxis").startswith("update Δz_b")
     with pytest.raises(ValueError, match="cases"):
-        viz.logit_update_figure([])
+        figures.logit_update_figure([])
 
 
 @pytest.fixture(scope="module")
 def histories():
-    from cegppo_edu import bandit
+    from cegppo_edu.toy import bandit
     return [bandit.simulate(m, steps=12, seeds=2) for m in ("grpo", "dapo", "ce_gppo")]
 
 
 def test_bandit_history_figure(histories):
-    d = viz.bandit_history_figure(histories[2]).to_dict()
+    d = figures.bandit_history_figure(histories[2]).to_dict()
     assert len(d["data"]) == 2 * 6  # (band, line) × entropy, reward, clip low, clip high, ΔH meas, ΔH pred
     lines = [t["name"] for t in d["data"][1::2]]
     assert lines == ["entropy", "reward", "clipped below (Â<0)", "clipped above (Â>0)", "ΔH measured",
                      "ΔH predicted (first order)"]
-    np.testing.assert_allclose(viz.bandit_history_figure(histories[2]).data[1].y, histories[2].entropy, rtol=1e-6)
+    np.testing.assert_allclose(figures.bandit_history_figure(histories[2]).data[1].y, histories[2].entropy, rtol=1e-6)
     assert d["layout"]["xaxis3"]["title"]["text"] == "step (rollout batch)"
     assert "CE-GPPO" in d["layout"]["title"]["text"]
 
 
 def test_entropy_comparison_and_prediction_figures(histories):
-    d = viz.entropy_comparison_figure(histories).to_dict()
+    d = figures.entropy_comparison_figure(histories).to_dict()
     assert len(d["data"]) == 6 and d["data"][1]["name"] == "PPO / GRPO"
     assert _axis_title(d) == "step (rollout batch)" and _axis_title(d, "yaxis") == "entropy"
-    d_irr = viz.entropy_comparison_figure(histories, "entropy_irrelevant").to_dict()  # seed-mean only series
+    d_irr = figures.entropy_comparison_figure(histories, "entropy_irrelevant").to_dict()  # seed-mean only series
     assert len(d_irr["data"]) == 6
-    fig = viz.entropy_prediction_figure(histories[2])
+    fig = figures.entropy_prediction_figure(histories[2])
     d = fig.to_dict()
     assert [t["name"] for t in d["data"]] == ["y = x", "one step of one seed"]
     assert len(fig.data[1].x) == 12 * 2
     assert "predicted" in _axis_title(d) and "measured" in _axis_title(d, "yaxis")
-    fig = viz.cumulative_prediction_figure(histories)
+    fig = figures.cumulative_prediction_figure(histories)
     assert len(fig.data) == 6
     np.testing.assert_allclose(fig.data[0].y, np.cumsum(histories[0].dH_meas), rtol=1e-5, atol=1e-6)
 
 
 def test_group_contribution_figure(histories):
-    d = viz.group_contribution_figure(histories, window=3).to_dict()
+    d = figures.group_contribution_figure(histories, window=3).to_dict()
     per_run = len(GROUPS) + 2
     assert len(d["data"]) == per_run * 3
     assert [t["name"] for t in d["data"][:per_run]] == list(GROUPS) + ["clipped tokens (all groups)", "ΔH measured"]
@@ -175,28 +177,28 @@ def test_group_contribution_figure(histories):
     _check_slider(d, 3)
     assert [s["label"] for s in _slider_steps(d)][:2] == ["PPO / GRPO", "DAPO"]
     with pytest.raises(ValueError, match="histories"):
-        viz.group_contribution_figure([])
+        figures.group_contribution_figure([])
 
 
 def test_beta_sweep_and_grid_figures(histories):
-    from cegppo_edu import bandit
+    from cegppo_edu.toy import bandit
     sweep = bandit.sweep([0.5, 1.0], [0.5, 1.0, 2.0], steps=8, seeds=2)
-    d = viz.beta_sweep_figure(sweep, references=histories[:2]).to_dict()
+    d = figures.beta_sweep_figure(sweep, references=histories[:2]).to_dict()
     assert len(d["data"]) == 2 * 2 + 2 * 6  # references (band, line) + one (band, line) per grid cell
     _check_slider(d, 6, always=4)
     labels = [s["label"] for s in _slider_steps(d)]
     assert labels[0] == "β1=0.5, β2=0.5" and labels[-1] == "β1=1, β2=2"
     assert d["layout"]["sliders"][0]["active"] == labels.index("β1=0.5, β2=1")
-    fig = viz.beta_grid_figure(sweep)
+    fig = figures.beta_grid_figure(sweep)
     d = fig.to_dict()
     assert d["data"][0]["type"] == "heatmap" and np.asarray(fig.data[0].z).shape == (2, 3)
-    np.testing.assert_allclose(fig.data[0].z, sweep.final("entropy", last=1))  # 8 steps: the last 10% is 1 step
+    np.testing.assert_allclose(fig.data[0].z, sweep.final("entropy"))  # the final values (summaries.final_mean)
     assert _axis_title(d).startswith("β2") and _axis_title(d, "yaxis").startswith("β1")
 
 
 def test_book_renderer_emits_json_and_a_div_without_plotly_js():
-    fig = viz.weight_curves_figure("beta1", [0.5])
-    renderer = viz.BookRenderer()
+    fig = figures.weight_curves_figure("beta1", [0.5])
+    renderer = style.BookRenderer()
     bundle = renderer.to_mimebundle(fig.to_dict())
     assert set(bundle) == {"application/vnd.plotly.v1+json", "text/html"}
     html = bundle["text/html"]
@@ -204,7 +206,7 @@ def test_book_renderer_emits_json_and_a_div_without_plotly_js():
     assert len(html) < 200_000 and "<script src" not in html  # plotly.js itself is served by the book
     assert "MathJax" not in html.split("Plotly.newPlot")[0]
     ids = re.findall(r'id="(fig-[0-9a-f]+-\d+)"', html)
-    again = viz.BookRenderer().to_mimebundle(fig.to_dict())["text/html"]
+    again = style.BookRenderer().to_mimebundle(fig.to_dict())["text/html"]
     assert ids and ids == re.findall(r'id="(fig-[0-9a-f]+-\d+)"', again)  # deterministic ids
     second = renderer.to_mimebundle(fig.to_dict())["text/html"]
     assert re.findall(r'id="(fig-[0-9a-f]+-\d+)"', second) != ids  # same figure twice on a page: new id
@@ -213,9 +215,9 @@ def test_book_renderer_emits_json_and_a_div_without_plotly_js():
 def test_setup_notebook_installs_the_renderer():
     saved = pio.renderers.default
     try:
-        viz.setup_notebook()
+        style.setup_notebook()
         assert pio.renderers.default == "cegppo_book"
-        assert isinstance(pio.renderers["cegppo_book"], viz.BookRenderer)
+        assert isinstance(pio.renderers["cegppo_book"], style.BookRenderer)
     finally:
         pio.renderers.default = saved
 

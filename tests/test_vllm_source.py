@@ -1,4 +1,4 @@
-"""The vLLM API that ``cegppo_edu.vllm_sampler`` relies on, checked against the source of the pinned release.
+"""The vLLM API that ``cegppo_edu.gpu.vllm_sampler`` relies on, checked against the source of the pinned release.
 
 vLLM cannot be installed on the CPU machines that build this project, so its wheel is downloaded (never
 installed) into ``.cache/vllm-wheel`` and its Python files are read straight from the zip with ``ast``; nothing
@@ -25,7 +25,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEEL_DIR = ROOT / ".cache" / "vllm-wheel"
-SAMPLER = ROOT / "cegppo_edu" / "vllm_sampler.py"
+SAMPLER = ROOT / "cegppo_edu" / "gpu" / "vllm_sampler.py"
 # Any platform's wheel carries the same Python files; ask for the Linux x86-64 one so that the download works
 # from any machine. Update this if a future release is published under another manylinux tag only.
 WHEEL_PLATFORM = "manylinux_2_28_x86_64"

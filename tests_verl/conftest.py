@@ -40,7 +40,7 @@ def build_tiny_model(path) -> str:
 def build_math_parquet(path, n: int = 8) -> str:
     """A verl RL dataset of ``n`` sums, written by the plugin's own converter."""
     from cegppo_edu.integrations.verl import write_verl_dataset
-    from cegppo_edu.math_data import MathProblem
+    from cegppo_edu.gpu.math_data import MathProblem
 
     problems = [MathProblem(problem=f"What is {i + 1}+{2 * i + 3}?", answer=str(3 * i + 4)) for i in range(n)]
     return write_verl_dataset(problems, path)

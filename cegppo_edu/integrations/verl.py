@@ -32,13 +32,11 @@ import torch
 from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 from verl.workers.config import PolicyLossConfig
 
-from cegppo_edu.losses import LOG_RATIO_CLAMP, ce_gppo_per_token, check_clip_params, ratio_from_logps
-from cegppo_edu.token_groups import GROUPS, classify, clipped_sides
+from cegppo_edu.losses import (ce_gppo_per_token, clamped_log_ratio, clipped_sides, get_method, ratio_from_logps)
+from cegppo_edu.token_groups import GROUPS, HP_THRESHOLD, classify
 
 VERL_VERSION = "0.9.1"  # the verl release this adapter is tested against (tests_verl/)
-LOSS_MODES = ("ce_gppo", "gppo")
-# The paper's 1.5B values (PAPER.md §4); GPPO (Klear-Reasoner) fixes both at 1.
-DEFAULT_BETAS = {"ce_gppo": (0.5, 1.0), "gppo": (1.0, 1.0)}
+LOSS_MODES = ("ce_gppo", "gppo")  # names in cegppo_edu.losses.METHODS; their defaults and ranges come from there
 METRIC_PREFIX = "actor/cegppo/"
 # Metric-safe group names: TensorBoard and wandb tags should not contain "&".
 GROUP_KEYS = {group: group.lower().replace("&", "_") for group in GROUPS}  # "PA&LP" -> "pa_lp"
@@ -50,10 +48,11 @@ class CEGPPOPolicyLossConfig(PolicyLossConfig):
 
     Fields added to verl's ``PolicyLossConfig``:
     - ``beta1``: β1 ≥ 0, the weight of the preserved gradient of tokens with r < 1−ε_l and Â < 0 (the
-      lower side). ``None``: the paper's value, 0.5 for ``ce_gppo`` (7B runs: 0.75), 1 for ``gppo``.
-    - ``beta2``: β2 ≥ 0, the same for r > 1+ε_h and Â > 0 (the upper side). ``None``: 1.
+      lower side). ``None``: the method's default in ``cegppo_edu.losses.METHODS`` (the paper's 1.5B value for
+      ``ce_gppo``; ``gppo`` fixes it at 1).
+    - ``beta2``: β2 ≥ 0, the same for r > 1+ε_h and Â > 0 (the upper side).
     - ``prob_threshold``: the probability that splits high- from low-probability tokens in the token-group
-      metrics (0.5, read off the paper's figure 1).
+      metrics (``cegppo_edu.token_groups.HP_THRESHOLD``, read off the paper's figure 1).
     - ``clip_ratio_low`` / ``clip_ratio_high`` / ``clip_ratio_c``: copies of the actor's ε_l, ε_h and c that
       the preset fills in by interpolation (``${..clip_ratio_low}``), so that the driver can check their
       ranges. Set the actor's keys, not these; the loss refuses to run if a copy disagrees with the actor.
@@ -62,15 +61,16 @@ class CEGPPOPolicyLossConfig(PolicyLossConfig):
     loss_mode: str = "ce_gppo"
     beta1: Optional[float] = None
     beta2: Optional[float] = None
-    prob_threshold: float = 0.5
+    prob_threshold: float = HP_THRESHOLD
     clip_ratio_low: Optional[float] = None
     clip_ratio_high: Optional[float] = None
     clip_ratio_c: Optional[float] = None
 
     def __post_init__(self):
         beta1, beta2 = betas(self.loss_mode, self.beta1, self.beta2)  # raises on an unknown mode
-        eps_low = 0.2 if self.clip_ratio_low is None else self.clip_ratio_low  # no copy (no preset): β only
-        eps_high = 0.2 if self.clip_ratio_high is None else self.clip_ratio_high
+        defaults = get_method(self.loss_mode).defaults  # no copy of ε (no preset): check β only
+        eps_low = defaults["eps_low"] if self.clip_ratio_low is None else self.clip_ratio_low
+        eps_high = defaults["eps_high"] if self.clip_ratio_high is None else self.clip_ratio_high
         check_ranges(eps_low, eps_high, beta1, beta2, self.clip_ratio_c)
         if not 0.0 < self.prob_threshold < 1.0:
             raise ValueError(f"policy_loss.prob_threshold={self.prob_threshold!r} is outside the allowed range (0, 1)")
@@ -81,12 +81,15 @@ def betas(loss_mode: str, beta1: float | None = None, beta2: float | None = None
     if loss_mode not in LOSS_MODES:
         raise ValueError(f"policy_loss.loss_mode={loss_mode!r} is not a loss of {__name__}; choose one of "
                          f"{', '.join(LOSS_MODES)} (for verl's own losses keep verl's PolicyLossConfig)")
-    default1, default2 = DEFAULT_BETAS[loss_mode]
-    beta1 = default1 if beta1 is None else float(beta1)
-    beta2 = default2 if beta2 is None else float(beta2)
-    if loss_mode == "gppo" and (beta1, beta2) != (1.0, 1.0):
-        raise ValueError(f"policy_loss.loss_mode='gppo' fixes beta1=beta2=1, got beta1={beta1!r}, "
-                         f"beta2={beta2!r}; use loss_mode='ce_gppo' for other values")
+    method = get_method(loss_mode)
+    defaults = {**method.defaults, **method.fixed}
+    beta1 = defaults["beta1"] if beta1 is None else float(beta1)
+    beta2 = defaults["beta2"] if beta2 is None else float(beta2)
+    fixed = (method.fixed.get("beta1"), method.fixed.get("beta2"))
+    if method.fixed and (beta1, beta2) != fixed:
+        what = f"beta1=beta2={fixed[0]:g}" if fixed[0] == fixed[1] else f"beta1={fixed[0]:g}, beta2={fixed[1]:g}"
+        raise ValueError(f"policy_loss.loss_mode={loss_mode!r} fixes {what}, got beta1={beta1!r}, beta2={beta2!r}; "
+                         f"use loss_mode='ce_gppo' for other values")
     return beta1, beta2
 
 
@@ -99,9 +102,11 @@ VERL_KEYS = {"eps_low": "actor_rollout_ref.actor.clip_ratio_low",
 
 
 def check_ranges(eps_low, eps_high, beta1, beta2, dual_clip=None) -> None:
-    """``cegppo_edu.losses.check_clip_params``, with the error also naming verl's key for the bad value."""
+    """The ranges of ``cegppo_edu.losses.METHODS["ce_gppo"]``, with the error also naming verl's key for the bad
+    value."""
     try:
-        check_clip_params(eps_low, eps_high, beta1, beta2, dual_clip)
+        get_method("ce_gppo").resolve(eps_low=eps_low, eps_high=eps_high, beta1=beta1, beta2=beta2,
+                                      dual_clip=dual_clip)
     except ValueError as error:
         name = str(error).split("=", 1)[0]
         raise ValueError(f"{VERL_KEYS.get(name, name)}: {error}") from None
@@ -142,7 +147,7 @@ def loss_metrics(log_prob, old_log_prob, advantages, response_mask, eps_low, eps
     lower, upper = clipped_sides(ratio, advantages, eps_low, eps_high)  # (B, T) each
     capped = (advantages < 0) & (ratio > dual_clip)
     group = classify(log_prob.exp(), advantages, prob_threshold)  # (B, T), index into CLASSES
-    log_ratio = torch.clamp(log_prob - old_log_prob, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    log_ratio = clamped_log_ratio(log_prob, old_log_prob)
 
     def share(selected, within=valid):
         return (selected & within).sum() / within.sum().clamp(min=1)
@@ -171,7 +176,7 @@ def _policy_loss(loss_mode, old_log_prob, log_prob, advantages, response_mask, l
         per_token = per_token * rollout_is_weights
     loss = agg_loss(loss_mat=per_token, loss_mask=response_mask, loss_agg_mode=loss_agg_mode,
                     **config.global_batch_info)
-    threshold = (config.get("policy_loss", None) or {}).get("prob_threshold", 0.5)
+    threshold = (config.get("policy_loss", None) or {}).get("prob_threshold", HP_THRESHOLD)
     metrics = loss_metrics(log_prob, old_log_prob, advantages, response_mask, hyper["eps_low"], hyper["eps_high"],
                            hyper["dual_clip"], threshold)
     return loss, metrics
@@ -203,14 +208,14 @@ def config_dir() -> str:
 def write_verl_dataset(problems: Iterable, path, data_source: str = "math_dapo", split: str = "train") -> str:
     """Write math problems as a verl RL parquet file (the schema of verl's ``RLHFDataset``); returns ``path``.
 
-    ``problems``: objects with ``problem`` and ``answer`` (``cegppo_edu.math_data.MathProblem``). Each row gets
+    ``problems``: objects with ``problem`` and ``answer`` (``cegppo_edu.gpu.math_data.MathProblem``). Each row gets
     the one user turn of ``prompts.math_user_message`` (no system prompt; the model's chat template adds the
     rest), ``reward_model.ground_truth`` and ``data_source``, which selects verl's reward: ``math_dapo`` is
     verl's built-in +1/−1 math reward and reports ``acc``, the key the preset's dynamic-sampling filter uses.
     """
     import pandas as pd
 
-    from cegppo_edu.prompts import math_user_message
+    from cegppo_edu.gpu.prompts import math_user_message
 
     rows = [{"data_source": data_source,
              "prompt": [{"role": "user", "content": math_user_message(p.problem)}],
@@ -226,7 +231,7 @@ def write_verl_dataset(problems: Iterable, path, data_source: str = "math_dapo",
 
 def main(argv=None) -> int:
     """``python -m cegppo_edu.integrations.verl`` prints the preset's folder; ``... dataset SOURCE OUT``
-    writes a verl parquet file from any source ``cegppo_edu.math_data.load_problems`` reads."""
+    writes a verl parquet file from any source ``cegppo_edu.gpu.math_data.load_problems`` reads."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m cegppo_edu.integrations.verl", description=main.__doc__)
@@ -240,7 +245,7 @@ def main(argv=None) -> int:
     if args.command is None:
         print(config_dir())
         return 0
-    from cegppo_edu.math_data import load_problems
+    from cegppo_edu.gpu.math_data import load_problems
 
     problems = load_problems(args.source, limit=args.limit)
     print(f"wrote {len(problems)} problems to {write_verl_dataset(problems, args.out, split=args.split)}")

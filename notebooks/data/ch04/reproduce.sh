@@ -12,14 +12,14 @@ STEPS=${STEPS:-150}
 
 if [ "${SKIP_WARM_START:-0}" != 1 ]; then
   rm -rf "$DATA/warm_start"
-  $PY -c "from cegppo_edu.config import get_preset; from cegppo_edu.warm_start import build_warm_start; \
+  $PY -c "from cegppo_edu.lm.config import get_preset; from cegppo_edu.lm.warm_start import build_warm_start; \
 print(build_warm_start(get_preset('tiny-arith'), '$DATA/warm_start'))"
 fi
 
 run() {  # name, then cegppo train arguments
   local name=$1; shift
   rm -rf "runs/ch04/$name"
-  $PY -m cegppo_edu.trainer --preset tiny-arith --steps "$STEPS" --out "runs/ch04/$name" --no-progress \
+  $PY -m cegppo_edu.lm.trainer --preset tiny-arith --steps "$STEPS" --out "runs/ch04/$name" --no-progress \
     --set model_path=$DATA/warm_start --set warm_start_steps=0 --set checkpoint_every=0 "$@"
   mkdir -p "$DATA/runs/$name"
   cp "runs/ch04/$name/metrics.jsonl" "runs/ch04/$name/config.json" "$DATA/runs/$name/"

@@ -17,8 +17,9 @@ from typing import Sequence
 
 import plotly.io as pio
 
-from . import evaluate, lm_viz
-from .trainer import read_metrics
+from ..gpu import evaluate
+from . import run_figures
+from ..lm.trainer import read_metrics
 
 
 def run_label(run_dir: str) -> str:
@@ -83,9 +84,9 @@ def eval_section(evals: dict[str, dict]) -> str:
 
 def build_report(runs: dict[str, list[dict]], title: str = "cegppo runs", plotlyjs: str = "inline",
                  evals: dict[str, dict] | None = None) -> str:
-    figures = [lm_viz.run_curves_figure(runs, smooth=1), lm_viz.clipped_by_group_figure(runs),
-               lm_viz.group_weight_figure(runs), lm_viz.group_push_figure(runs),
-               lm_viz.entropy_prediction_figure(runs)] if runs else []
+    figures = [run_figures.run_curves_figure(runs, smooth=1), run_figures.clipped_by_group_figure(runs),
+               run_figures.group_weight_figure(runs), run_figures.group_push_figure(runs),
+               run_figures.entropy_prediction_figure(runs)] if runs else []
     include = True if plotlyjs == "inline" else "cdn"
     parts = []
     for i, fig in enumerate(figures):
@@ -95,7 +96,7 @@ def build_report(runs: dict[str, list[dict]], title: str = "cegppo runs", plotly
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"{_table(lm_viz.summary_rows(runs)) if runs else ''}{eval_section(evals) if evals else ''}"
+            f"{_table(run_figures.summary_rows(runs)) if runs else ''}{eval_section(evals) if evals else ''}"
             f"{''.join(parts)}</body></html>")
 
 

@@ -17,19 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .entropy import entropy_from_logits, entropy_influence, predicted_entropy_change
-from .losses import get_loss, gradient_weight
-from .token_groups import CLASSES, classify, clipped_sides
-
-
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} is outside the allowed range: an integer >= 1")
-
-
-def _check_positive(name: str, value) -> None:
-    if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r} is outside the allowed range (0, inf)")
+from ..entropy import entropy_from_logits, entropy_influence, predicted_entropy_change
+from ..losses import clipped_sides, get_loss, gradient_weight
+from ..token_groups import CLASSES, HP_THRESHOLD, classify
+from ..validation import POSITIVE, POSITIVE_INT
 
 
 # --------------------------------------------------------------------------------------------------
@@ -52,11 +43,11 @@ def funnel_sample(n_responses: int = 64, length: int = 32, vocab: int = 64, dim:
     Deterministic for a given ``seed``.
     """
     for name, value in (("n_responses", n_responses), ("length", length), ("vocab", vocab), ("dim", dim)):
-        _check_positive_int(name, value)
+        POSITIVE_INT.check(name, value)
     if vocab < 2:
         raise ValueError(f"vocab={vocab!r} is outside the allowed range: an integer >= 2")
-    _check_positive("logit_scale", logit_scale)
-    _check_positive("lr", lr)
+    POSITIVE.check("logit_scale", logit_scale)
+    POSITIVE.check("lr", lr)
     gen = torch.Generator().manual_seed(seed)
     feats = torch.randn(n_responses, length, dim, generator=gen, dtype=torch.float64) / dim ** 0.5  # (B, T, d)
     weight = (logit_scale * torch.randn(vocab, dim, generator=gen, dtype=torch.float64)).requires_grad_()
@@ -81,7 +72,7 @@ def funnel_sample(n_responses: int = 64, length: int = 32, vocab: int = 64, dim:
             "adv": adv_tok.reshape(-1).numpy(), "group": group.reshape(-1).numpy()}
 
 
-def funnel_summary(sample: dict, eps_low: float = 0.2, eps_high: float = 0.2, threshold: float = 0.5) -> dict:
+def funnel_summary(sample: dict, eps_low: float, eps_high: float, threshold: float = HP_THRESHOLD) -> dict:
     """Counts behind the funnel: tokens outside [1−ε_l, 1+ε_h], clipped tokens, and how many are low-prob.
 
     ``outside`` counts every token whose ratio left the interval; ``clipped`` only those PPO zeroes

@@ -12,7 +12,7 @@ sampling settings, versions, date) and ``OUT/<bench>.jsonl`` (one line per probl
 
 The sampler is vLLM when it can be imported and a GPU is present, else Hugging Face ``generate`` (the command
 prints which). ``--smoke`` evaluates a tiny random Qwen2 (or ``--model``, loaded on the CPU) on the fixture
-problems in ``cegppo_edu/data/math``: it checks the code path, its numbers say nothing about any real model.
+problems in ``cegppo_edu/gpu/data/math``: it checks the code path, its numbers say nothing about any real model.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from . import math_data
-from .interfaces import check_samples_per_prompt
+from ..lm.interfaces import check_samples_per_prompt
 
 EVAL_FILE = "eval.json"
 SAMPLERS = ("auto", "hf", "vllm")
@@ -95,8 +95,8 @@ def benchmark_source(name: str, data_dir: str | None) -> str:
 def resolve_model_path(path: str) -> str:
     """A run directory of ``cegppo train`` (it has ``checkpoints/``) stands for its newest complete checkpoint;
     anything else (a model folder, a Hub id) is used as given."""
-    from .checkpoint import latest_checkpoint
-    from .models import check_model_source
+    from ..lm.checkpoint import latest_checkpoint
+    from ..lm.models import check_model_source
 
     if os.path.isdir(os.path.join(path, "checkpoints")):
         latest = latest_checkpoint(path)
@@ -134,12 +134,12 @@ def build_hf(model_path: str | None, smoke: bool, seed: int, batch_sequences: in
     builds the tiny random Qwen2 of the smoke training preset."""
     import torch
 
-    from .models import build_tiny_model_and_tokenizer, load_model_and_tokenizer
-    from .rollout import HFSampler
+    from ..lm.models import build_tiny_model_and_tokenizer, load_model_and_tokenizer
+    from ..lm.rollout import HFSampler
 
     device = "cpu" if smoke or not torch.cuda.is_available() else "cuda"
     if model_path is None:
-        from .config import R1_DISTILL_SMOKE as s
+        from .presets import R1_DISTILL_SMOKE as s
 
         model, tokenizer = build_tiny_model_and_tokenizer(
             seed=seed, hidden_size=s["tiny_hidden_size"], num_layers=s["tiny_layers"], num_heads=s["tiny_heads"],
@@ -186,7 +186,7 @@ def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32,
              gpu_memory_utilization: float = 0.85, reward_workers: int = 2, reward_timeout_s: float = 10.0,
              limit: int | None = None, save_responses: bool = False, verbose: bool = True) -> dict:
     """Evaluate ``model`` on ``benches`` and write ``out/eval.json`` and ``out/<bench>.jsonl``; returns the dict."""
-    from . import __version__
+    from .. import __version__
     from .math_reward import MathReward
     from .prompts import encode_prompt
 
@@ -198,7 +198,7 @@ def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32,
     if model is None and not smoke:
         raise ValueError("model=None: give --model PATH (a model folder, a run directory or a Hub id)")
     if smoke and data_dir is None:
-        from .config import SMOKE_MATH_DATA
+        from .presets import SMOKE_MATH_DATA
 
         data_dir = SMOKE_MATH_DATA
     model_path = resolve_model_path(model) if model is not None else None
@@ -207,7 +207,7 @@ def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32,
     sampler_name, why = choose_sampler(sampler, smoke)
     t0 = time.perf_counter()
     if sampler_name == "vllm":  # vLLM loads the model itself; its context must hold the longest prompt
-        from .models import load_tokenizer
+        from ..lm.models import load_tokenizer
         from .vllm_sampler import VLLMSampler
 
         tokenizer, device = load_tokenizer(model_path), "cuda"
@@ -342,7 +342,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true",
                         help="CPU, tiny random model (or --model), fixture problems: checks the code path only")
     parser.add_argument("--data-dir", help="local benchmark files named <bench>*.json/.jsonl/.parquet "
-                                           "(default: the Hub; smoke: cegppo_edu/data/math)")
+                                           "(default: the Hub; smoke: cegppo_edu/gpu/data/math)")
     parser.add_argument("--limit", type=int, help="first N problems of each benchmark only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="auto")
@@ -360,14 +360,3 @@ def run_cli(args) -> int:
              args.reward_workers, limit=args.limit, save_responses=args.save_responses)
     print(f"wrote {os.path.join(args.out, EVAL_FILE)}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cegppo_edu.evaluate ...``: the ``eval`` sub-command alone."""
-    from .cli import main as cli_main  # the one place that parses, dispatches and reports errors
-
-    return cli_main(["eval", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

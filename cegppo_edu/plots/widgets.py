@@ -1,11 +1,13 @@
-"""ipywidgets panels over ``viz`` for continuous exploration in a *live* kernel.
+"""ipywidgets panels over ``plots.figures`` for continuous exploration in a *live* kernel.
 
 On the static site these panels do nothing (their callbacks need a kernel); the book's figures carry
 plotly-native sliders instead. Each panel is a small object: ``panel.controls`` (name → widget),
 ``panel.figure`` (the last ``go.Figure`` drawn), ``panel.widget`` (what to display). In a notebook:
 
-    from cegppo_edu import widgets
+    from cegppo_edu.plots import widgets
     widgets.weight_panel().widget
+
+The sliders start at CE-GPPO's defaults (``losses.METHODS``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ from collections.abc import Callable
 
 import ipywidgets as ipw
 import numpy as np
+import torch
 from IPython.display import clear_output, display
 
-from . import demos, viz
+from ..losses import get_method
+from ..token_groups import CLASSES, classify
+from ..toy import demos
+from . import figures
+from .style import compared_methods
+
+START = get_method("ce_gppo").defaults  # where the ε and β sliders start
 
 
 class Panel:
@@ -49,12 +58,17 @@ def _slider(value, low, high, step, description):
                            continuous_update=False, readout_format=".2f")
 
 
-def weight_panel(methods=viz.METHODS) -> Panel:
-    """F(r, Â) against r for every method, with sliders for ε_l, ε_h, β1, β2."""
+def weight_panel(methods=None) -> Panel:
+    """F(r, Â) against r for every method (default ``style.compared_methods()``), with sliders for ε_l, ε_h, β1, β2."""
+    methods = methods or compared_methods()
+
     def build(eps_low, eps_high, beta1, beta2):
-        return viz.weight_curves_figure("beta2", [beta2], methods, eps_low, eps_high, beta1, beta2)
-    controls = {"eps_low": _slider(0.2, 0.05, 0.5, 0.01, "ε_l"), "eps_high": _slider(0.2, 0.05, 0.5, 0.01, "ε_h"),
-                "beta1": _slider(0.5, 0.0, 2.0, 0.05, "β1"), "beta2": _slider(1.0, 0.0, 2.0, 0.05, "β2")}
+        return figures.weight_curves_figure("beta2", [beta2], methods, eps_low=eps_low, eps_high=eps_high,
+                                            beta1=beta1, beta2=beta2)
+    controls = {"eps_low": _slider(START["eps_low"], 0.05, 0.5, 0.01, "ε_l"),
+                "eps_high": _slider(START["eps_high"], 0.05, 0.5, 0.01, "ε_h"),
+                "beta1": _slider(START["beta1"], 0.0, 2.0, 0.05, "β1"),
+                "beta2": _slider(START["beta2"], 0.0, 2.0, 0.05, "β2")}
     return Panel(build, controls, "Gradient weight F against r")
 
 
@@ -62,10 +76,10 @@ def funnel_panel() -> Panel:
     """The funnel for any step size, logit scale and clip width (recomputed on every change)."""
     def build(lr, logit_scale, eps):
         sample = demos.funnel_sample(lr=lr, logit_scale=logit_scale)
-        return viz.funnel_figure(sample, [eps], summaries=[demos.funnel_summary(sample, eps, eps)])
+        return figures.funnel_figure(sample, [eps], summaries=[demos.funnel_summary(sample, eps, eps)])
     controls = {"lr": _slider(200.0, 20.0, 800.0, 20.0, "step size"),
                 "logit_scale": _slider(4.0, 1.0, 8.0, 0.5, "logit scale"),
-                "eps": _slider(0.2, 0.05, 0.5, 0.01, "ε")}
+                "eps": _slider(START["eps_low"], 0.05, 0.5, 0.01, "ε")}
     return Panel(build, controls, "Which tokens leave the clip interval after one update")
 
 
@@ -77,26 +91,26 @@ def softmax_panel(logits=(3.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0), token: int
         if adv == 0:
             adv = 1e-3  # zero advantage has no gradient; keep the figure drawable
         out = demos.single_softmax_update(logits, token, ratio, adv, "ce_gppo", lr=lr, beta1=beta1, beta2=beta2)
-        prob = out["prob"][token]
-        group = ("PA" if adv > 0 else "NA") + ("&HP" if prob >= 0.5 else "&LP")
-        return viz.logit_update_figure([{**out, "label": f"r={ratio:.2f}, Â={adv:+.2f}", "token": token,
-                                         "group": group}])
+        group = CLASSES[int(classify(torch.tensor([out["prob"][token]]), torch.tensor([adv])))]
+        return figures.logit_update_figure([{**out, "label": f"r={ratio:.2f}, Â={adv:+.2f}", "token": token,
+                                             "group": group}])
     controls = {"ratio": _slider(1.5, 0.1, 3.0, 0.05, "r"), "adv": _slider(1.0, -1.0, 1.0, 0.1, "Â"),
-                "beta1": _slider(0.5, 0.0, 2.0, 0.05, "β1"), "beta2": _slider(1.0, 0.0, 2.0, 0.05, "β2"),
-                "lr": _slider(0.5, 0.05, 2.0, 0.05, "η")}
+                "beta1": _slider(START["beta1"], 0.0, 2.0, 0.05, "β1"),
+                "beta2": _slider(START["beta2"], 0.0, 2.0, 0.05, "β2"), "lr": _slider(0.5, 0.05, 2.0, 0.05, "η")}
     return Panel(build, controls, "CE-GPPO's update on one softmax")
 
 
 def bandit_panel(steps: int = 200, seeds: int = 4) -> Panel:
     """Run the token bandit live for any method and (β1, β2) and show its history."""
-    from . import bandit  # imported here: the bandit module is optional for the other panels
+    from ..toy import bandit  # imported here: the bandit module is optional for the other panels
 
     def build(method, beta1, beta2):
-        betas = {"beta1": beta1, "beta2": beta2} if method == "ce_gppo" else {}  # only CE-GPPO has β
-        return viz.bandit_history_figure(bandit.simulate(method=method, steps=steps, seeds=seeds, **betas))
-    controls = {"method": ipw.Dropdown(options=["grpo", "dapo", "gppo", "ce_gppo", "cispo"], value="ce_gppo",
-                                       description="method"),
-                "beta1": _slider(0.5, 0.0, 2.0, 0.05, "β1"), "beta2": _slider(1.0, 0.0, 2.0, 0.05, "β2")}
+        takes_beta = "beta1" in get_method(method).defaults  # CE-GPPO; the others fix or lack β
+        betas = {"beta1": beta1, "beta2": beta2} if takes_beta else {}
+        return figures.bandit_history_figure(bandit.simulate(method=method, steps=steps, seeds=seeds, **betas))
+    controls = {"method": ipw.Dropdown(options=compared_methods(), value="ce_gppo", description="method"),
+                "beta1": _slider(START["beta1"], 0.0, 2.0, 0.05, "β1"),
+                "beta2": _slider(START["beta2"], 0.0, 2.0, 0.05, "β2")}
     return Panel(build, controls, "Token bandit")
 
 

@@ -36,7 +36,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import run_dir
-from .advantages import group_advantages, zero_variance_groups
+from ..advantages import group_advantages, zero_variance_groups
 from .batching import collate, pack_by_tokens, score
 from .config import (
     PRESETS,
@@ -49,10 +49,10 @@ from .config import (
     to_dict,
     validate,
 )
-from .losses import LOSSES, TOKEN_LEVEL_DEFAULTS, get_loss
+from ..losses import METHODS, get_loss, get_method
 from .models import DTYPES, build_tiny_model_and_tokenizer, load_model_and_tokenizer
 from .tasks import TaskData, accuracy_of, as_problem, encode_prompt
-from .token_groups import CLASSES, group_stats
+from ..token_groups import CLASSES, group_stats, merge_group_stats
 
 METRICS_FILE = run_dir.METRICS_FILE
 WARM_START_FILE = run_dir.WARM_START_FILE
@@ -417,11 +417,11 @@ class Trainer:
 
     def _group_stats(self, logp, old, adv, mask, influence) -> dict:
         c = self.config
-        hyper = {k: v for k, v in self.loss_kwargs.items() if k in ("eps_low", "eps_high", "beta1", "beta2",
-                                                                      "dual_clip")}
-        if c.method in TOKEN_LEVEL_DEFAULTS:
+        hyper = {k: v for k, v in self.loss_kwargs.items() if k != "agg"}
+        if get_method(c.method).level == "token":
             return group_stats(logp, old, adv, mask, c.method, c.hp_threshold, influence, **hyper)
-        # GSPO has no per-token weight: report counts and PPO-style clip fractions of token ratios only.
+        # A sequence-level method (GSPO) has no per-token weight: counts and PPO-style clip fractions of token
+        # ratios only.
         stats = group_stats(logp, old, adv, mask, "ppo_clip", c.hp_threshold, None, **hyper)
         return {k: v for k, v in stats.items() if not k.endswith("/weight_sum")}
 
@@ -531,29 +531,6 @@ def stop_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def merge_group_stats(stats_list: list[dict]) -> dict:
-    """Combine ``token_groups.group_stats`` dicts of several micro-batches into one for the whole step.
-
-    Counts, weight sums and entropy pushes add up; fractions and mean probabilities are re-weighted by counts.
-    """
-    tokens = sum(s["tokens"] for s in stats_list)
-    out = {"tokens": tokens}
-    for side in ("low", "high"):
-        out[f"clip/{side}_frac"] = sum(s[f"clip/{side}_frac"] * s["tokens"] for s in stats_list) / tokens
-    for name in CLASSES:
-        count = sum(s[f"{name}/count"] for s in stats_list)
-        out[f"{name}/count"] = count
-        out[f"{name}/frac"] = count / tokens
-        for key in ("mean_prob", "clip_low_frac", "clip_high_frac"):
-            out[f"{name}/{key}"] = (sum(s[f"{name}/{key}"] * s[f"{name}/count"] for s in stats_list) / count
-                                    if count else 0.0)
-        for key in ("weight_sum", "entropy_push"):
-            if f"{name}/{key}" in stats_list[0]:
-                out[f"{name}/{key}"] = sum(s[f"{name}/{key}"] for s in stats_list)
-        out[f"{name}/clipped"] = out[f"{name}/count"] * (out[f"{name}/clip_low_frac"] + out[f"{name}/clip_high_frac"])
-    return out
-
-
 def read_metrics(path: str) -> list[dict]:
     """The JSONL metrics of a run directory (or file), one dict per line.
 
@@ -619,7 +596,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                "\n\nevery field of cegppo_edu.config.TrainConfig can be set with --set key=value "
                "(see its comments for meaning, paper symbol and default source).")
     parser.add_argument("--preset", choices=sorted(PRESETS), help=f"named configuration (default {DEFAULT_PRESET})")
-    parser.add_argument("--method", choices=sorted(LOSSES), help="policy loss (default: the preset's)")
+    parser.add_argument("--method", choices=sorted(METHODS), help="policy loss (default: the preset's)")
     parser.add_argument("--steps", type=int, help="RL steps (rollout batches) to reach; with --resume, at least "
                                                   "the run's own")
     parser.add_argument("--out", required=True, help="run directory (metrics, checkpoints): one run per folder")
@@ -689,14 +666,3 @@ def run_cli(args) -> int:
               f"continue with: cegppo {shlex.join(again)} --resume", file=sys.stderr)
         return 130
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cegppo_edu.trainer ...``: the ``train`` sub-command alone (handy in tests and scripts)."""
-    from .cli import main as cli_main  # the one place that parses, dispatches and reports errors
-
-    return cli_main(["train", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -197,11 +197,11 @@ def load_benchmark(name: str, path: str | os.PathLike | None = None) -> list[Mat
 
 
 def make_math_task(config):
-    """Factory for the trainer's task registry (``config.task = "cegppo_edu.math_data:make_math_task"``):
+    """Factory for the trainer's task registry (``config.task = "cegppo_edu.gpu.math_data:make_math_task"``):
     training problems from ``config.data_path`` (default: the Hub's KlearReasoner-MathSub-30K), held-out
     problems from ``config.eval_data_path`` (default: AIME24), each problem passed through
     ``config.prompt_template``."""
-    from .tasks import Problem, TaskData, apply_prompt_template
+    from ..lm.tasks import Problem, TaskData, apply_prompt_template
 
     def as_problems(items):
         return [Problem(apply_prompt_template(p.problem, config.prompt_template), p.answer) for p in items]

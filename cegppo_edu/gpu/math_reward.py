@@ -312,7 +312,7 @@ class MathReward:
 
 
 def make_math_reward(config) -> MathReward:
-    """Factory for the trainer's reward registry (``config.reward = "cegppo_edu.math_reward:make_math_reward"``).
+    """Factory for the trainer's reward registry (``config.reward = "cegppo_edu.gpu.math_reward:make_math_reward"``).
     Optional config fields ``reward_timeout_s`` and ``reward_workers`` default to 10 s and 2 workers."""
     return MathReward(timeout_s=getattr(config, "reward_timeout_s", 10.0),
                       workers=getattr(config, "reward_workers", 2),

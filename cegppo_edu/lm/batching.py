@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .entropy import entropy_influence, token_logp_and_entropy
+from ..entropy import entropy_influence, token_logp_and_entropy
 
 
 @dataclass

@@ -41,7 +41,7 @@ import math
 import os
 from typing import Any, Iterable, Sequence
 
-from .interfaces import Rollout, check_samples_per_prompt
+from ..lm.interfaces import Rollout, check_samples_per_prompt
 
 PACKAGE = "cegppo-edu"
 GPU_EXTRA = "gpu"
@@ -252,7 +252,7 @@ class VLLMSampler:
 
 
 def make_vllm_sampler(config, model=None, tokenizer=None) -> VLLMSampler:
-    """Factory for the trainer's sampler registry (``config.sampler = "cegppo_edu.vllm_sampler:make_vllm_sampler"``),
+    """Factory for the trainer's sampler registry (``config.sampler = "cegppo_edu.gpu.vllm_sampler:make_vllm_sampler"``),
     same signature as ``rollout.make_hf_sampler``. ``model``/``tokenizer`` are unused: vLLM loads its own copy
     from ``config.model_path`` and gets the trainer's weights through ``sync_weights``. Optional config fields:
     ``vllm_gpu_memory_utilization`` (0.35), ``max_prompt_tokens`` (1024), ``vllm_sleep_level`` (1)."""

@@ -32,7 +32,6 @@ mean of the last 50 steps): the toy's claims depend on that choice, and the chap
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -43,13 +42,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .advantages import group_advantages
-from .entropy import entropy_from_logits, entropy_influence
-from .losses import TOKEN_LEVEL_DEFAULTS, get_loss, gradient_weight, ratio_from_logps
-from .token_groups import GROUPS, classify, clipped_sides, group_stats
+from ..advantages import group_advantages
+from ..entropy import entropy_from_logits, entropy_influence
+from ..losses import clipped_sides, get_loss, get_method, gradient_weight, ratio_from_logps, token_level_methods
+from ..summaries import FINAL_STEPS, final_mean
+from ..token_groups import GROUPS, HP_THRESHOLD, classify, group_stats
+from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT, Range, check_choice
 
-METHODS = ("ppo_clip", "grpo", "dapo", "gppo", "ce_gppo", "cispo")
 TARGET_TOKEN = 0  # the rewarded token at every relevant position
+UNIT = Range(0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,30 +84,21 @@ class Toy:
     variance and the updates never stop."""
     init_scale: float = 1.0
     """Standard deviation of the initial logits (0 = uniform start)."""
-    hp_threshold: float = 0.5
-    """Probability that splits high- from low-probability tokens (PAPER.md §3, figure 1)."""
+    hp_threshold: float = HP_THRESHOLD
+    """Probability that splits high- from low-probability tokens (``token_groups.HP_THRESHOLD``)."""
 
     def __post_init__(self):
-        _check_int("positions", self.positions, 1)
-        _check_int("vocab", self.vocab, 2)
-        _check_int("relevant", self.relevant, 1)
-        if self.relevant > self.positions:
-            raise ValueError(f"relevant={self.relevant!r} is outside the allowed range [1, positions={self.positions}]")
-        _check_int("group_size", self.group_size, 2)
-        _check_int("groups", self.groups, 1)
-        _check_int("minibatches", self.minibatches, 1)
+        for name, rule in (("positions", POSITIVE_INT), ("vocab", Range(2, integer=True)),
+                           ("relevant", Range(1, self.positions, integer=True, note="at most positions")),
+                           ("group_size", Range(2, integer=True)), ("groups", POSITIVE_INT),
+                           ("minibatches", POSITIVE_INT), ("epochs", POSITIVE_INT), ("lr", POSITIVE),
+                           ("success_low", UNIT),
+                           ("success_high", Range(self.success_low, 1.0, note="at least success_low")),
+                           ("init_scale", NON_NEGATIVE), ("hp_threshold", OPEN_UNIT)):
+            rule.check(name, getattr(self, name))
         if self.groups % self.minibatches:
             raise ValueError(f"minibatches={self.minibatches!r} must divide groups={self.groups} "
                              f"(allowed: a divisor of groups in [1, {self.groups}])")
-        _check_int("epochs", self.epochs, 1)
-        _check_float("lr", self.lr, 0.0, math.inf)
-        _check_float("success_low", self.success_low, 0.0, 1.0, low_open=False, high_closed=True)
-        _check_float("success_high", self.success_high, 0.0, 1.0, low_open=False, high_closed=True)
-        if self.success_high < self.success_low:
-            raise ValueError(f"success_high={self.success_high!r} is outside the allowed range "
-                             f"[success_low={self.success_low}, 1]")
-        _check_float("init_scale", self.init_scale, 0.0, math.inf, low_open=False)
-        _check_float("hp_threshold", self.hp_threshold, 0.0, 1.0)
 
     @property
     def batch(self) -> int:
@@ -119,40 +111,24 @@ class Toy:
         return self.batch // self.minibatches
 
 
-def _check_int(name, value, low, high=None):
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
-    ok = ok and (high is None or value <= high)
-    if not ok:
-        raise ValueError(f"{name}={value!r} is outside the allowed range: an integer in [{low}, {high or 'inf'}]")
-
-
-def _check_float(name, value, low, high, low_open=True, high_closed=False):
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value <= high if high_closed else value < high)
-    if not ok:
-        raise ValueError(f"{name}={value!r} is outside the allowed range {'(' if low_open else '['}{low}, "
-                         f"{high}{']' if high_closed else ')'}")
-
-
 def resolve_hyper(method: str, beta1=None, beta2=None, eps_low=None, eps_high=None) -> dict:
-    """The method's hyper-parameters: ``losses.TOKEN_LEVEL_DEFAULTS`` overridden by the given (non-None) values.
+    """The method's hyper-parameters (its registry defaults, ``losses.METHODS``) with the given (non-None) values.
 
-    β1, β2 exist only for ``ce_gppo`` (GPPO fixes them at 1, PPO/GRPO/DAPO at 0, CISPO has none): giving them
-    for another method is an error rather than a silent no-op.
+    The toy has no dual clip. β1, β2 exist only for methods that take them (CE-GPPO; GPPO fixes them at 1,
+    PPO/GRPO/DAPO at 0, CISPO has none): giving them for another method is an error rather than a silent no-op.
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not a token-level method; choose one of {', '.join(METHODS)}")
-    hyper = dict(TOKEN_LEVEL_DEFAULTS[method])
-    for name, value in (("beta1", beta1), ("beta2", beta2)):
-        if value is not None:
-            if method != "ce_gppo":
-                raise ValueError(f"{name}={value!r} is not a parameter of method={method!r}; "
-                                 f"only ce_gppo takes beta1/beta2 (leave them unset)")
-            hyper[name] = value
-    for name, value in (("eps_low", eps_low), ("eps_high", eps_high)):
-        if value is not None:
-            hyper[name] = value
-    gradient_weight(1.0, 1.0, method, **hyper)  # validates every value, naming the bad one and its range
+    check_choice("method", method, token_level_methods())
+    spec = get_method(method)
+    hyper = {k: v for k, v in spec.defaults.items() if k != "dual_clip"}
+    for name, value in (("beta1", beta1), ("beta2", beta2), ("eps_low", eps_low), ("eps_high", eps_high)):
+        if value is None:
+            continue
+        if name not in hyper:
+            takers = [m for m in token_level_methods() if name in get_method(m).defaults]
+            raise ValueError(f"{name}={value!r} is not a parameter of method={method!r}; only "
+                             f"{', '.join(takers)} take(s) {name} (leave it unset)")
+        hyper[name] = value
+    spec.resolve(**hyper)  # validates every value, naming the bad one and its range
     return {k: float(v) for k, v in hyper.items()}
 
 
@@ -167,8 +143,8 @@ def make_toy(**toy) -> Toy:
 
 def _seed_generators(seed: int, seeds: int) -> list[np.random.Generator]:
     """One independent generator per seed index: seed index s of run ``seed`` is the same in every function."""
-    _check_int("seed", seed, 0)
-    _check_int("seeds", seeds, 1)
+    NON_NEGATIVE_INT.check("seed", seed)
+    POSITIVE_INT.check("seeds", seeds)
     return [np.random.default_rng([seed, s]) for s in range(seeds)]
 
 
@@ -229,11 +205,6 @@ class History:
     """(steps, 4): the part of ``group_dH_pred`` that comes from clipped tokens (0 for PPO/GRPO/DAPO)."""
     groups: tuple = field(default=GROUPS)
 
-    @property
-    def final_entropy_per_seed(self) -> np.ndarray:
-        """Entropy after the last step's update, per seed. ``(seeds,)``."""
-        return self.entropy_per_seed[:, -1] + self.dH_meas_per_seed[:, -1]
-
     def to_dict(self) -> dict:
         """Plain JSON-ready dict (arrays as nested lists)."""
         out = {}
@@ -276,14 +247,14 @@ def simulate(method: str = "ce_gppo", beta1: float | None = None, beta2: float |
              seed: int = 0, **toy) -> History:
     """Train ``seeds`` independent token bandits with ``method`` for ``steps`` rollout batches.
 
-    ``None`` hyper-parameters take the method's defaults (``losses.TOKEN_LEVEL_DEFAULTS``): CE-GPPO
+    ``None`` hyper-parameters take the method's defaults (``losses.METHODS``): CE-GPPO
     β1 = 0.5, β2 = 1, ε_l = ε_h = 0.2; DAPO ε_h = 0.28; CISPO ε_l = 1, ε_h = 0.28. ``toy`` overrides fields of
     ``Toy``. All seeds run at once (a leading seed axis); seed index s uses its own generator, so the result
     equals ``simulate_loop`` and does not depend on how many other seeds run. Deterministic for a given seed.
     """
     hyper = resolve_hyper(method, beta1, beta2, eps_low, eps_high)
     cfg = make_toy(**toy)
-    _check_int("steps", steps, 1)
+    POSITIVE_INT.check("steps", steps)
     rngs = _seed_generators(seed, seeds)
     with _small_tensors():
         raw = _run_vectorised(method, hyper, cfg, steps, rngs)
@@ -456,7 +427,7 @@ def simulate_loop(method: str = "ce_gppo", beta1: float | None = None, beta2: fl
     reference that ``simulate`` is tested against and as the benchmark's baseline."""
     hyper = resolve_hyper(method, beta1, beta2, eps_low, eps_high)
     cfg = make_toy(**toy)
-    _check_int("steps", steps, 1)
+    POSITIVE_INT.check("steps", steps)
     rngs = _seed_generators(seed, seeds)
     recs = [_run_one_seed(method, hyper, cfg, steps, rng) for rng in rngs]
     rec = {name: np.concatenate([r[name] for r in recs]) for name in recs[0]}
@@ -465,9 +436,7 @@ def simulate_loop(method: str = "ce_gppo", beta1: float | None = None, beta2: fl
 
 def _run_one_seed(method, hyper, cfg: Toy, steps: int, rng) -> dict:
     loss_fn = get_loss(method)
-    loss_hyper = {k: v for k, v in hyper.items() if k in ("eps_low", "eps_high")}
-    if method == "ce_gppo":
-        loss_hyper.update(beta1=hyper["beta1"], beta2=hyper["beta2"])
+    loss_hyper = hyper
     L, m = cfg.positions, cfg.minibatch
     z = _init_logits([rng], cfg)[0].requires_grad_(True)  # (L, K)
     rec = _recorder(1, steps)
@@ -527,10 +496,10 @@ class Sweep:
     beta2s: list
     histories: list
 
-    def final(self, name: str = "entropy", last: int = 1) -> np.ndarray:
-        """Mean of the seed-mean series ``name`` over the last ``last`` steps, as a (len(beta1s), len(beta2s)) grid."""
-        _check_int("last", last, 1)
-        return np.array([[float(np.mean(getattr(h, name)[-last:])) for h in row] for row in self.histories])
+    def final(self, name: str = "entropy", steps: int = FINAL_STEPS) -> np.ndarray:
+        """The final value (``summaries.final_mean``) of the seed-mean series ``name``, as a
+        (len(beta1s), len(beta2s)) grid."""
+        return np.array([[float(final_mean(getattr(h, name), steps)) for h in row] for row in self.histories])
 
 
 def sweep(beta1s, beta2s, **kw) -> Sweep:
@@ -551,7 +520,7 @@ def sweep(beta1s, beta2s, **kw) -> Sweep:
     steps, seeds, seed = kw.pop("steps", 300), kw.pop("seeds", 8), kw.pop("seed", 0)
     hypers = [resolve_hyper("ce_gppo", b1, b2, eps_low, eps_high) for b1 in beta1s for b2 in beta2s]  # validates
     cfg = make_toy(**kw)
-    _check_int("steps", steps, 1)
+    POSITIVE_INT.check("steps", steps)
     rngs = _seed_generators(seed, seeds)
     pairs = [(h["beta1"], h["beta2"]) for h in hypers]
     with _small_tensors():
@@ -563,49 +532,5 @@ def sweep(beta1s, beta2s, **kw) -> Sweep:
     return Sweep(beta1s, beta2s, [histories[i * n2:(i + 1) * n2] for i in range(len(beta1s))])
 
 
-# --------------------------------------------------------------------------------------------------
-# Command line: cegppo bandit
-# --------------------------------------------------------------------------------------------------
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Add ``cegppo bandit``: run ``simulate`` and write history.csv, history.json and history.html to --out."""
-    parser = subparsers.add_parser(
-        "bandit", help="run the toy token bandit and write its history (CSV, JSON, HTML figure)",
-        description="Train the toy token bandit (cegppo_edu.bandit) and write history.csv, history.json and "
-                    "history.html into --out. Unset hyper-parameters take the method's defaults.")
-    parser.add_argument("--method", default="ce_gppo", choices=METHODS)
-    parser.add_argument("--beta1", type=float, default=None, help="CE-GPPO lower-side weight (default 0.5)")
-    parser.add_argument("--beta2", type=float, default=None, help="CE-GPPO upper-side weight (default 1.0)")
-    parser.add_argument("--eps-low", type=float, default=None, help="ε_l (default: the method's)")
-    parser.add_argument("--eps-high", type=float, default=None, help="ε_h (default: the method's)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.set_defaults(func=_cli_main)
-    return parser
-
-
-def _cli_main(args) -> int:
-    history = simulate(args.method, args.beta1, args.beta2, args.eps_low, args.eps_high, steps=args.steps,
-                       seeds=args.seeds, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    history.to_csv(out / "history.csv")
-    history.to_json(out / "history.json")
-    _history_figure(history).write_html(out / "history.html", include_plotlyjs=True, full_html=True)
-    final = history.final_entropy_per_seed
-    print(f"{args.method} {history.hyper}: final entropy {final.mean():.3f} ± {final.std():.3f}, "
-          f"final reward {history.reward[-1]:.3f}; wrote {out}/history.csv, history.json, history.html")
-    return 0
-
-
-def _history_figure(history: History):
-    """The book's figure of one run (``viz.bandit_history_figure``); imported here so that plotly loads only
-    when a figure is drawn."""
-    from .viz import bandit_history_figure
-
-    return bandit_history_figure(history)
-
-
-__all__ = ["METHODS", "History", "Sweep", "Toy", "add_cli", "make_toy", "resolve_hyper", "simulate", "simulate_loop",
+__all__ = ["History", "Sweep", "Toy", "make_toy", "resolve_hyper", "simulate", "simulate_loop",
            "sweep"]

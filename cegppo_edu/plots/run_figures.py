@@ -1,8 +1,8 @@
 """Plotly figures of LM training runs (chapter 4, chapter 5, ``cegppo report``) and a live-updating figure.
 
-Each figure function takes ``runs``: a dict label -> list of per-step metrics dicts (``trainer.read_metrics``)
-and computes nothing but layout and sums. Token groups wear ``token_groups.GROUP_COLORS``; methods wear
-``viz.METHOD_COLORS`` when the label names a method.
+Each figure function takes ``runs``: a dict label -> list of per-step metrics dicts (``lm.trainer.read_metrics``)
+and computes nothing but layout and sums. Token groups wear ``style.GROUP_COLORS``; methods wear their
+``style.METHOD_COLORS`` when the label names a method.
 """
 
 from __future__ import annotations
@@ -11,21 +11,17 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .token_groups import GROUP_COLORS, GROUPS
-
-FALLBACK_COLORS = ("#882255", "#44AA99", "#332288", "#999933", "#AA4499", "#117733", "#000000", "#CC79A7")
+from ..summaries import FINAL_STEPS, final_mean
+from ..token_groups import GROUPS
+from .style import FALLBACK_COLORS, GROUP_COLORS, METHOD_COLORS
 CURVES = (("reward/mean", "reward (train)"), ("eval/accuracy", "held-out accuracy"),
           ("entropy/mean", "token entropy (nats)"), ("response/length_mean", "response length (tokens)"),
           ("clip/low_frac", "clipped below (r<1-ε_l, Â<0)"), ("clip/high_frac", "clipped above (r>1+ε_h, Â>0)"))
 
 
 def run_colors(labels) -> dict[str, str]:
-    """One colour per run: the method's colour (``viz.METHOD_COLORS``) for the first run of each method, then
+    """One colour per run: the method's colour (``style.METHOD_COLORS``) for the first run of each method, then
     distinct fallback colours, so two runs of one method (a β sweep) never share a colour."""
-    try:
-        from .viz import METHOD_COLORS
-    except ImportError:  # viz.py belongs to the bandit chapters; keep working without it
-        METHOD_COLORS = {}
     colors, used = {}, set()
     spare = (c for c in FALLBACK_COLORS * 4 if c not in METHOD_COLORS.values())
     for label in labels:
@@ -116,23 +112,24 @@ def entropy_prediction_figure(runs: dict[str, list[dict]]) -> go.Figure:
     return fig
 
 
-def summary_rows(runs: dict[str, list[dict]], last: int = 10) -> list[dict]:
-    """Final numbers per run: last held-out accuracy, means of the last ``last`` steps."""
+def summary_rows(runs: dict[str, list[dict]]) -> list[dict]:
+    """Final numbers per run: held-out accuracy first, last and over the last 3 evaluations, and the final
+    (``summaries.final_mean``, the last ``FINAL_STEPS`` steps) reward, entropy and clip fractions."""
     out = []
     for label, metrics in runs.items():
         steps = [m for m in metrics if m.get("step", 0) > 0]
-        tail = steps[-last:]
         _, acc = series(metrics, "eval/accuracy")
 
-        def mean(key):
-            values = [m[key] for m in tail if key in m]
-            return float(np.mean(values)) if values else float("nan")
+        def final(key):
+            values = [m[key] for m in steps if key in m]
+            return float(final_mean(values)) if values else float("nan")
+        tail = f"(last {FINAL_STEPS})"
         out.append({"run": label, "steps": steps[-1]["step"] if steps else 0,
                     "eval/accuracy (first)": acc[0] if acc else float("nan"),
                     "eval/accuracy (last)": acc[-1] if acc else float("nan"),
                     "eval/accuracy (last 3 mean)": float(np.mean(acc[-3:])) if acc else float("nan"),
-                    "reward (last 10)": mean("reward/mean"), "entropy (last 10)": mean("entropy/mean"),
-                    "clip low (last 10)": mean("clip/low_frac"), "clip high (last 10)": mean("clip/high_frac")})
+                    f"reward {tail}": final("reward/mean"), f"entropy {tail}": final("entropy/mean"),
+                    f"clip low {tail}": final("clip/low_frac"), f"clip high {tail}": final("clip/high_frac")})
     return out
 
 

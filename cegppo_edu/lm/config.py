@@ -16,22 +16,22 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-import inspect
 import math
-import os
 import typing
 from dataclasses import dataclass, field
 
+from ..losses import AGG_MODES, HYPER_RANGES, METHODS, get_method
+from ..token_groups import HP_THRESHOLD
+from ..validation import (LEARNING_RATE, NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT,
+                          SAMPLING_TEMPERATURE, TEMPERATURE, TOP_P, Range, check_choice)
 from .interfaces import check_samples_per_prompt
-from .losses import LOSSES, get_loss
+from .models import DTYPES
 
 # Short names for the plug-ins; modules are imported only when a run uses them (vLLM only on a GPU run).
-TASKS: dict[str, str] = {"arith": "cegppo_edu.tasks:make_addition_task_from_config",
-                         "math": "cegppo_edu.math_data:make_math_task"}
-SAMPLERS: dict[str, str] = {"hf": "cegppo_edu.rollout:make_hf_sampler",
-                            "vllm": "cegppo_edu.vllm_sampler:make_vllm_sampler"}
-REWARDS: dict[str, str] = {"exact_match": "cegppo_edu.rewards:make_exact_match",
-                           "math_verify": "cegppo_edu.math_reward:make_math_reward"}
+# The GPU chapter adds its own (math data, vLLM, math-verify) when cegppo_edu.gpu is imported.
+TASKS: dict[str, str] = {"arith": "cegppo_edu.lm.tasks:make_addition_task_from_config"}
+SAMPLERS: dict[str, str] = {"hf": "cegppo_edu.lm.rollout:make_hf_sampler"}
+REWARDS: dict[str, str] = {"exact_match": "cegppo_edu.lm.rewards:make_exact_match"}
 _REGISTRIES = {"task": TASKS, "sampler": SAMPLERS, "reward": REWARDS}
 
 
@@ -95,7 +95,7 @@ class TrainConfig:
     max_kept_prompts: int = 0  # keep at most this many groups after dropping (authors: 128 of 256); 0 = all
 
     # ---- loss (PAPER.md §2) ----
-    method: str = "ce_gppo"  # a name in losses.LOSSES
+    method: str = "ce_gppo"  # a name in losses.METHODS
     eps_low: float | None = None  # ε_l, lower clip width; None = the method's default (0.2; CISPO 1.0)
     eps_high: float | None = None  # ε_h, upper clip width; None = the method's default (0.2; DAPO/CISPO 0.28)
     beta1: float | None = None  # β1, weight of lower-side (Â<0) clipped tokens; CE-GPPO only; None = 0.5
@@ -122,7 +122,7 @@ class TrainConfig:
     eval_samples: int = 1  # responses per held-out problem (accuracy = avg@k)
     eval_temperature: float = 0.0  # 0 = greedy (authors evaluate at 0.6 / top_p 0.95)
     eval_top_p: float = 1.0  # nucleus for evaluation
-    hp_threshold: float = 0.5  # probability splitting HP from LP tokens (paper's fig. 1, read off the figure)
+    hp_threshold: float = HP_THRESHOLD  # probability splitting HP from LP tokens (token_groups.HP_THRESHOLD)
     token_group_stats: bool = True  # per-group counts, clip fractions, weights and entropy pushes each step
     measure_entropy_change: bool = True  # one extra no-grad pass: entropy of the batch after the update phase
 
@@ -140,106 +140,112 @@ def _base_type(annotation):
     return (args[0], True) if args else (annotation, False)
 
 
-def loss_defaults(method: str) -> dict:
-    """The hyper-parameter defaults of a loss, read from its signature (the single source)."""
-    params = inspect.signature(get_loss(method)).parameters
-    return {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+LOSS_FIELDS = tuple(HYPER_RANGES)  # the config fields that are a loss's hyper-parameters (None = its default)
 
 
 def loss_kwargs(config: TrainConfig) -> dict:
-    """Keyword arguments for ``get_loss(config.method)``: config values where set, else the loss's defaults."""
-    defaults = loss_defaults(config.method)
-    kwargs = {}
-    for name in ("eps_low", "eps_high", "beta1", "beta2", "dual_clip"):
-        if name in defaults:
-            value = getattr(config, name)
-            kwargs[name] = defaults[name] if value is None else value
-    if "agg" in defaults:
+    """Keyword arguments for ``get_loss(config.method)``: config values where set, else the method's defaults."""
+    method = get_method(config.method)
+    kwargs = {name: default if getattr(config, name) is None else getattr(config, name)
+              for name, default in method.defaults.items()}
+    if method.takes_agg:
         kwargs["agg"] = config.loss_agg
     return kwargs
 
 
 # --------------------------------------------------------------------------------------------------
-# Validation
+# Validation: one table of allowed values, then the rules that tie fields together
 # --------------------------------------------------------------------------------------------------
-def _need(ok: bool, name: str, value, allowed: str) -> None:
+UNIT_INTERVAL_OPEN_TOP = Range(0.0, 1.0, high_open=True)
+FIELD_RULES: dict[str, Range | tuple] = {
+    **{name: POSITIVE_INT for name in (
+        "steps", "tiny_hidden_size", "tiny_layers", "tiny_heads", "tiny_kv_heads", "tiny_intermediate_size",
+        "n_train", "n_heldout", "warm_start_batch_size", "prompts_per_step", "max_new_tokens", "max_prompt_tokens",
+        "mini_batches", "update_epochs", "logp_chunk", "eval_samples", "keep_checkpoints", "reward_workers")},
+    **{name: NON_NEGATIVE_INT for name in (
+        "seed", "num_threads", "warm_start_steps", "sampler_batch_sequences", "max_kept_prompts", "warmup_steps",
+        "micro_batch_tokens", "eval_every", "eval_problems", "checkpoint_every")},
+    "group_size": Range(2, integer=True, note="group advantages need 2 responses"),
+    "n_digits": Range(1, 9, integer=True),
+    "dtype": tuple(DTYPES),
+    "autocast_dtype": ("none", *list(DTYPES)[1:]),  # float32 autocast is no autocast
+    "warm_start_lr": LEARNING_RATE,
+    "temperature": SAMPLING_TEMPERATURE,
+    "top_p": TOP_P,
+    "vllm_gpu_memory_utilization": OPEN_UNIT,
+    "vllm_sleep_level": (1, 2),
+    "reward_timeout_s": POSITIVE,
+    "loss_agg": AGG_MODES,
+    "nll_coef": NON_NEGATIVE,
+    "lr": LEARNING_RATE,
+    "weight_decay": UNIT_INTERVAL_OPEN_TOP,
+    "adam_b1": UNIT_INTERVAL_OPEN_TOP,
+    "adam_b2": UNIT_INTERVAL_OPEN_TOP,
+    "max_grad_norm": POSITIVE,
+    "eval_temperature": TEMPERATURE,
+    "eval_top_p": TOP_P,
+    "hp_threshold": OPEN_UNIT,
+}
+
+
+def _check_type(name: str, value, annotation) -> None:
+    base, optional = _base_type(annotation)
+    if value is None and optional:
+        return
+    ok = isinstance(value, bool) if base is bool else (
+        isinstance(value, base) and not isinstance(value, bool) if base is int else
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if base is float else isinstance(value, base))
     if not ok:
-        raise ValueError(f"{name}={value!r} is outside the allowed range: {allowed}")
+        raise ValueError(f"{name}={value!r} is outside the allowed range: a finite {base.__name__}"
+                         + (" or None" if optional else ""))
+
+
+def _check_rule(name: str, value, rule) -> None:
+    if isinstance(rule, Range):
+        rule.check(name, value)
+    else:
+        check_choice(name, value, rule)
+
+
+def _check_relations(c: TrainConfig) -> None:
+    """The rules that tie one field to another, or to a registry."""
+    Range(1, c.n_digits, integer=True, note=f"at most n_digits={c.n_digits}").check("min_digits", c.min_digits)
+    if not (c.device in ("auto", "cpu") or c.device.startswith("cuda")):
+        raise ValueError(f'device={c.device!r} is not allowed; choose "auto", "cpu", "cuda" or "cuda:N"')
+    if c.prompt_encoder and ":" not in c.prompt_encoder:
+        raise ValueError(f'prompt_encoder={c.prompt_encoder!r} must be "" or a "module:function" path')
+    if "{problem}" not in c.prompt_template:
+        raise ValueError(f"prompt_template={c.prompt_template!r} must contain {{problem}}")
+    if not c.reward_correct > c.reward_wrong:
+        raise ValueError(f"reward_correct={c.reward_correct!r} is outside the allowed range: greater than "
+                         f"reward_wrong={c.reward_wrong}")
+    check_choice("method", c.method, sorted(METHODS))
+    method = get_method(c.method)
+    for name in LOSS_FIELDS:
+        if getattr(c, name) is not None and name not in method.defaults:
+            raise ValueError(f"{name}={getattr(c, name)!r} is not a parameter of method {c.method!r} (it takes "
+                             f"{', '.join(method.defaults)}): leave it None")
+    if c.loss_agg != "token-mean" and not method.takes_agg:
+        raise ValueError(f"loss_agg={c.loss_agg!r}: method {c.method!r} fixes its own aggregation (token-mean)")
+    method.resolve(**{k: v for k, v in loss_kwargs(c).items() if k != "agg"})  # each value in its method's range
+    Range(1, c.prompts_per_step * c.group_size, integer=True,
+          note="at most prompts_per_step × group_size").check("mini_batches", c.mini_batches)
+    check_samples_per_prompt(c.eval_samples, c.eval_temperature, "eval_samples", "eval_temperature")
+    for kind, registry in _REGISTRIES.items():
+        name = getattr(c, kind)
+        if name not in registry and ":" not in name:
+            raise ValueError(f"{kind}={name!r} is not allowed; choose one of {', '.join(sorted(registry))} or a "
+                             f"'module:function' path")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every field; raise ``ValueError`` naming the first bad one and its allowed range."""
     for name, annotation in _field_types().items():  # types first: a str where an int belongs, etc.
-        value = getattr(config, name)
-        base, optional = _base_type(annotation)
-        if value is None and optional:
-            continue
-        ok = isinstance(value, bool) if base is bool else (
-            isinstance(value, base) and not isinstance(value, bool) if base is int else
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if base is float else isinstance(value, base))
-        _need(ok, name, value, f"a finite {base.__name__}" + (" or None" if optional else ""))
-    c = config
-    positive_ints = ("steps", "tiny_hidden_size", "tiny_layers", "tiny_heads", "tiny_kv_heads",
-                     "tiny_intermediate_size", "n_train", "n_heldout", "warm_start_batch_size", "prompts_per_step",
-                     "max_new_tokens", "mini_batches", "update_epochs", "logp_chunk", "eval_samples",
-                     "keep_checkpoints")
-    for name in positive_ints:
-        _need(getattr(c, name) >= 1, name, getattr(c, name), "an integer >= 1")
-    for name in ("seed", "num_threads", "warm_start_steps", "sampler_batch_sequences", "max_kept_prompts",
-                 "warmup_steps", "micro_batch_tokens", "eval_every", "eval_problems", "checkpoint_every"):
-        _need(getattr(c, name) >= 0, name, getattr(c, name), "an integer >= 0")
-    _need(c.group_size >= 2, "group_size", c.group_size, "an integer >= 2 (group advantages need 2 responses)")
-    _need(1 <= c.n_digits <= 9, "n_digits", c.n_digits, "[1, 9]")
-    _need(1 <= c.min_digits <= c.n_digits, "min_digits", c.min_digits, f"[1, n_digits={c.n_digits}]")
-    _need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device", c.device,
-          '"auto", "cpu", "cuda" or "cuda:N"')
-    _need(c.dtype in ("float32", "bfloat16", "float16"), "dtype", c.dtype, "float32, bfloat16 or float16")
-    _need(c.autocast_dtype in ("none", "bfloat16", "float16"), "autocast_dtype", c.autocast_dtype,
-          "none, bfloat16 or float16")
-    _need(c.prompt_encoder == "" or ":" in c.prompt_encoder, "prompt_encoder", c.prompt_encoder,
-          '"" or a "module:function" path')
-    _need("{problem}" in c.prompt_template, "prompt_template", c.prompt_template, "a string containing {problem}")
-    _need(0.0 < c.warm_start_lr < 1.0, "warm_start_lr", c.warm_start_lr, "(0, 1)")
-    _need(0.0 < c.temperature <= 10.0, "temperature", c.temperature, "(0, 10] (RL samples; greedy is for eval)")
-    _need(0.0 < c.top_p <= 1.0, "top_p", c.top_p, "(0, 1]")
-    _need(c.max_prompt_tokens >= 1, "max_prompt_tokens", c.max_prompt_tokens, "an integer >= 1")
-    _need(0.0 < c.vllm_gpu_memory_utilization < 1.0, "vllm_gpu_memory_utilization", c.vllm_gpu_memory_utilization,
-          "(0, 1)")
-    _need(c.vllm_sleep_level in (1, 2), "vllm_sleep_level", c.vllm_sleep_level, "1 or 2")
-    _need(c.reward_timeout_s > 0.0, "reward_timeout_s", c.reward_timeout_s, "(0, inf)")
-    _need(c.reward_workers >= 1, "reward_workers", c.reward_workers, "an integer >= 1")
-    _need(c.reward_correct > c.reward_wrong, "reward_correct", c.reward_correct,
-          f"greater than reward_wrong={c.reward_wrong}")
-    _need(c.method in LOSSES, "method", c.method, f"one of {', '.join(sorted(LOSSES))}")
-    from .losses import AGG_MODES, check_clip_params
-
-    _need(c.loss_agg in AGG_MODES, "loss_agg", c.loss_agg, f"one of {', '.join(AGG_MODES)}")
-    accepted = loss_defaults(c.method)
-    for name in ("eps_low", "eps_high", "beta1", "beta2", "dual_clip"):
-        _need(getattr(c, name) is None or name in accepted, name, getattr(c, name),
-              f"None: method {c.method!r} takes no {name}")
-    _need(c.loss_agg == "token-mean" or "agg" in accepted, "loss_agg", c.loss_agg,
-          f"token-mean: method {c.method!r} fixes its own aggregation")
-    k = loss_kwargs(c)
-    check_clip_params(k.get("eps_low", 0.2), k.get("eps_high", 0.2), k.get("beta1", 0.0), k.get("beta2", 0.0),
-                      k.get("dual_clip"), eps_low_max_closed=(c.method == "cispo"))
-    _need(c.nll_coef >= 0.0, "nll_coef", c.nll_coef, "[0, inf)")
-    _need(0.0 < c.lr < 1.0, "lr", c.lr, "(0, 1)")
-    _need(0.0 <= c.weight_decay < 1.0, "weight_decay", c.weight_decay, "[0, 1)")
-    for name in ("adam_b1", "adam_b2"):
-        _need(0.0 <= getattr(c, name) < 1.0, name, getattr(c, name), "[0, 1)")
-    _need(c.max_grad_norm > 0.0, "max_grad_norm", c.max_grad_norm, "(0, inf)")
-    _need(c.mini_batches <= c.prompts_per_step * c.group_size, "mini_batches", c.mini_batches,
-          f"[1, prompts_per_step × group_size = {c.prompts_per_step * c.group_size}]")
-    _need(0.0 <= c.eval_temperature <= 10.0, "eval_temperature", c.eval_temperature, "[0, 10] (0 = greedy)")
-    _need(0.0 < c.eval_top_p <= 1.0, "eval_top_p", c.eval_top_p, "(0, 1]")
-    check_samples_per_prompt(c.eval_samples, c.eval_temperature, "eval_samples", "eval_temperature")
-    _need(0.0 < c.hp_threshold < 1.0, "hp_threshold", c.hp_threshold, "(0, 1)")
-    for kind, registry in _REGISTRIES.items():
-        name = getattr(c, kind)
-        _need(name in registry or ":" in name, kind, name,
-              f"one of {', '.join(sorted(registry))} or a 'module:function' path")
+        _check_type(name, getattr(config, name), annotation)
+    for name, rule in FIELD_RULES.items():
+        _check_rule(name, getattr(config, name), rule)
+    _check_relations(config)
     return config
 
 
@@ -381,90 +387,4 @@ register_preset(
     TrainConfig(seed=0, steps=150, num_threads=1, warm_start_steps=350, lr=3e-4, checkpoint_every=50),
     description="tiny Qwen2 (0.8M params, char tokenizer) on 1-2 digit addition, CPU, warm start then RL",
     smoke={"steps": 3, "warm_start_steps": 20, "eval_every": 3, "eval_problems": 32, "checkpoint_every": 0},
-)
-
-
-# --------------------------------------------------------------------------------------------------
-# Chapter 5: DeepSeek-R1-Distill-Qwen-1.5B on math, on one GPU (book/gpu_recipe.md has the full ledger)
-# --------------------------------------------------------------------------------------------------
-R1_DISTILL_1P5B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
-# Made-up problems in the schema of each dataset (cegppo_edu/data/math/README.md), shipped inside the package so
-# that the smoke mode (and the data-loader tests) work from an installed wheel.
-SMOKE_MATH_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "math")
-
-# The authors' setup (PAPER.md §4) scaled to one 80 GB GPU. Every value that differs from theirs says why.
-R1_DISTILL_1GPU = TrainConfig(
-    seed=0,
-    steps=100,  # authors ≈1,000 steps on 128 GPUs; one rented GPU for hours (≈3,200 of the 30k problems)
-    model_path=R1_DISTILL_1P5B,
-    dtype="float32",  # fp32 master weights: bf16 weights with lr 1e-6 lose most updates (DESIGN.md)
-    autocast_dtype="bfloat16",
-    gradient_checkpointing=True,
-    task="math",  # Kwai-Klear/KlearReasoner-MathSub-30K from the Hub; data_path= a local copy instead
-    eval_data_path="",  # "" = AIME24 from the Hub (in-loop evaluation); a local file/folder works too
-    prompt_template="{problem}",  # the instruction and <think> prefill come from prompt_encoder
-    prompt_encoder="cegppo_edu.prompts:encode_prompt",  # R1-Distill conventions: no system turn
-    sampler="vllm",  # colocated vLLM, asleep while the trainer trains; HF generate is the fallback ("hf")
-    prompts_per_step=32,  # authors 256 (≤128 kept): generation dominates a step on one GPU
-    group_size=8,  # authors 8
-    max_new_tokens=8192,  # authors 16,384: halves generation time and the longest micro-batch
-    temperature=1.0,
-    top_p=1.0,
-    max_prompt_tokens=1024,  # authors 4,096: competition problems are short; vLLM max_model_len = 9,216
-    vllm_gpu_memory_utilization=0.5,  # 40 GB for vLLM's bf16 weights + KV cache (≈1.2M tokens) while generating
-    vllm_sleep_level=1,
-    reward="math_verify",
-    reward_correct=1.0,
-    reward_wrong=-1.0,  # authors: +1 / −1
-    reward_timeout_s=10.0,
-    reward_workers=4,
-    drop_zero_variance=True,  # DAPO dynamic sampling, as the authors
-    max_kept_prompts=0,  # authors keep ≤128 of 256; we keep every non-constant group of 32
-    method="ce_gppo",  # ε_l = ε_h = 0.2, β1 = 0.5, β2 = 1 (the loss's defaults, the authors' 1.5B values)
-    dual_clip=None,  # authors' code: 10 (switch: --set dual_clip=10)
-    nll_coef=0.0,  # authors' code: 0.1 on correct responses (switch: --set nll_coef=0.1)
-    lr=1e-6,
-    weight_decay=0.1,
-    warmup_steps=10,
-    max_grad_norm=1.0,
-    mini_batches=4,  # K: authors up to 8 (16-prompt mini-batches); K ≥ 2 makes clipping act at all
-    update_epochs=1,
-    micro_batch_tokens=8192,  # measured on an H100: 8k tokens peak 29.2 GiB allocated and 17.7k tok/s
-    logp_chunk=1024,
-    eval_every=20,  # AIME24 avg@4 at T = 0.6, top_p = 0.95 (authors: avg@32 on AIME24 and AIME25)
-    eval_problems=0,
-    eval_samples=4,
-    eval_temperature=0.6,
-    eval_top_p=0.95,
-    checkpoint_every=10,  # a checkpoint (fp32 weights + AdamW) is ≈21 GB; lose at most 10 steps to pre-emption
-    keep_checkpoints=2,
-)
-
-# The same code path on a CPU in seconds: a tiny random Qwen2 (same architecture family) with the character
-# tokenizer, the fixture problems, the HF sampler and math-verify in its process pool. A random model never
-# writes </think>, so every response scores −1 and the dynamic-sampling filter would drop every group:
-# drop_zero_variance=False keeps them (all Â = 0), so the update phase still runs end to end.
-R1_DISTILL_SMOKE = {
-    "steps": 3, "device": "cpu", "num_threads": 1, "model_path": "", "tiny_hidden_size": 64, "tiny_layers": 2,
-    "tiny_heads": 4, "tiny_kv_heads": 2, "tiny_intermediate_size": 192, "autocast_dtype": "none",
-    "data_path": os.path.join(SMOKE_MATH_DATA, "mathsub30k_verl.jsonl"),
-    "eval_data_path": os.path.join(SMOKE_MATH_DATA, "aime24_h4.parquet"),
-    "sampler": "hf", "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 16, "max_prompt_tokens": 512,
-    "reward_workers": 1, "drop_zero_variance": False, "lr": 1e-3, "warmup_steps": 1, "mini_batches": 2,
-    "micro_batch_tokens": 512, "eval_every": 2, "eval_samples": 2, "checkpoint_every": 2,
-}
-
-register_preset(
-    "r1-distill-1.5b-1gpu", R1_DISTILL_1GPU,
-    description="DeepSeek-R1-Distill-Qwen-1.5B on KlearReasoner-MathSub-30K, one 80 GB GPU, vLLM rollouts",
-    smoke=R1_DISTILL_SMOKE,
-)
-# 40-48 GB cards (L40S, A6000, A100 40 GB): the fp32 training state alone is 28.9 GiB (measured), so responses,
-# micro-batches and vLLM's share shrink. No 8-bit Adam: the trainer has no optimizer switch (AdamW only).
-register_preset(
-    "r1-distill-1.5b-1gpu-48gb",
-    dataclasses.replace(R1_DISTILL_1GPU, max_new_tokens=4096, micro_batch_tokens=4096,
-                        vllm_gpu_memory_utilization=0.3),
-    description="r1-distill-1.5b-1gpu for a 40-48 GB card: 4k-token responses and micro-batches, vLLM 30%",
-    smoke=R1_DISTILL_SMOKE,
 )

@@ -1,0 +1,140 @@
+"""The look of every figure in the book: one colour per token group and per method, labels, the template, the
+renderer that makes figures show both in JupyterLab and on the static site, and the helpers the figure modules
+share (precomputed-frame sliders, mean ± sd bands, moving averages).
+
+``setup_notebook()`` installs a renderer that emits both plotly's JSON mimetype (JupyterLab draws it) and a
+``text/html`` div (what Jupyter Book shows; it needs ``plotly.min.js`` served by the book, see ``_config.yml``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
+
+from ..losses import METHODS, method_label, token_level_methods
+
+# One fixed colour per token group in every figure (Okabe-Ito palette, readable for colour-blind readers).
+GROUP_COLORS = {"PA&HP": "#0072B2", "PA&LP": "#56B4E9", "NA&HP": "#D55E00", "NA&LP": "#E69F00", "ZA": "#999999"}
+# Okabe-Ito colours not used by the token groups, so a method is never mistaken for a group.
+METHOD_COLORS = {"grpo": "#CC79A7", "dapo": "#009E73", "gppo": "#7F7F7F", "ce_gppo": "#000000", "cispo": "#F0E442"}
+FALLBACK_COLORS = ("#882255", "#44AA99", "#332288", "#999933", "#AA4499", "#117733", "#000000", "#CC79A7")
+UP_COLOR, DOWN_COLOR = "#009E73", "#CC79A7"
+HYPER_LABELS = {"eps_low": "ε_l", "eps_high": "ε_h", "beta1": "β1", "beta2": "β2", "eps": "ε"}
+TEMPLATE = "plotly_white"
+BAND_OPACITY = 0.18
+
+
+def compared_methods() -> list[str]:
+    """The methods the chapters compare: every registered token-level method but aliases (PPO-clip is GRPO)."""
+    return token_level_methods(include_aliases=False)
+
+
+def method_color(name: str, fallback: str = "#555555") -> str:
+    """A method's colour (an alias wears its original's); ``fallback`` for a method without one."""
+    spec = METHODS.get(name)
+    return METHOD_COLORS.get(spec.alias_of if spec and spec.alias_of else name, fallback)
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook / book rendering
+# --------------------------------------------------------------------------------------------------
+class BookRenderer(MimetypeRenderer):
+    """Plotly JSON for JupyterLab plus a ``text/html`` div for Jupyter Book (plotly.js served by the book).
+
+    Div ids are derived from the figure's content and a counter, so re-running a notebook gives the same
+    ids (clean diffs) and two figures on one page never share one.
+    """
+
+    def __init__(self):
+        self._count = itertools.count()
+
+    def to_mimebundle(self, fig_dict):
+        bundle = PlotlyRenderer(config={"displaylogo": False}).to_mimebundle(dict(fig_dict))
+        digest = hashlib.sha1(json.dumps(bundle, sort_keys=True).encode()).hexdigest()[:10]
+        div = pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
+                          div_id=f"fig-{digest}-{next(self._count)}",
+                          config={"displaylogo": False, "responsive": True})
+        bundle["text/html"] = div
+        return bundle
+
+
+def setup_notebook() -> None:
+    """Make ``fig.show()`` (and a figure as a cell's last value) render in JupyterLab *and* in the book."""
+    pio.renderers["cegppo_book"] = BookRenderer()
+    pio.renderers.default = "cegppo_book"
+    pio.templates.default = TEMPLATE
+
+
+# --------------------------------------------------------------------------------------------------
+# Slider helper: one step per precomputed set of traces
+# --------------------------------------------------------------------------------------------------
+def add_visibility_slider(fig: go.Figure, step_traces: list[list[int]], labels: list[str], prefix: str,
+                           titles: list[str] | None = None, active: int = 0, always: tuple[int, ...] = ()):
+    """Add a slider whose step k shows ``step_traces[k]`` (trace indices) plus ``always``, hiding the rest."""
+    n = len(fig.data)
+    steps = []
+    for k, (indices, label) in enumerate(zip(step_traces, labels)):
+        visible = [False] * n
+        for i in list(indices) + list(always):
+            visible[i] = True
+        layout = {"title.text": titles[k]} if titles else {}
+        steps.append({"method": "update", "label": label, "args": [{"visible": visible}, layout]})
+    for i, trace in enumerate(fig.data):
+        trace.visible = i in set(step_traces[active]) | set(always)
+    if titles:
+        fig.update_layout(title_text=titles[active])
+    fig.update_layout(sliders=[{"active": active, "currentvalue": {"prefix": prefix}, "pad": {"t": 50},
+                                "steps": steps}])
+    return fig
+
+
+def f32(values) -> np.ndarray:
+    """float32 copy: halves the size of the figure JSON stored in notebooks and pages; plots need no more."""
+    return np.asarray(values, dtype=np.float32)
+
+
+def hyper_text(hyper: dict) -> str:
+    return ", ".join(f"{HYPER_LABELS.get(k, k)}={v:g}" for k, v in hyper.items())
+
+
+# --------------------------------------------------------------------------------------------------
+# Bands and smoothing
+# --------------------------------------------------------------------------------------------------
+def hex_to_rgba(color: str, alpha: float) -> str:
+    color = color.lstrip("#")
+    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def mean_band_traces(per_seed: np.ndarray, name: str, color: str, legendgroup: str | None = None,
+                      showlegend: bool = True, dash: str | None = None) -> list[go.Scatter]:
+    """A seed-mean line and a ±1 standard deviation band (over seeds). ``per_seed``: ``(seeds, steps)``."""
+    per_seed = np.asarray(per_seed, dtype=float)
+    steps = np.arange(per_seed.shape[1])
+    mean, std = per_seed.mean(0), per_seed.std(0)
+    group = legendgroup or name
+    band = go.Scatter(x=f32(np.r_[steps, steps[::-1]]), y=f32(np.r_[mean + std, (mean - std)[::-1]]),
+                      fill="toself", fillcolor=hex_to_rgba(color, BAND_OPACITY), line={"width": 0},
+                      hoverinfo="skip", legendgroup=group, showlegend=False, name=f"{name} ±1 sd")
+    line = go.Scatter(x=f32(steps), y=f32(mean), mode="lines", name=name, legendgroup=group,
+                      showlegend=showlegend, line={"color": color, "width": 2, "dash": dash})
+    return [band, line]
+
+
+def moving_average(x: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1:
+        return np.asarray(x, dtype=float)
+    kernel = np.ones(window) / window
+    padded = np.r_[np.full(window - 1, x[0]), x]
+    return np.convolve(padded, kernel, mode="valid")
+
+
+__all__ = ["BookRenderer", "DOWN_COLOR", "GROUP_COLORS", "HYPER_LABELS", "METHOD_COLORS", "TEMPLATE", "UP_COLOR",
+           "add_visibility_slider", "compared_methods", "f32", "hex_to_rgba", "hyper_text", "mean_band_traces",
+           "method_color", "method_label", "moving_average", "setup_notebook"]
