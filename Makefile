@@ -52,11 +52,14 @@ book: $(STAMP)
 # set this CPU has), the book build (which re-executes the notebooks), the browser check, then the verl plugin
 # tests in their own environment (.venv-verl).
 test: $(STAMP) browser book
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest --nbval-lax
 	$(MAKE) test-verl
 
-# The edit-test loop: what runs in seconds (no notebooks, book, browser, verl, wheel or kernel-set subprocesses).
+# The edit-test loop: the import contract (pyproject.toml) and the unit tests (no notebooks, book, browser, verl,
+# wheel or kernel-set subprocesses).
 check: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest tests -m "not slow and not browser" -q
 
 # Re-execute every chapter and store its outputs (what nbval compares and a notebook viewer shows).

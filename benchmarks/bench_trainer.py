@@ -56,12 +56,12 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="bench_trainer_")
     trainer = Trainer(config, out, progress=False)
     captured = {}
-    original = trainer._update_phase
+    original = trainer.update_phase
 
-    def capture(rows, step):  # keep each step's rows and mini-batch order for the bare loop
+    def capture(rows, step, timer):  # keep each step's rows and mini-batch order for the bare loop
         captured[step] = rows
-        return original(rows, step)
-    trainer._update_phase = capture
+        return original(rows, step, timer)
+    trainer.update_phase = capture
     history = [trainer.train_step() for _ in range(args.steps)]
     timed = history[1:]  # step 1 warms up the allocator and kernels
     step_time = sum(m["time/step"] for m in timed)

@@ -20,7 +20,8 @@ import time
 import torch
 
 from cegppo_edu.lm.config import apply_overrides, get_preset
-from cegppo_edu.lm.trainer import Trainer, strip_timings
+from cegppo_edu.lm.trainer import Trainer
+from cegppo_edu.lm.run_dir import strip_timings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARM = os.path.join(ROOT, "notebooks", "data", "ch04", "warm_start")

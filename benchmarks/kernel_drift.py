@@ -22,7 +22,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cegppo_edu.lm.reproducibility import kernel_env, kernel_sets, read_jsonl  # noqa: E402
+from cegppo_edu.lm.reproducibility import kernel_env, kernel_sets  # noqa: E402
+from cegppo_edu.lm.run_dir import read_metrics  # noqa: E402
 
 RUNS = os.path.join(ROOT, "notebooks", "data", "ch04", "runs")
 CHILD = ("import sys; from cegppo_edu.lm.reproducibility import rerun_prefix; "
@@ -37,7 +38,7 @@ def rerun(kernel: str, run: str, steps: int, out: str) -> list[dict]:
         env = kernel_env(kernel)
     subprocess.run([sys.executable, "-c", CHILD, os.path.join(RUNS, run), ROOT, out, str(steps)], cwd=ROOT,
                    env={**env, "PYTHONPATH": ROOT}, check=True, capture_output=True)
-    return read_jsonl(os.path.join(out, "metrics.jsonl"))
+    return read_metrics(os.path.join(out, "metrics.jsonl"))
 
 
 def step_drift(a: dict, b: dict, floor: float = 1e-6) -> tuple[float, str]:
@@ -65,7 +66,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or scratch
         for run in runs:
-            committed = read_jsonl(os.path.join(RUNS, run, "metrics.jsonl"))
+            committed = read_metrics(os.path.join(RUNS, run, "metrics.jsonl"))
             fresh = {k: rerun(k, run, args.steps, os.path.join(tmp, k, run)) for k in ["native", *sets]}
             result[run] = {}
             for k, metrics in fresh.items():

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import torch
 
-STD_EPS = 1e-6  # PAPER.md §1: Â = (R − mean) / (std + 1e-6)
+from .validation import Range
+
+STD_EPS = 1e-6  # the paper in brief §1: Â = (R − mean) / (std + 1e-6)
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     if rewards.dim() != 1:
         raise ValueError(f"rewards must have shape (B,), got {tuple(rewards.shape)}")
-    if not isinstance(group_size, int) or group_size < 2:
-        raise ValueError(f"group_size={group_size!r} is outside the allowed range: an integer >= 2")
+    Range(2, integer=True, note="group advantages need 2 responses").check("group_size", group_size)
     if rewards.numel() % group_size:
         raise ValueError(f"rewards has {rewards.numel()} entries, not a multiple of group_size={group_size}")
     if not torch.isfinite(rewards).all():

@@ -1,6 +1,6 @@
 """The ``cegppo`` command: one sub-command per capability.
 
-``train``, ``report`` and ``eval`` are defined next to the code they run (``lm.trainer``, ``plots.report``,
+``train``, ``report`` and ``eval`` are defined next to the code they run (``lm.command``, ``plots.report``,
 ``gpu.evaluate``): each of those modules has ``add_cli(subparsers)``, which adds its parser and sets ``func``
 (called with the parsed arguments; its return value is the exit code). ``bandit`` is defined here, because it
 writes a figure and the toy layer sits below the figures. Importing ``cegppo_edu.gpu`` registers the GPU
@@ -18,7 +18,7 @@ from . import __version__
 from . import gpu  # noqa: F401  (registers the GPU presets and plug-ins before the parsers list them)
 
 SUBCOMMANDS = (
-    "cegppo_edu.lm.trainer",  # cegppo train
+    "cegppo_edu.lm.command",  # cegppo train
     "cegppo_edu.plots.report",  # cegppo report
     "cegppo_edu.gpu.evaluate",  # cegppo eval
 )

@@ -1,4 +1,4 @@
-"""Entropy of a softmax policy, and how one update changes it (PAPER.md §3).
+"""Entropy of a softmax policy, and how one update changes it (the paper in brief, §3).
 
 - ``entropy_from_logits``: H = logsumexp(z) − Σ_a π_a z_a, computed over chunks of tokens, so that a
   (T, V) block with V = 151,936 never holds more than one chunk of fp32 probabilities.
@@ -19,12 +19,13 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .validation import POSITIVE_INT
+
 DEFAULT_CHUNK = 1024  # tokens per chunk: 1024 × 151,936 fp32 ≈ 0.6 GB
 
 
 def _chunks(n: int, chunk_size: int):
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} is outside the allowed range [1, inf)")
+    POSITIVE_INT.check("chunk_size", chunk_size)
     return ((start, min(start + chunk_size, n)) for start in range(0, n, chunk_size))
 
 

@@ -3,13 +3,20 @@
 - ``final_mean``: "final" entropy (or reward, ...) = the mean over the last ``FINAL_STEPS`` steps of a run. One
   step alone is noisy; the same window everywhere makes the toy's, the transformer's and the report's "final"
   numbers the same quantity.
+- ``paired_difference``: a claim "A is above B" over paired seeds (seed s of A and of B start from the same
+  draw): the mean difference with its Student-t confidence interval, and a verdict — ``holds`` (the interval is
+  above 0), ``does not hold`` (below 0) or ``not resolved at n seeds`` (it contains 0).
+- ``all_of``: the verdict of a claim made of several such comparisons.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
-from .validation import POSITIVE_INT
+from .validation import POSITIVE_INT, Range
 
 FINAL_STEPS = 50  # steps averaged for a run's "final" value (a sixth of the toy's 300, a third of chapter 4's 150)
 
@@ -26,4 +33,100 @@ def final_mean(series, steps: int = FINAL_STEPS) -> np.ndarray:
     return series[..., -steps:].mean(-1)
 
 
-__all__ = ["FINAL_STEPS", "final_mean"]
+HOLDS, FAILS = "holds", "does not hold"
+CONFIDENCE = 0.95  # two-sided level of every interval the book reports
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularized incomplete beta function (modified Lentz's method)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return h
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function, for a, b > 0 and x in [0, 1]."""
+    if x <= 0.0 or x >= 1.0:
+        return float(x >= 1.0)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def student_t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom (bisection on the cdf, to 1e-12)."""
+    Range(0.0, 1.0, low_open=True, high_open=True).check("p", p)
+    low, high = -1e6, 1e6
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if student_t_cdf(mid, df) < p else (low, mid)
+        if high - low < 1e-12:
+            break
+    return 0.5 * (low + high)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A − B over ``n`` paired seeds: the mean difference, its confidence interval, and how many seeds agree."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    wins: int  # seeds with A > B
+    level: float = CONFIDENCE
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return HOLDS
+        if self.high < 0:
+            return FAILS
+        return f"not resolved at {self.n} seeds"
+
+    def __str__(self) -> str:
+        return (f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] ({self.level:.0%} CI; A above B in "
+                f"{self.wins} of {self.n} seeds)")
+
+
+def paired_difference(a, b, level: float = CONFIDENCE) -> Paired:
+    """``a − b`` seed by seed (``b`` may be a number), with a Student-t interval for the mean difference."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d.reshape(-1)
+    if d.size < 2 or not np.isfinite(d).all():
+        raise ValueError(f"a paired comparison needs at least 2 finite paired values, got {d.size}")
+    mean, sem = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+    half = student_t_quantile(0.5 + level / 2.0, d.size - 1) * sem
+    return Paired(mean, mean - half, mean + half, int(d.size), int((d > 0).sum()), level)
+
+
+def all_of(verdicts) -> str:
+    """A claim made of several comparisons: it holds if each holds, does not hold if any does not, else not
+    resolved (with the smallest number of seeds named)."""
+    verdicts = list(verdicts)
+    if all(v == HOLDS for v in verdicts):
+        return HOLDS
+    if any(v == FAILS for v in verdicts):
+        return FAILS
+    return next(v for v in verdicts if v.startswith("not resolved"))
+
+
+__all__ = ["CONFIDENCE", "FAILS", "FINAL_STEPS", "HOLDS", "Paired", "all_of", "final_mean", "paired_difference",
+           "student_t_quantile"]

@@ -1,6 +1,6 @@
 """Token groups: which tokens push entropy up or down, and which of them PPO clips away.
 
-Two classifications of every valid token (PAPER.md §3):
+Two classifications of every valid token (the paper in brief, §3):
 - by advantage sign and probability: PA&HP, PA&LP, NA&HP, NA&LP (P/N = positive/negative advantage,
   HP/LP = probability at least / below ``threshold``, default 0.5 as read off the paper's figure 1).
   Tokens with Â = 0 (e.g. a zero-variance group that was kept) carry no gradient under any method and
@@ -16,11 +16,12 @@ from __future__ import annotations
 import torch
 
 from .losses import check_inputs, clipped_sides, get_method, gradient_weight, ratio_from_logps
+from .validation import OPEN_UNIT
 
 GROUPS = ("PA&HP", "PA&LP", "NA&HP", "NA&LP")
 ZERO_ADV = "ZA"
 CLASSES = GROUPS + (ZERO_ADV,)
-# The sign of each group's first-order effect on entropy (PAPER.md §3 table).
+# The sign of each group's first-order effect on entropy (the paper in brief §3 table).
 GROUP_ENTROPY_EFFECT = {"PA&HP": "lowers", "PA&LP": "raises", "NA&HP": "raises", "NA&LP": "lowers"}
 BELOW, INSIDE, ABOVE = -1, 0, 1
 HP_THRESHOLD = 0.5  # π at or above: high-probability (HP), below: LP (read off the paper's figure 1)
@@ -28,8 +29,7 @@ HP_THRESHOLD = 0.5  # π at or above: high-probability (HP), below: LP (read off
 
 def classify(prob: torch.Tensor, adv: torch.Tensor, threshold: float = HP_THRESHOLD) -> torch.Tensor:
     """Index into ``CLASSES`` for every token: 0 PA&HP, 1 PA&LP, 2 NA&HP, 3 NA&LP, 4 ZA. Shape of ``prob``."""
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold={threshold!r} is outside the allowed range (0, 1)")
+    OPEN_UNIT.check("threshold", threshold)
     adv = adv.expand_as(prob) if adv.dim() == prob.dim() else adv[:, None].expand_as(prob)
     low_prob = (prob < threshold).long()
     group = torch.where(adv > 0, low_prob, 2 + low_prob)

@@ -1,5 +1,5 @@
 """The token bandit (cegppo_edu.toy.bandit): shapes, determinism, errors, the vectorised simulator against the
-per-seed autograd reference, the first-order entropy predictor, and the entropy claims of PAPER.md §3/§5
+per-seed autograd reference, the first-order entropy predictor, and the entropy claims of the paper in brief §3/§5
 on the default toy (several seeds, compared with their standard errors)."""
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ import torch
 
 from cegppo_edu.toy import bandit
 from cegppo_edu.entropy import entropy_from_logits, predicted_entropy_change
+from cegppo_edu.summaries import FAILS, HOLDS, final_mean
 from cegppo_edu.token_groups import GROUPS
+from cegppo_edu.toy.claims import chapter3_claims
 
 SEEDS = 8
 STEPS = 300
-TAIL = 50  # "final entropy" = mean of the last TAIL steps, per seed (less noisy than the last step alone)
-
-
 def tail_entropy(history):
-    """Per-seed mean entropy over the last TAIL steps. ``(seeds,)``."""
-    return history.entropy_per_seed[:, -TAIL:].mean(1)
+    """Per-seed final entropy (``summaries.final_mean``, the book's one definition). ``(seeds,)``."""
+    return final_mean(history.entropy_per_seed)
 
 
 def assert_higher(high, low, label, n_se=2.0):
@@ -157,7 +156,7 @@ def test_sweep_equals_separate_simulate_runs():
 
 
 def test_one_update_per_batch_makes_every_method_the_same():
-    """PAPER.md §2: with one optimizer step per rollout batch every ratio is 1, nothing is clipped, and all
+    """the paper in brief §2: with one optimizer step per rollout batch every ratio is 1, nothing is clipped, and all
     token-level methods give the same update."""
     runs = [bandit.simulate(m, steps=30, seeds=2, minibatches=1, epochs=1) for m in ("grpo", "dapo", "gppo", "cispo")]
     runs.append(bandit.simulate("ce_gppo", 1.0, 0.0, steps=30, seeds=2, minibatches=1, epochs=1))
@@ -167,7 +166,7 @@ def test_one_update_per_batch_makes_every_method_the_same():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The first-order entropy predictor (PAPER.md §3)
+# The first-order entropy predictor (the paper in brief, §3)
 # ----------------------------------------------------------------------------------------------------------
 def test_token_influences_add_up_to_the_covariance_predictor():
     """Σ_tokens −coef·I_a equals −Cov_π(log π, Δz) of the summed logit update (both are linear in Δz)."""
@@ -204,6 +203,16 @@ def runs():
     out = {m: bandit.simulate(m, steps=STEPS, seeds=SEEDS) for m in ("grpo", "dapo", "ce_gppo")}
     out["grid"] = bandit.sweep([0.0, 0.5, 1.0], [0.0, 0.5, 1.0], steps=STEPS, seeds=SEEDS)
     return out
+
+
+def test_the_chapters_verdicts_come_from_the_package(runs):
+    """Chapter 3 prints ``toy.claims.chapter3_claims``: on the default toy claims 1, 2, 5 and 6 hold at 8 paired
+    seeds, and the β grid never goes the wrong way by a resolved margin."""
+    claims = chapter3_claims({m: runs[m] for m in ("grpo", "dapo", "ce_gppo")}, runs["grid"])
+    for name in ("1", "2", "1 irrelevant", "2 irrelevant", "5", "6 groups", "6 clipped"):
+        assert claims[name].verdict == HOLDS, claims[name]
+    for name in ("3", "4"):
+        assert claims[name].verdict != FAILS, claims[name]
 
 
 def test_claim1_grpo_entropy_falls_faster_than_ce_gppo(runs):
@@ -252,7 +261,7 @@ def test_claim5_group_prediction_tracks_measured_entropy_change(runs):
 
 
 def test_clipped_tokens_are_mostly_low_probability(runs):
-    """PAPER.md §3: the ratio of a rare token moves most, so the clipped tokens are the low-probability ones."""
+    """the paper in brief §3: the ratio of a rare token moves most, so the clipped tokens are the low-probability ones."""
     for name in ("grpo", "dapo", "ce_gppo"):
         rate = dict(zip(GROUPS, runs[name].group_clip_frac.mean(0)))  # mean per-step clip rate of each group
         assert rate["PA&LP"] > 4 * rate["PA&HP"] and rate["NA&LP"] > 4 * rate["NA&HP"], (name, rate)

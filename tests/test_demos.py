@@ -107,7 +107,7 @@ LOGITS = np.array([3.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0])
 
 
 def test_single_softmax_update_matches_the_tabular_formula():
-    """Δz_b = η·F·Â·(1[b=a] − π_b) / N with N = 1 token (PAPER.md §3)."""
+    """Δz_b = η·F·Â·(1[b=a] − π_b) / N with N = 1 token (the paper in brief, §3)."""
     token, ratio, adv, lr = 6, 1.5, 1.0, 0.5
     out = demos.single_softmax_update(LOGITS, token, ratio, adv, "ce_gppo", lr=lr)
     pi = torch.softmax(torch.tensor(LOGITS), -1).numpy()

@@ -50,7 +50,7 @@ def test_predicted_entropy_change_within_2_percent(seed):
 @pytest.mark.parametrize("rank", [0, 1, 10, 49])  # from the most to the least likely token
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_influence_predicts_a_tabular_step(rank, sign):
-    """Δz_b = η·w·(1[b=a] − π_b) changes the entropy by ≈ −η·w·I_a (PAPER.md §3)."""
+    """Δz_b = η·w·(1[b=a] − π_b) changes the entropy by ≈ −η·w·I_a (the paper in brief, §3)."""
     logits = 2 * torch.randn(50, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     pi = torch.softmax(logits, -1)
     a = torch.argsort(pi, descending=True)[rank]

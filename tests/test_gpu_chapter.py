@@ -24,7 +24,8 @@ from cegppo_edu.lm.interfaces import Rollout
 from cegppo_edu.gpu.math_data import MathProblem
 from cegppo_edu.gpu.math_reward import MathReward
 from cegppo_edu.cli import main as cegppo
-from cegppo_edu.lm.trainer import Trainer, read_metrics, strip_timings
+from cegppo_edu.lm.trainer import Trainer
+from cegppo_edu.lm.run_dir import read_metrics, strip_timings
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "r1-distill-1.5b-1gpu"

@@ -18,7 +18,7 @@ from cegppo_edu.lm.models import (
 )
 from cegppo_edu.lm.rewards import ExactMatchReward
 from cegppo_edu.lm.rollout import HFSampler
-from cegppo_edu.lm.tasks import Problem, as_problem, encode_prompt, extract_integer, make_addition_task
+from cegppo_edu.lm.tasks import Problem, as_problem, encode_chat_prompt, extract_integer, make_addition_task
 
 torch.set_num_threads(1)
 
@@ -29,9 +29,9 @@ def test_addition_task_is_deterministic_disjoint_and_correct():
     b = make_addition_task(300, 50, n_digits=2, seed=3, min_digits=1)
     c = make_addition_task(300, 50, n_digits=2, seed=4, min_digits=1)
     assert a == b and a.train != c.train
-    assert not {p.prompt for p in a.train} & {p.prompt for p in a.heldout}
+    assert not {p.question for p in a.train} & {p.question for p in a.heldout}
     for p in a.train + a.heldout:
-        x, y = p.prompt.rstrip("=").split("+")
+        x, y = p.question.rstrip("=").split("+")
         assert int(x) + int(y) == int(p.answer) and len(x) <= 2 and len(y) <= 2
     assert any(int(p.answer) >= 100 for p in a.train)  # carries into a third digit happen
 
@@ -47,10 +47,10 @@ def test_addition_task_rejects_bad_arguments(kwargs):
 def test_as_problem_accepts_the_record_shapes_of_math_loaders():
     expected = Problem("1+1=", "2")
     assert as_problem(("1+1=", "2")) == expected
-    assert as_problem({"problem": "1+1=", "answer": "2"}) == expected
-    assert as_problem(dataclasses.make_dataclass("R", ["problem", "answer"])("1+1=", "2")) == expected
+    assert as_problem({"question": "1+1=", "answer": "2"}) == expected
+    assert as_problem(dataclasses.make_dataclass("R", ["question", "answer"])("1+1=", "2")) == expected
     with pytest.raises(ValueError):
-        as_problem({"question": "1+1="})
+        as_problem({"answer": "2"})  # no question
 
 
 # ---------------------------------------------------------------- tokenizer and model
@@ -71,7 +71,7 @@ def test_char_tokenizer_round_trips_text_with_newlines(tmp_path):
 
 def test_chat_template_prompt_ends_where_the_assistant_starts():
     tok = build_char_tokenizer()
-    ids = encode_prompt(tok, "7+8=")
+    ids = encode_chat_prompt(tok, "7+8=")
     text = tok.decode(ids)
     assert text == "<|user|>7+8=<|im_end|><|assistant|>"
     assert ids[-1] == tok.convert_tokens_to_ids("<|assistant|>")
@@ -126,7 +126,7 @@ def test_reward_rejects_mismatched_lengths():
 def test_hf_sampler_is_deterministic_and_prompt_major():
     model, tok = build_tiny_model_and_tokenizer(seed=1)
     sampler = HFSampler(model, tok)
-    prompts = [encode_prompt(tok, "1+2="), encode_prompt(tok, "10+20=")]  # different lengths: left padding
+    prompts = [encode_chat_prompt(tok, "1+2="), encode_chat_prompt(tok, "10+20=")]  # different lengths: left padding
     a = sampler.generate(prompts, n=3, max_new_tokens=5, seed=7)
     b = sampler.generate(prompts, n=3, max_new_tokens=5, seed=7)
     c = sampler.generate(prompts, n=3, max_new_tokens=5, seed=8)
@@ -142,13 +142,13 @@ def test_hf_sampler_is_deterministic_and_prompt_major():
 
 
 def test_sampler_log_probs_match_the_trainers_scoring():
-    from cegppo_edu.lm.batching import collate, score
+    from cegppo_edu.lm.batching import collate, logp_entropy_influence
 
     model, tok = build_tiny_model_and_tokenizer(seed=2)
-    prompts = [encode_prompt(tok, "1+2="), encode_prompt(tok, "10+20=")]
+    prompts = [encode_chat_prompt(tok, "1+2="), encode_chat_prompt(tok, "10+20=")]
     out = HFSampler(model, tok).generate(prompts, n=2, max_new_tokens=6, seed=0)
     batch = collate(out.prompt_ids, out.response_ids, tok.pad_token_id)
-    logp, _, _ = score(model.eval(), batch)
+    logp, _, _ = logp_entropy_influence(model.eval(), batch)
     for i, lp in enumerate(out.response_logp):
         assert torch.allclose(logp[i, :len(lp)], torch.tensor(lp), atol=1e-4)
 

@@ -19,7 +19,9 @@ from cegppo_edu.lm import checkpoint as ckpt
 from cegppo_edu.lm.config import apply_overrides, get_preset
 from cegppo_edu.token_groups import CLASSES
 from cegppo_edu.cli import build_parser
-from cegppo_edu.lm.trainer import Trainer, build_config, read_metrics, strip_timings
+from cegppo_edu.lm.trainer import Trainer
+from cegppo_edu.lm.run_dir import read_metrics, strip_timings
+from cegppo_edu.lm.command import build_config
 
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,8 +220,8 @@ def test_report_writes_one_page_comparing_runs(tmp_path):
 
 def test_prompts_longer_than_the_budget_are_left_out(tmp_path):
     trainer = Trainer(fast_config(max_prompt_tokens=8), str(tmp_path), progress=False)
-    kept = {p.prompt for p in trainer.train_problems}
-    assert kept and all(len(trainer._prompt_ids(p)) <= 8 for p in trainer.train_problems)
+    kept = {p.question for p in trainer.train_problems}
+    assert kept and all(len(trainer.prompts.ids(p)) <= 8 for p in trainer.train_problems)
     assert len(kept) < 200  # "ab+cd=" is 9 tokens with the chat markup: those problems are left out
     with pytest.raises(ValueError, match="max_prompt_tokens"):
         Trainer(fast_config(max_prompt_tokens=3), str(tmp_path / "none"), progress=False)

@@ -101,7 +101,7 @@ def test_batch_covers_every_token_group_and_clip_region():
 
 
 def test_weight_values_on_each_side():
-    """F at a few hand-checked points (PAPER.md §2 table)."""
+    """F at a few hand-checked points (the paper in brief §2 table)."""
     r = np.array([0.5, 0.5, 1.5, 1.5, 1.1])
     a = np.array([-1.0, 1.0, 1.0, -1.0, 1.0])
     np.testing.assert_allclose(gradient_weight(r, a, "ce_gppo", beta1=0.5, beta2=1.0),
@@ -178,7 +178,7 @@ def test_on_policy_every_method_has_the_plain_policy_gradient(name):
 
 # ---------------------------------------------------------------------------------------------- golden test
 def authors_ce_gppo_restated(log_prob, old_log_prob, advantages, response_mask, clip_low, clip_high, beta1, beta2):
-    """An independent re-statement of the authors' loss from PAPER.md §2, written with the masks as floats
+    """An independent re-statement of the authors' loss from the paper in brief §2, written with the masks as floats
     (the way the authors' verl code multiplies them in), not with torch.where."""
     ratio = torch.exp(log_prob - old_log_prob)
     A = advantages.unsqueeze(-1)

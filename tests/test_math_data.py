@@ -145,5 +145,5 @@ def test_task_factory_reads_local_paths_and_applies_the_template():
                                    prompt_template="{problem}\n" + R1_MATH_INSTRUCTION)
     task = math_data.make_math_task(config)
     assert len(task.train) == 8 and len(task.heldout) == 4
-    assert task.train[0].prompt == "What is $7 + 5$?\n" + R1_MATH_INSTRUCTION and task.train[0].answer == "12"
+    assert task.train[0].question == "What is $7 + 5$?\n" + R1_MATH_INSTRUCTION and task.train[0].answer == "12"
     assert task.heldout[2].answer == "\\frac{3}{2}"

@@ -7,7 +7,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from cegppo_edu.gpu.prompts import (FALLBACK_TEMPLATE, R1_MATH_INSTRUCTION, THINK_PREFILL, answer_section,
-                                encode_prompt, format_prompt, math_user_message)
+                                encode_r1_prompt, format_prompt, math_user_message)
 
 R1_LIKE_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}<U>{{ m['content'] }}"
                     "{% endif %}{% endfor %}{% if add_generation_prompt %}<A><think>\n{% endif %}")
@@ -51,7 +51,7 @@ def test_fallback_without_template_and_without_tokenizer():
 
 def test_encode_adds_no_second_bos():
     tok = char_tokenizer(R1_LIKE_TEMPLATE)
-    ids = encode_prompt("1+1?", tok)
+    ids = encode_r1_prompt("1+1?", tok)
     assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
     assert "".join(tok.convert_ids_to_tokens(ids)) == format_prompt("1+1?", tok)
 

@@ -201,10 +201,9 @@ def test_lengths_must_match(reward):
 
 
 def test_factory_takes_the_reward_values_from_the_config():
-    from types import SimpleNamespace
-
     from cegppo_edu.gpu.math_reward import make_math_reward
-    config = SimpleNamespace(reward_correct=1.0, reward_wrong=-1.0, reward_workers=0)
+    from cegppo_edu.lm.config import TrainConfig
+    config = TrainConfig(reward_correct=1.0, reward_wrong=-1.0, reward_workers=0)
     reward = make_math_reward(config)
     assert (reward.workers, reward.timeout_s) == (0, 10.0)
     assert reward([think("\\boxed{4}"), think("\\boxed{5}")], ["4", "4"]) == [1.0, -1.0]

@@ -265,7 +265,7 @@ def test_level_two_sleep_requires_a_sync_before_generating(fake_vllm):
 
 def test_sync_refuses_another_vllm_version(fake_vllm, monkeypatch):
     engine = FakeEngine()
-    sampler = VLLMSampler("unused", llm=engine)
+    sampler = VLLMSampler("unused", llm=engine, max_model_len=64)
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.32.0")
     with pytest.raises(VLLMVersionError, match="vllm 0.32.0 is installed"):
         sampler.sync_weights(torch.nn.Linear(2, 2))
@@ -276,15 +276,15 @@ def test_sync_needs_the_in_process_engine_core(fake_vllm, monkeypatch):
     engine = FakeEngine()
     monkeypatch.setenv(vllm_sampler.IN_PROCESS_ENV, "1")  # a separate engine process: tensors cannot be handed over
     with pytest.raises(VLLMVersionError, match="VLLM_ENABLE_V1_MULTIPROCESSING=0"):
-        VLLMSampler("unused", llm=engine).sync_weights(torch.nn.Linear(2, 2))
+        VLLMSampler("unused", llm=engine, max_model_len=64).sync_weights(torch.nn.Linear(2, 2))
     assert "reload_weights" not in engine.calls
 
 
 def test_bad_settings_and_too_long_requests(fake_vllm):
     with pytest.raises(ValueError, match="gpu_memory_utilization=0.99 is outside"):
-        VLLMSampler("unused", gpu_memory_utilization=0.99, llm=FakeEngine())
+        VLLMSampler("unused", gpu_memory_utilization=0.99, llm=FakeEngine(), max_model_len=64)
     with pytest.raises(ValueError, match="sleep_level=3"):
-        VLLMSampler("unused", sleep_level=3, llm=FakeEngine())
+        VLLMSampler("unused", sleep_level=3, llm=FakeEngine(), max_model_len=64)
     sampler = VLLMSampler("unused", llm=FakeEngine(), max_model_len=16)
     with pytest.raises(ValueError, match="exceeds max_model_len=16"):
         sampler.generate([[1] * 10], n=1, max_new_tokens=8)
@@ -294,6 +294,7 @@ def test_factory_refuses_clearly_without_vllm(monkeypatch):
     def not_installed(name):
         raise importlib.metadata.PackageNotFoundError(name)
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
-    config = SimpleNamespace(model_path="some/model", max_new_tokens=8192, seed=0)
+    from cegppo_edu.lm.config import TrainConfig
+    config = TrainConfig(model_path="some/model", max_new_tokens=8192, seed=0)
     with pytest.raises(ImportError, match="VLLMSampler needs vLLM"):
         vllm_sampler.make_vllm_sampler(config)

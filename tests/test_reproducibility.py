@@ -18,7 +18,9 @@ import sys
 import pytest
 
 from cegppo_edu.lm import reproducibility as repro
-from cegppo_edu.lm.trainer import Trainer, read_metrics, strip_timings
+from cegppo_edu.lm.run_dir import read_metrics
+from cegppo_edu.lm.trainer import Trainer
+from cegppo_edu.lm.run_dir import read_metrics, strip_timings
 from test_lm_trainer import fast_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +40,7 @@ def test_the_same_run_twice_gives_bitwise_the_same_metrics(tmp_path):
 
 # ------------------------------------------------------------------------------ the comparison itself
 def _committed(run="ce_gppo"):
-    return repro.read_jsonl(os.path.join(RUNS, run, "metrics.jsonl"))[:repro.PREFIX_STEPS + 1]
+    return read_metrics(os.path.join(RUNS, run, "metrics.jsonl"))[:repro.PREFIX_STEPS + 1]
 
 
 def test_compare_prefix_accepts_drift_within_the_tolerance():
@@ -90,12 +92,13 @@ def test_committed_warm_start_agrees_here_within_the_tolerance():
 CHILD = """
 import json, sys, tempfile, torch
 from cegppo_edu.lm import reproducibility as repro
+from cegppo_edu.lm.run_dir import read_metrics
 root, runs = sys.argv[1], sys.argv[2:]
 out = {"capability": torch.backends.cpu.get_cpu_capability(), "runs": {}}
 for run in runs:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = repro.rerun_prefix(f"{root}/notebooks/data/ch04/runs/{run}", root, tmp, repro.PREFIX_STEPS)
-    committed = repro.read_jsonl(f"{root}/notebooks/data/ch04/runs/{run}/metrics.jsonl")
+    committed = read_metrics(f"{root}/notebooks/data/ch04/runs/{run}/metrics.jsonl")
     tolerant = repro.compare_with_committed(fresh, committed)
     exact = repro.compare_with_committed(fresh, committed, rtol=0.0, atol=0.0)
     out["runs"][run] = {"ok": tolerant.ok, "text": str(tolerant), "bitwise": exact.ok}

@@ -18,7 +18,8 @@ from cegppo_edu.lm import checkpoint as ckpt
 from cegppo_edu.lm import models, run_dir
 from cegppo_edu.lm.config import apply_overrides
 from cegppo_edu.cli import main as cegppo
-from cegppo_edu.lm.trainer import Trainer, read_metrics, strip_timings
+from cegppo_edu.lm.trainer import Trainer
+from cegppo_edu.lm.run_dir import read_metrics, strip_timings
 from test_lm_trainer import FAST, fast_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,7 +190,7 @@ def test_a_checkpoint_write_that_fills_the_disk_keeps_the_last_complete_one(tmp_
 def _no_model_building(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("built a model before checking the output folder")
-    monkeypatch.setattr("cegppo_edu.lm.trainer.build_tiny_model_and_tokenizer", refuse)
+    monkeypatch.setattr("cegppo_edu.lm.setup.build_tiny_model_and_tokenizer", refuse)
 
 
 def test_out_pointing_at_a_file_is_named_before_any_work(tmp_path, capsys, monkeypatch):

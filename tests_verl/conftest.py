@@ -42,7 +42,7 @@ def build_math_parquet(path, n: int = 8) -> str:
     from cegppo_edu.integrations.verl import write_verl_dataset
     from cegppo_edu.gpu.math_data import MathProblem
 
-    problems = [MathProblem(problem=f"What is {i + 1}+{2 * i + 3}?", answer=str(3 * i + 4)) for i in range(n)]
+    problems = [MathProblem(question=f"What is {i + 1}+{2 * i + 3}?", answer=str(3 * i + 4)) for i in range(n)]
     return write_verl_dataset(problems, path)
 
 

@@ -1,10 +1,10 @@
 """``cegppo eval``: avg@k (and pass@k) of a model on AIME24, AIME25 and MATH500, graded with math-verify.
 
 For each benchmark every problem is sampled ``k`` times (``--samples``) with the R1-Distill prompt
-(``prompts.encode_prompt``) at the evaluation temperature / top-p, and each response is graded like a training
+(``prompts.encode_r1_prompt``) at the evaluation temperature / top-p, and each response is graded like a training
 reward (``math_reward.MathReward``: the text after the last ``</think>``, gold first, bounded time). Then
 
-    avg@k  = mean over problems of (correct responses / k)       (the paper's metric, PAPER.md §4 "validation")
+    avg@k  = mean over problems of (correct responses / k)       (the paper's metric, the paper in brief §4 "validation")
     pass@k = fraction of problems with at least one correct response among the k
 
 Outputs: ``OUT/eval.json`` (one entry per benchmark plus what produced the numbers: model, sampler, device,
@@ -23,20 +23,20 @@ import importlib.util
 import json
 import os
 import platform
-import sys
 import time
 from typing import Sequence
 
 import numpy as np
 
 from . import math_data
-from ..lm.interfaces import check_samples_per_prompt
+from ..lm.interfaces import check_sampling
+from ..validation import Range, check_choice
 
 EVAL_FILE = "eval.json"
 SAMPLERS = ("auto", "hf", "vllm")
 SMOKE_MAX_NEW_TOKENS = 16
 
-# PAPER.md §5: the authors' README, DeepSeek-R1-Distill-Qwen-1.5B, in percent (AIME: avg@32). Not ours.
+# the paper in brief §5: the authors' README, DeepSeek-R1-Distill-Qwen-1.5B, in percent (AIME: avg@32). Not ours.
 PAPER_SOURCE = ("reported by the authors (their README; DeepSeek-R1-Distill-Qwen-1.5B trained ≈1,000 steps on "
                 "128 GPUs; AIME avg@32, T = 0.6, top_p = 0.95)")
 PAPER_COLUMNS = ("aime24", "aime25", "hmmt25", "math500", "amc23", "avg")
@@ -63,16 +63,8 @@ def pass_at_k(correct: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------- input
 def check_settings(samples: int, temperature: float, top_p: float, max_new_tokens: int) -> None:
-    """``ValueError`` naming the first bad sampling setting and its allowed range."""
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples={samples!r} is outside the allowed range: an integer >= 1")
-    if not 0.0 <= temperature <= 10.0:
-        raise ValueError(f"temperature={temperature!r} is outside the allowed range [0, 10] (0 = greedy)")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p={top_p!r} is outside the allowed range (0, 1]")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} is outside the allowed range: an integer >= 1")
-    check_samples_per_prompt(samples, temperature, "samples", "temperature")
+    """``ValueError`` naming the first bad sampling setting and its allowed range (the samplers' own check)."""
+    check_sampling(samples, max_new_tokens, temperature, top_p, n_name="samples")
 
 
 def benchmark_source(name: str, data_dir: str | None) -> str:
@@ -117,8 +109,7 @@ def vllm_usable() -> bool:
 
 def choose_sampler(sampler: str, smoke: bool) -> tuple[str, str]:
     """(``"vllm"`` or ``"hf"``, why). ``auto`` picks vLLM when usable; smoke mode is always HF on the CPU."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r} is not allowed; choose one of {', '.join(SAMPLERS)}")
+    check_choice("sampler", sampler, SAMPLERS)
     if smoke:
         if sampler == "vllm":
             raise ValueError("sampler='vllm' cannot run with --smoke (smoke mode is CPU only)")
@@ -165,7 +156,7 @@ def evaluate_benchmark(problems, prompt_ids, sampler, reward, samples: int, temp
     truncated = np.array(rollout.truncated).reshape(len(problems), samples)
     rows = []
     for i, problem in enumerate(problems):
-        row = {"index": i, "problem": problem.problem, "answer": problem.answer,
+        row = {"index": i, "problem": problem.question, "answer": problem.answer,
                "avg": float(correct[i].mean()), "correct": correct[i].tolist(),
                "outcomes": outcomes[i * samples:(i + 1) * samples], "lengths": lengths[i].tolist(),
                "truncated": truncated[i].tolist()}
@@ -188,13 +179,12 @@ def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32,
     """Evaluate ``model`` on ``benches`` and write ``out/eval.json`` and ``out/<bench>.jsonl``; returns the dict."""
     from .. import __version__
     from .math_reward import MathReward
-    from .prompts import encode_prompt
+    from .prompts import encode_r1_prompt
 
     names = math_data.parse_benchmarks(benches)
     max_new_tokens = max_new_tokens if max_new_tokens is not None else (SMOKE_MAX_NEW_TOKENS if smoke else 8192)
     check_settings(samples, temperature, top_p, max_new_tokens)
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit={limit!r} is outside the allowed range: an integer >= 1 or None")
+    Range(1, integer=True, none=True).check("limit", limit)
     if model is None and not smoke:
         raise ValueError("model=None: give --model PATH (a model folder, a run directory or a Hub id)")
     if smoke and data_dir is None:
@@ -211,7 +201,7 @@ def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32,
         from .vllm_sampler import VLLMSampler
 
         tokenizer, device = load_tokenizer(model_path), "cuda"
-        longest = max(len(encode_prompt(p.problem, tokenizer)) for ps in problems.values() for p in ps)
+        longest = max(len(encode_r1_prompt(p.question, tokenizer)) for ps in problems.values() for p in ps)
         engine = VLLMSampler(model_path, gpu_memory_utilization=gpu_memory_utilization,
                              max_model_len=longest + max_new_tokens, sleep_level=0, seed=seed)
     else:
@@ -227,7 +217,7 @@ def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32,
               "versions": _versions(__version__), "benchmarks": {}}
     with MathReward(timeout_s=reward_timeout_s, workers=reward_workers) as reward:
         for index, name in enumerate(names):
-            ids = [encode_prompt(p.problem, tokenizer) for p in problems[name]]
+            ids = [encode_r1_prompt(p.question, tokenizer) for p in problems[name]]
             t_bench = time.perf_counter()
             summary, rows = evaluate_benchmark(problems[name], ids, engine, reward, samples, temperature, top_p,
                                                max_new_tokens, _bench_seed(seed, index), save_responses)

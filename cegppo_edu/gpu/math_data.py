@@ -1,5 +1,5 @@
 """Math problems for the GPU chapter: the training set and the three evaluation benchmarks, each normalised to
-``MathProblem(problem, answer)``.
+``MathProblem(question, answer)``.
 
 Sources (public Hugging Face datasets; their columns were read from the dataset cards and from code that loads
 them, see book/gpu_recipe.md):
@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .prompts import R1_MATH_INSTRUCTION
+from ..validation import Range
 
 
 @dataclass(frozen=True)
 class MathProblem:
-    problem: str  # the problem statement, without any instruction (the prompt adds it)
+    question: str  # the problem statement, without any instruction (the prompt adds it)
     answer: str  # the gold final answer, as the dataset writes it (LaTeX or plain)
 
 
@@ -88,7 +89,7 @@ def normalise_record(record: dict, where: str = "record") -> MathProblem:
     if answer is None or not str(answer).strip():
         raise ValueError(f"{where} has no gold answer: columns found {columns}; expected 'answer' or "
                          "'reward_model' with a 'ground_truth' entry")
-    return MathProblem(problem=_strip_instruction(problem), answer=str(answer).strip())
+    return MathProblem(question=_strip_instruction(problem), answer=str(answer).strip())
 
 
 def normalise_records(records: Iterable[dict], source: str) -> list[MathProblem]:
@@ -162,8 +163,7 @@ def load_hub(source: HubSource) -> list[MathProblem]:
 def load_problems(source: str | os.PathLike, split: str = "train", limit: int | None = None) -> list[MathProblem]:
     """Problems from a name in ``HUB_SOURCES``, an existing local path, or a Hub repository id ``owner/name``
     (``split`` applies to a bare repository id only). ``limit`` keeps the first ``limit`` problems."""
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit={limit!r} is outside the allowed range [1, inf) or None")
+    Range(1, integer=True, none=True).check("limit", limit)
     if os.path.exists(source):
         problems = load_local(source)
     elif str(source) in HUB_SOURCES:
@@ -204,6 +204,6 @@ def make_math_task(config):
     from ..lm.tasks import Problem, TaskData, apply_prompt_template
 
     def as_problems(items):
-        return [Problem(apply_prompt_template(p.problem, config.prompt_template), p.answer) for p in items]
+        return [Problem(apply_prompt_template(p.question, config.prompt_template), p.answer) for p in items]
     return TaskData(train=as_problems(load_train_set(config.data_path or None)),
                     heldout=as_problems(load_problems(config.eval_data_path or "aime24")))

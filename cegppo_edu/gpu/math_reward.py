@@ -1,5 +1,5 @@
 """The math reward of the GPU chapter: +1 if math-verify judges the final answer equal to the gold answer,
-−1 otherwise (PAPER.md §4, "reward"). It implements ``interfaces.RewardFn``.
+−1 otherwise (the paper in brief §4, "reward"). It implements ``interfaces.RewardFn``.
 
 What is graded: only the text after the last ``</think>`` (the reasoning may try many candidate answers);
 a response whose reasoning never closed (truncated at the length cap) scores −1 without being parsed. Of
@@ -42,6 +42,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence
 
 from .prompts import answer_section
+from ..lm.config import TrainConfig
+from ..validation import POSITIVE, POSITIVE_INT, Range
 
 # Outcomes of grading one response. Only CORRECT earns the positive reward.
 CORRECT, WRONG, NO_ANSWER, NO_THINK_END, BAD_GOLD, TIMEOUT, CRASHED, ERROR = (
@@ -131,7 +133,7 @@ class MathReward:
         max_answer_chars: only this many trailing characters of the answer section are graded.
         memory_limit_mb: address-space cap of each worker (None: no cap).
         start_method: ``"forkserver"`` or ``"spawn"`` (``"fork"`` is refused: CUDA state must not be forked).
-        correct_reward, wrong_reward: the two reward values (PAPER.md §4: +1 and −1).
+        correct_reward, wrong_reward: the two reward values (the paper in brief §4: +1 and −1).
         grade_fn: the function a worker runs, ``(answer, gold, inner_timeout_s) -> outcome``; a top-level,
             picklable function. Default ``grade_answer``; tests replace it to simulate a hung grader.
 
@@ -139,19 +141,16 @@ class MathReward:
     ``pool_restarts``: log them, a rising ``timeout`` or ``bad_gold`` count is worth a look.
     """
 
-    def __init__(self, timeout_s: float = 10.0, workers: int = 2, inner_timeout_s: int | None = None,
+    def __init__(self, timeout_s: float = TrainConfig.reward_timeout_s, workers: int = TrainConfig.reward_workers,
+                 inner_timeout_s: int | None = None,
                  max_answer_chars: int = 8192, memory_limit_mb: int | None = 4096,
                  start_method: str | None = None, correct_reward: float = 1.0, wrong_reward: float = -1.0,
                  grade_fn: Callable[[str, str, int | None], str] = grade_answer,
                  startup_timeout_s: float = 120.0):
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s={timeout_s!r} is outside the allowed range (0, inf)")
-        if not (isinstance(workers, int) and 0 <= workers <= 64):
-            raise ValueError(f"workers={workers!r} is outside the allowed range [0, 64] (an integer)")
-        if max_answer_chars < 1:
-            raise ValueError(f"max_answer_chars={max_answer_chars!r} is outside the allowed range [1, inf)")
-        if inner_timeout_s is not None and inner_timeout_s < 1:
-            raise ValueError(f"inner_timeout_s={inner_timeout_s!r} is outside the allowed range [1, inf) or None")
+        POSITIVE.check("timeout_s", timeout_s)
+        Range(0, 64, integer=True, note="0 = grade in this process").check("workers", workers)
+        POSITIVE_INT.check("max_answer_chars", max_answer_chars)
+        Range(1, none=True).check("inner_timeout_s", inner_timeout_s)
         start_method = start_method or _default_start_method()
         if start_method not in ("forkserver", "spawn"):
             raise ValueError(f"start_method={start_method!r} is not allowed: use 'forkserver' or 'spawn'")
@@ -312,8 +311,6 @@ class MathReward:
 
 
 def make_math_reward(config) -> MathReward:
-    """Factory for the trainer's reward registry (``config.reward = "cegppo_edu.gpu.math_reward:make_math_reward"``).
-    Optional config fields ``reward_timeout_s`` and ``reward_workers`` default to 10 s and 2 workers."""
-    return MathReward(timeout_s=getattr(config, "reward_timeout_s", 10.0),
-                      workers=getattr(config, "reward_workers", 2),
+    """Factory for the trainer's reward registry (``config.reward = "math_verify"``)."""
+    return MathReward(timeout_s=config.reward_timeout_s, workers=config.reward_workers,
                       correct_reward=config.reward_correct, wrong_reward=config.reward_wrong)

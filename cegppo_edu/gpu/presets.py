@@ -24,7 +24,7 @@ R1_DISTILL_1P5B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 # so that the smoke mode (and the data-loader tests) work from an installed wheel.
 SMOKE_MATH_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "math")
 
-# The authors' setup (PAPER.md §4) scaled to one 80 GB GPU. Every value that differs from theirs says why.
+# The authors' setup (the paper in brief, §4) scaled to one 80 GB GPU. Every value that differs from theirs says why.
 R1_DISTILL_1GPU = TrainConfig(
     seed=0,
     steps=100,  # authors ≈1,000 steps on 128 GPUs; one rented GPU for hours (≈3,200 of the 30k problems)
@@ -35,7 +35,7 @@ R1_DISTILL_1GPU = TrainConfig(
     task="math",  # Kwai-Klear/KlearReasoner-MathSub-30K from the Hub; data_path= a local copy instead
     eval_data_path="",  # "" = AIME24 from the Hub (in-loop evaluation); a local file/folder works too
     prompt_template="{problem}",  # the instruction and <think> prefill come from prompt_encoder
-    prompt_encoder="cegppo_edu.gpu.prompts:encode_prompt",  # R1-Distill conventions: no system turn
+    prompt_encoder="cegppo_edu.gpu.prompts:encode_r1_prompt",  # R1-Distill conventions: no system turn
     sampler="vllm",  # colocated vLLM, asleep while the trainer trains; HF generate is the fallback ("hf")
     prompts_per_step=32,  # authors 256 (≤128 kept): generation dominates a step on one GPU
     group_size=8,  # authors 8

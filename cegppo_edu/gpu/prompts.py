@@ -45,7 +45,7 @@ def format_prompt(problem: str, tokenizer=None, ensure_think_prefill: bool = Tru
     return text
 
 
-def encode_prompt(problem: str, tokenizer, ensure_think_prefill: bool = True) -> list[int]:
+def encode_r1_prompt(problem: str, tokenizer, ensure_think_prefill: bool = True) -> list[int]:
     """Token ids of ``format_prompt``. The template already writes the BOS token, so none is added here."""
     text = format_prompt(problem, tokenizer, ensure_think_prefill)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -41,7 +41,9 @@ import math
 import os
 from typing import Any, Iterable, Sequence
 
+from ..lm.config import TrainConfig
 from ..lm.interfaces import Rollout, check_samples_per_prompt
+from ..validation import POSITIVE_INT, Range, check_choice
 
 PACKAGE = "cegppo-edu"
 GPU_EXTRA = "gpu"
@@ -170,16 +172,13 @@ class VLLMSampler:
         llm: an already built engine (tests pass a stand-in here; nothing else should).
     """
 
-    def __init__(self, model_path: str, gpu_memory_utilization: float = 0.35, max_model_len: int = 9216,
-                 sleep_level: int = 1, seed: int = 0, dtype: str = "bfloat16", enable_prefix_caching: bool = True,
+    def __init__(self, model_path: str, *, max_model_len: int,
+                 gpu_memory_utilization: float = TrainConfig.vllm_gpu_memory_utilization,
+                 sleep_level: int = TrainConfig.vllm_sleep_level, seed: int = 0, dtype: str = "bfloat16", enable_prefix_caching: bool = True,
                  llm_kwargs: dict | None = None, llm=None):
-        if not 0.05 <= gpu_memory_utilization <= 0.95:
-            raise ValueError(f"gpu_memory_utilization={gpu_memory_utilization!r} is outside the allowed "
-                             "range [0.05, 0.95]")
-        if sleep_level not in (0, 1, 2):
-            raise ValueError(f"sleep_level={sleep_level!r} is not allowed: use 0 (never sleep), 1 or 2")
-        if max_model_len < 1:
-            raise ValueError(f"max_model_len={max_model_len!r} is outside the allowed range [1, inf)")
+        Range(0.05, 0.95).check("gpu_memory_utilization", gpu_memory_utilization)
+        check_choice("sleep_level", sleep_level, (0, 1, 2))
+        POSITIVE_INT.check("max_model_len", max_model_len)
         self.sleep_level = sleep_level
         self.max_model_len = max_model_len
         self._asleep: set[str] = set()  # which of "weights" / "kv_cache" are released
@@ -252,11 +251,9 @@ class VLLMSampler:
 
 
 def make_vllm_sampler(config, model=None, tokenizer=None) -> VLLMSampler:
-    """Factory for the trainer's sampler registry (``config.sampler = "cegppo_edu.gpu.vllm_sampler:make_vllm_sampler"``),
-    same signature as ``rollout.make_hf_sampler``. ``model``/``tokenizer`` are unused: vLLM loads its own copy
-    from ``config.model_path`` and gets the trainer's weights through ``sync_weights``. Optional config fields:
-    ``vllm_gpu_memory_utilization`` (0.35), ``max_prompt_tokens`` (1024), ``vllm_sleep_level`` (1)."""
-    max_model_len = getattr(config, "max_prompt_tokens", 1024) + config.max_new_tokens
-    return VLLMSampler(config.model_path, gpu_memory_utilization=getattr(config, "vllm_gpu_memory_utilization", 0.35),
-                       max_model_len=max_model_len, sleep_level=getattr(config, "vllm_sleep_level", 1),
-                       seed=config.seed)
+    """Factory for the trainer's sampler registry (``config.sampler = "vllm"``), the signature of
+    ``lm.rollout.make_hf_sampler``. ``model``/``tokenizer`` are unused: vLLM loads its own copy from
+    ``config.model_path`` and gets the trainer's weights through ``sync_weights``."""
+    return VLLMSampler(config.model_path, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                       max_model_len=config.max_prompt_tokens + config.max_new_tokens,
+                       sleep_level=config.vllm_sleep_level, seed=config.seed)

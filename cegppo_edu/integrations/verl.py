@@ -131,7 +131,7 @@ def hyper_parameters(config: Any, loss_mode: str) -> dict:
 @torch.no_grad()
 def loss_metrics(log_prob, old_log_prob, advantages, response_mask, eps_low, eps_high, dual_clip,
                  prob_threshold=0.5) -> dict[str, float]:
-    """verl's three policy metrics (same meaning as in its ``vanilla`` loss) plus the token groups of PAPER.md §3.
+    """verl's three policy metrics (same meaning as in its ``vanilla`` loss) plus the token groups of the paper in brief §3.
 
     - ``actor/pg_clipfrac``: share of tokens PPO would zero (r outside the interval on the side of Â's
       sign) = the tokens whose gradient CE-GPPO keeps; ``actor/cegppo/clipfrac_low`` (β1 side, Â<0) and
@@ -208,7 +208,7 @@ def config_dir() -> str:
 def write_verl_dataset(problems: Iterable, path, data_source: str = "math_dapo", split: str = "train") -> str:
     """Write math problems as a verl RL parquet file (the schema of verl's ``RLHFDataset``); returns ``path``.
 
-    ``problems``: objects with ``problem`` and ``answer`` (``cegppo_edu.gpu.math_data.MathProblem``). Each row gets
+    ``problems``: objects with ``question`` and ``answer`` (``cegppo_edu.gpu.math_data.MathProblem``). Each row gets
     the one user turn of ``prompts.math_user_message`` (no system prompt; the model's chat template adds the
     rest), ``reward_model.ground_truth`` and ``data_source``, which selects verl's reward: ``math_dapo`` is
     verl's built-in +1/−1 math reward and reports ``acc``, the key the preset's dynamic-sampling filter uses.
@@ -218,7 +218,7 @@ def write_verl_dataset(problems: Iterable, path, data_source: str = "math_dapo",
     from cegppo_edu.gpu.prompts import math_user_message
 
     rows = [{"data_source": data_source,
-             "prompt": [{"role": "user", "content": math_user_message(p.problem)}],
+             "prompt": [{"role": "user", "content": math_user_message(p.question)}],
              "ability": "math",
              "reward_model": {"style": "rule", "ground_truth": str(p.answer)},
              "extra_info": {"index": index, "split": split}}

@@ -1,4 +1,5 @@
-"""Batches of (prompt, response) pairs for the trainer, and the one forward pass that scores them.
+"""Batches of (prompt, response) pairs for the trainer, and the one forward pass that gives their log-probs,
+entropy and entropy influence (``logp_entropy_influence``).
 
 Layout of a batch (B rows): ``[left-padded prompt | right-padded response]``, so that every response starts
 at the same column and its logits are the model's last ``R + 1`` positions (``logits_to_keep``), whatever the
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from ..entropy import entropy_influence, token_logp_and_entropy
+from ..entropy import DEFAULT_CHUNK, entropy_influence, token_logp_and_entropy
 
 
 @dataclass
@@ -77,8 +78,9 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def score(model, batch: Batch, chunk_size: int = 1024, with_entropy: bool = True, with_influence: bool = False,
-          autocast_dtype: torch.dtype | None = None, temperature: float = 1.0):
+def logp_entropy_influence(model, batch: Batch, *, chunk_size: int = DEFAULT_CHUNK, with_entropy: bool = True,
+                           with_influence: bool = False, autocast_dtype: torch.dtype | None = None,
+                           temperature: float = 1.0):
     """log π of each response token (with grad if enabled), entropy and entropy influence (no grad).
 
     ``temperature``: the sampler's; the logits are divided by it so that π (and so the ratio and the clipping)

@@ -20,6 +20,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 
+from ..entropy import DEFAULT_CHUNK
 from ..losses import AGG_MODES, HYPER_RANGES, METHODS, get_method
 from ..token_groups import HP_THRESHOLD
 from ..validation import (LEARNING_RATE, NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT,
@@ -94,7 +95,7 @@ class TrainConfig:
     drop_zero_variance: bool = True  # drop groups whose G rewards are equal (DAPO dynamic sampling; authors: on)
     max_kept_prompts: int = 0  # keep at most this many groups after dropping (authors: 128 of 256); 0 = all
 
-    # ---- loss (PAPER.md §2) ----
+    # ---- loss (the paper in brief, §2) ----
     method: str = "ce_gppo"  # a name in losses.METHODS
     eps_low: float | None = None  # ε_l, lower clip width; None = the method's default (0.2; CISPO 1.0)
     eps_high: float | None = None  # ε_h, upper clip width; None = the method's default (0.2; DAPO/CISPO 0.28)
@@ -114,7 +115,7 @@ class TrainConfig:
     mini_batches: int = 4  # K: optimizer steps per pass over a rollout batch (authors: up to 8); ≥2 lets clipping act
     update_epochs: int = 1  # passes over each rollout batch (authors: 1)
     micro_batch_tokens: int = 0  # token budget (padded) per forward/backward; 0 = a whole mini-batch at once
-    logp_chunk: int = 1024  # tokens per chunk when computing log-probs and entropy from logits
+    logp_chunk: int = DEFAULT_CHUNK  # tokens per chunk when computing log-probs and entropy from logits
 
     # ---- metrics ----
     eval_every: int = 10  # held-out accuracy every N RL steps (and at step 0 and at the end); 0 = never
@@ -381,7 +382,7 @@ def get_preset(name: str, smoke: bool = False) -> TrainConfig:
 
 
 # Chapter 4: a 0.8M-parameter Qwen2 learns 1-2 digit addition on a CPU. Sizes are the authors' setup scaled
-# down (PAPER.md §4): P=16 prompts × G=8, K=4 mini-batch steps per rollout batch so that clipping acts.
+# down (the paper in brief, §4): P=16 prompts × G=8, K=4 mini-batch steps per rollout batch so that clipping acts.
 register_preset(
     "tiny-arith",
     TrainConfig(seed=0, steps=150, num_threads=1, warm_start_steps=350, lr=3e-4, checkpoint_every=50),

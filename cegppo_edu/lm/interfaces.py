@@ -8,8 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from ..validation import POSITIVE_INT, TEMPERATURE, TOP_P
+
 # Below this temperature sampling is greedy (vLLM 0.33's _SAMPLING_EPS in sampling_params.py; HF: temperature 0).
 GREEDY_BELOW = 1e-5
+
+
+def check_sampling(n: int, max_new_tokens: int, temperature: float, top_p: float, n_name: str = "n") -> None:
+    """The sampling settings every sampler (and ``cegppo eval``) accepts: each named with its range when refused."""
+    POSITIVE_INT.check(n_name, n)
+    POSITIVE_INT.check("max_new_tokens", max_new_tokens)
+    TEMPERATURE.check("temperature", temperature)
+    TOP_P.check("top_p", top_p)
+    check_samples_per_prompt(n, temperature, n_name)
 
 
 def check_samples_per_prompt(n: int, temperature: float, n_name: str = "n",

@@ -18,6 +18,8 @@ import string
 
 import torch
 
+from ..validation import POSITIVE_INT, check_choice
+
 PAD, EOS, IM_END, UNK = "<|pad|>", "<|endoftext|>", "<|im_end|>", "<|unk|>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")  # one token per role keeps prompts short
 SPECIAL_TOKENS = (PAD, EOS, IM_END, UNK) + ROLE_TOKENS
@@ -63,8 +65,7 @@ def build_tiny_qwen2(vocab_size: int, hidden_size: int = 128, num_layers: int = 
     for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_layers", num_layers),
                         ("num_heads", num_heads), ("num_kv_heads", num_kv_heads),
                         ("intermediate_size", intermediate_size), ("max_positions", max_positions)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} is outside the allowed range: an integer >= 1")
+        POSITIVE_INT.check(name, value)
     if hidden_size % num_heads or num_heads % num_kv_heads:
         raise ValueError(f"hidden_size={hidden_size} must be a multiple of num_heads={num_heads}, "
                          f"itself a multiple of num_kv_heads={num_kv_heads}")
@@ -170,8 +171,7 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32", device: str = "c
     """
     from transformers import AutoModelForCausalLM
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
+    check_choice("dtype", dtype, DTYPES)
     check_model_source(path)
     tok = load_tokenizer(path)
     from transformers.utils import logging as hf_logging

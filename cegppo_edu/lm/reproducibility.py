@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .trainer import TIMING_PREFIX  # wall-clock keys, which differ between any two runs
+from .run_dir import TIMING_PREFIX, read_metrics
 
 # Environment settings that make one machine compute like another, read when torch loads (so they act on a new
 # process only). ATEN_CPU_CAPABILITY picks ATen's vectorised kernels (softmax, reductions, elementwise and, for
@@ -146,11 +146,6 @@ def compare_prefix(fresh: Sequence[dict], committed: Sequence[dict], rtol: float
     return Agreement(ok, steps, n, worst[1], worst[2], worst[0], max_rel, missing)
 
 
-def read_jsonl(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 # --------------------------------------------------------------------------------------------------
 # Re-running a committed run's prefix
 # --------------------------------------------------------------------------------------------------
@@ -167,7 +162,7 @@ def committed_config(run_dir: str, root: str, steps: int):
 
 def rerun_prefix(run_dir: str, root: str, out_dir: str, steps: int = PREFIX_STEPS) -> list[dict]:
     """Re-run the first ``steps`` RL steps of the committed run in ``run_dir`` into ``out_dir``; its metrics."""
-    from .trainer import Trainer, read_metrics
+    from .trainer import Trainer
 
     trainer = Trainer(committed_config(run_dir, root, steps), out_dir, progress=False)
     try:
@@ -195,29 +190,23 @@ def compare_with_committed(fresh: Sequence[dict], committed: Sequence[dict], rto
 def check_committed_run(run_dir: str, root: str, out_dir: str, steps: int = PREFIX_STEPS) -> Agreement:
     """Kind-2 check of one committed run: its first ``steps`` steps re-run here, within ``RTOL``/``ATOL``."""
     fresh = rerun_prefix(run_dir, root, out_dir, steps)
-    return compare_with_committed(fresh, read_jsonl(os.path.join(run_dir, "metrics.jsonl")))
+    return compare_with_committed(fresh, read_metrics(os.path.join(run_dir, "metrics.jsonl")))
 
 
 def rerun_warm_start(root: str, steps: int = WARM_START_PREFIX_STEPS) -> list[dict]:
     """The first ``steps`` supervised steps of the committed warm start, re-run from the same seed."""
-    from .config import get_preset, resolve
-    from .models import build_tiny_model_and_tokenizer
-    from .trainer import derive_seed, make_prompt_encoder
-    from .warm_start import warm_start
+    from .config import get_preset
+    from .warm_start import warm_start_from_config
 
-    config = get_preset("tiny-arith")
-    model, tok = build_tiny_model_and_tokenizer(seed=config.seed)
-    task = resolve("task", config.task)(config)
-    return warm_start(model, tok, task.sft, steps, config.warm_start_lr, config.warm_start_batch_size,
-                      derive_seed(config.seed, "warm_start"), make_prompt_encoder(config, tok))
+    return warm_start_from_config(get_preset("tiny-arith"), steps)[2]
 
 
 def check_committed_warm_start(root: str, steps: int = WARM_START_PREFIX_STEPS) -> Agreement:
     """Kind-2 check of the committed warm start (``notebooks/data/ch04/warm_start/warm_start.jsonl``)."""
-    committed = read_jsonl(os.path.join(root, WARM_START_LOG))[:steps]
+    committed = read_metrics(os.path.join(root, WARM_START_LOG))[:steps]
     return compare_prefix(rerun_warm_start(root, steps), committed)
 
 
 __all__ = ["ATOL", "Agreement", "KERNEL_SETS", "PREFIX_STEPS", "RTOL", "check_committed_run",
            "check_committed_warm_start", "compare_prefix", "compare_with_committed", "cpu_flags", "kernel_env",
-           "kernel_sets", "read_jsonl", "rerun_prefix", "rerun_warm_start"]
+           "kernel_sets", "rerun_prefix", "rerun_warm_start"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from ..validation import POSITIVE_INT
 from .tasks import extract_integer
 
 _ONLY_INTEGER = re.compile(r"[+-]?\d+")
@@ -27,8 +28,7 @@ class ExactMatchReward:
                  require_only_answer: bool = False):
         if not correct > wrong:
             raise ValueError(f"correct={correct!r} must be greater than wrong={wrong!r}")
-        if not isinstance(max_chars, int) or max_chars < 1:
-            raise ValueError(f"max_chars={max_chars!r} is outside the allowed range: an integer >= 1")
+        POSITIVE_INT.check("max_chars", max_chars)
         self.correct, self.wrong = float(correct), float(wrong)
         self.max_chars, self.max_digits = max_chars, max_digits
         self.require_only_answer = require_only_answer  # True: the whole stripped response must be the number

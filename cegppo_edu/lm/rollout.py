@@ -13,15 +13,15 @@ from typing import Sequence
 
 import torch
 
-from .interfaces import Rollout, check_samples_per_prompt
+from ..validation import NON_NEGATIVE_INT
+from .interfaces import Rollout, check_sampling
 
 
 class HFSampler:
     def __init__(self, model, tokenizer, max_batch_sequences: int = 0, autocast_dtype: torch.dtype | None = None):
         """``max_batch_sequences``: sequences per ``generate`` call (0 = all at once); ``autocast_dtype``: e.g.
         ``torch.bfloat16`` to generate under autocast on a GPU (None = the weights' dtype)."""
-        if not isinstance(max_batch_sequences, int) or max_batch_sequences < 0:
-            raise ValueError(f"max_batch_sequences={max_batch_sequences!r} is outside the allowed range [0, inf)")
+        NON_NEGATIVE_INT.check("max_batch_sequences", max_batch_sequences)
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_sequences = max_batch_sequences
         self.autocast_dtype = autocast_dtype
@@ -78,15 +78,7 @@ class HFSampler:
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> Rollout:
         """``n`` responses per prompt, prompt-major. ``temperature=0`` is greedy decoding."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n={n!r} is outside the allowed range: an integer >= 1")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens!r} is outside the allowed range: an integer >= 1")
-        if not (0.0 <= temperature <= 10.0):
-            raise ValueError(f"temperature={temperature!r} is outside the allowed range [0, 10]")
-        check_samples_per_prompt(n, temperature)
-        if not (0.0 < top_p <= 1.0):
-            raise ValueError(f"top_p={top_p!r} is outside the allowed range (0, 1]")
+        check_sampling(n, max_new_tokens, temperature, top_p)
         if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
             raise ValueError("prompt_ids must be a non-empty list of non-empty token lists")
         repeated = [list(p) for p in prompt_ids for _ in range(n)]  # prompt-major: P·n rows

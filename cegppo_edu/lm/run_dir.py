@@ -21,6 +21,8 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
+from typing import Sequence
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -28,6 +30,7 @@ METRICS_FILE = "metrics.jsonl"
 WARM_START_FILE = "warm_start.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILES = (RUN_FILE, CONFIG_FILE, METRICS_FILE, WARM_START_FILE)
+TIMING_PREFIX = "time/"  # metric keys of wall-clock times: the only ones that differ between identical runs
 
 
 class NoSpaceError(OSError):
@@ -146,3 +149,37 @@ def check_free_space(out_dir: str, needed_bytes: int) -> None:
     free = shutil.disk_usage(out_dir).free
     if free < needed_bytes:
         raise NoSpaceError(out_dir, needed_bytes, free)
+
+
+# ------------------------------------------------------------------------------ reading what a run wrote
+def read_metrics(path: str) -> list[dict]:
+    """The JSONL metrics of a run directory (or file), one dict per line.
+
+    A cut-off last line (a run killed while writing it) is skipped with a warning; any other line that is not a
+    JSON object raises ``ValueError`` naming the file and the line number.
+    """
+    path = os.path.join(path, METRICS_FILE) if os.path.isdir(path) else path
+    with open(path, "rb") as f:
+        pieces = f.read().split(b"\n")
+    records = []
+    for number, piece in enumerate(pieces, 1):
+        if not piece.strip():
+            continue
+        try:
+            record = json.loads(piece)
+            if not isinstance(record, dict):
+                raise ValueError(f"a {type(record).__name__}, not an object")
+        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if number == len(pieces):  # no newline after it: the write of this line never finished
+                warnings.warn(f"{path}:{number}: the last line is cut off (the run stopped while writing it); "
+                              f"skipped", stacklevel=2)
+                continue
+            raise ValueError(f"{path}:{number}: not a JSON line ({getattr(err, 'msg', err)}): "
+                             f"{piece[:60].decode(errors='replace')!r}") from None
+        records.append(record)
+    return records
+
+
+def strip_timings(metrics: Sequence[dict]) -> list[dict]:
+    """Metrics without the wall-clock fields: what must be identical between a resumed and a straight run."""
+    return [{k: v for k, v in m.items() if not k.startswith(TIMING_PREFIX)} for m in metrics]

@@ -2,7 +2,7 @@
 
 A ``Problem`` is a user message (``prompt``, with ``config.prompt_template`` already applied by the task
 factory) and a gold ``answer`` string. The trainer turns a problem into token ids with the model's own chat
-template (``encode_prompt``) or ``config.prompt_encoder``, so the same code serves the tiny char-level
+template (``encode_chat_prompt``) or ``config.prompt_encoder``, so the same code serves the tiny char-level
 model of chapter 4 and DeepSeek-R1-Distill in chapter 5 (whose template pre-fills ``<think>\\n``).
 
 The arithmetic task: a + b with ``n_digits``-digit operands, drawn deterministically from a seed; the train
@@ -17,10 +17,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..validation import POSITIVE_INT, Range
+
 
 @dataclass(frozen=True)
 class Problem:
-    prompt: str  # the user message, instruction included
+    question: str  # the problem's text as the user message says it (prompt template and instruction applied)
     answer: str  # the gold answer, graded by a RewardFn
 
 
@@ -32,21 +34,19 @@ class TaskData:
 
 
 def as_problem(record: Any) -> Problem:
-    """Normalise a record to a ``Problem``: a Problem, a (problem, answer) pair, an object with
-    ``.problem``/``.prompt`` and ``.answer``, or a dict with those keys."""
+    """Normalise a record to a ``Problem``: a Problem, a (question, answer) pair, an object with ``.question`` and
+    ``.answer`` (``gpu.math_data.MathProblem``), or a dict with those keys."""
     if isinstance(record, Problem):
         return record
     if isinstance(record, dict):
-        prompt = record.get("prompt", record.get("problem"))
-        answer = record.get("answer")
+        question, answer = record.get("question"), record.get("answer")
     elif isinstance(record, (tuple, list)) and len(record) == 2:
-        prompt, answer = record
+        question, answer = record
     else:
-        prompt = getattr(record, "prompt", getattr(record, "problem", None))
-        answer = getattr(record, "answer", None)
-    if not isinstance(prompt, str) or not isinstance(answer, str):
-        raise ValueError(f"cannot read a (problem, answer) pair of strings from {type(record).__name__} record")
-    return Problem(prompt, answer)
+        question, answer = getattr(record, "question", None), getattr(record, "answer", None)
+    if not isinstance(question, str) or not isinstance(answer, str):
+        raise ValueError(f"cannot read a (question, answer) pair of strings from {type(record).__name__} record")
+    return Problem(question, answer)
 
 
 def apply_prompt_template(problem: str, template: str) -> str:
@@ -56,7 +56,7 @@ def apply_prompt_template(problem: str, template: str) -> str:
     return template.replace("{problem}", problem)
 
 
-def encode_prompt(tokenizer, user_message: str, system_prompt: str = "") -> list[int]:
+def encode_chat_prompt(tokenizer, user_message: str, system_prompt: str = "") -> list[int]:
     """Token ids of a one-turn chat ending where the assistant starts, via the tokenizer's chat template."""
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
         [{"role": "user", "content": user_message}]
@@ -68,7 +68,7 @@ def encode_prompt(tokenizer, user_message: str, system_prompt: str = "") -> list
 # Synthetic addition
 # --------------------------------------------------------------------------------------------------
 def addition_problem(a: int, b: int) -> Problem:
-    return Problem(prompt=f"{a}+{b}=", answer=str(a + b))
+    return Problem(question=f"{a}+{b}=", answer=str(a + b))
 
 
 def _operand_range(n_digits: int) -> tuple[int, int]:
@@ -82,15 +82,12 @@ def make_addition_task(n_train: int, n_heldout: int, n_digits: int = 3, seed: in
     Deterministic: the same arguments give the same problems in the same order (``random.Random(seed)``).
     The SFT targets are the bare sums, so a warm-started model answers with digits and then ``<|im_end|>``.
     """
-    if not isinstance(n_digits, int) or not 1 <= n_digits <= 9:
-        raise ValueError(f"n_digits={n_digits!r} is outside the allowed range [1, 9]")
+    Range(1, 9, integer=True).check("n_digits", n_digits)
     min_digits = n_digits if min_digits is None else min_digits
-    if not isinstance(min_digits, int) or not 1 <= min_digits <= n_digits:
-        raise ValueError(f"min_digits={min_digits!r} is outside the allowed range [1, n_digits={n_digits}]")
+    Range(1, n_digits, integer=True, note=f"at most n_digits={n_digits}").check("min_digits", min_digits)
     n_pairs = sum((hi - lo + 1) for lo, hi in (_operand_range(d) for d in range(min_digits, n_digits + 1))) ** 2
     for name, value in (("n_train", n_train), ("n_heldout", n_heldout)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} is outside the allowed range: an integer >= 1")
+        POSITIVE_INT.check(name, value)
     if n_train + n_heldout > n_pairs // 2:
         raise ValueError(f"n_train + n_heldout = {n_train + n_heldout} is outside the allowed range: at most "
                          f"{n_pairs // 2} (half the distinct pairs) for {min_digits}..{n_digits}-digit operands")
@@ -147,6 +144,6 @@ def make_addition_task_from_config(config) -> TaskData:
         return task
 
     def templated(p: Problem) -> Problem:
-        return Problem(apply_prompt_template(p.prompt, config.prompt_template), p.answer)
+        return Problem(apply_prompt_template(p.question, config.prompt_template), p.answer)
     return TaskData([templated(p) for p in task.train], [templated(p) for p in task.heldout],
                     [(templated(p), target) for p, target in task.sft])

@@ -3,7 +3,7 @@
 RL from a random tiny model gets no reward signal (every group is all-wrong, all advantages 0); a policy
 that is right 30-70% of the time gives groups with mixed rewards and tokens of every probability. The loss is
 the token-mean negative log-likelihood of the target response (answer + EOS), computed with the same batch
-layout and the same ``batching.score`` as the RL trainer.
+layout and the same ``batching.logp_entropy_influence`` as the RL trainer.
 """
 
 from __future__ import annotations
@@ -13,32 +13,32 @@ from typing import Callable, Sequence
 
 import torch
 
-from .batching import collate, score
-from .tasks import Problem, encode_prompt
+from ..validation import NON_NEGATIVE_INT
+from .batching import collate, logp_entropy_influence
+from .tasks import Problem, encode_chat_prompt
 
 
 def encode_sft_examples(tokenizer, examples: Sequence[tuple[Problem, str]],
                         encode: Callable[[str], list[int]] | None = None) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, target ids + EOS) for each (problem, target response) pair; ``encode`` turns a user message
-    into prompt ids (default: the tokenizer's chat template, ``tasks.encode_prompt``)."""
-    encode = encode or (lambda text: encode_prompt(tokenizer, text))
+    into prompt ids (default: the tokenizer's chat template, ``tasks.encode_chat_prompt``)."""
+    encode = encode or (lambda text: encode_chat_prompt(tokenizer, text))
     out = []
     for problem, target in examples:
-        prompt = encode(problem.prompt)
+        prompt = encode(problem.question)
         response = list(tokenizer(target, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
         out.append((prompt, response))
     return out
 
 
-def warm_start(model, tokenizer, examples: Sequence[tuple[Problem, str]], steps: int, lr: float = 3e-3,
-               batch_size: int = 64, seed: int = 0, encode: Callable[[str], list[int]] | None = None,
+def warm_start(model, tokenizer, examples: Sequence[tuple[Problem, str]], *, steps: int, lr: float,
+               batch_size: int, seed: int, encode: Callable[[str], list[int]] | None = None,
                on_step: Callable[[dict], None] | None = None) -> list[dict]:
     """Run ``steps`` AdamW steps of SFT on random batches of ``examples``; returns per-step ``{"step", "nll"}``.
 
     Deterministic: batches come from ``random.Random(seed)``; model init is the caller's.
     """
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps={steps!r} is outside the allowed range: an integer >= 0")
+    NON_NEGATIVE_INT.check("steps", steps)
     if not examples:
         raise ValueError("warm start needs at least one (problem, target) example")
     encoded = encode_sft_examples(tokenizer, examples, encode)
@@ -50,7 +50,7 @@ def warm_start(model, tokenizer, examples: Sequence[tuple[Problem, str]], steps:
     for step in range(1, steps + 1):
         rows = [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)]
         batch = collate([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id, device)
-        logp, _, _ = score(model, batch, with_entropy=False)
+        logp, _, _ = logp_entropy_influence(model, batch, with_entropy=False)
         nll = -(logp * batch.mask).sum() / batch.mask.sum()
         optimizer.zero_grad(set_to_none=True)
         nll.backward()
@@ -63,35 +63,36 @@ def warm_start(model, tokenizer, examples: Sequence[tuple[Problem, str]], steps:
     return history
 
 
-def build_warm_start(config, out_dir: str) -> dict:
-    """Build the preset's tiny model, warm-start it for ``config.warm_start_steps`` and save it to ``out_dir``
-    (model, tokenizer, ``warm_start.jsonl``); RL runs then start from it with ``model_path=out_dir``.
-
-    Returns ``{"path", "steps", "final_nll"}``. This is exactly what ``Trainer`` does at step 0 when
-    ``warm_start_steps > 0``, so a run from ``out_dir`` equals a run that warm-starts by itself.
-    """
-    import json
-    import os
-
+def warm_start_from_config(config, steps: int | None = None):
+    """The preset's tiny model, built and warm-started as ``config`` says (``steps`` overrides
+    ``warm_start_steps``): exactly what ``Trainer`` does at step 0. Returns ``(model, tokenizer, history)``."""
     from .config import resolve, validate
-    from .models import build_tiny_model_and_tokenizer, save_model_and_tokenizer
-    from .trainer import derive_seed, make_prompt_encoder
+    from .setup import derive_seed, make_prompt_encoder, model_and_tokenizer, seed_and_device
 
     config = validate(config)
     if config.model_path:
-        raise ValueError(f"model_path={config.model_path!r}: build_warm_start builds the tiny model; leave it empty")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)
-    model, tok = build_tiny_model_and_tokenizer(
-        seed=config.seed, hidden_size=config.tiny_hidden_size, num_layers=config.tiny_layers,
-        num_heads=config.tiny_heads, num_kv_heads=config.tiny_kv_heads,
-        intermediate_size=config.tiny_intermediate_size)
+        raise ValueError(f"model_path={config.model_path!r}: the warm start builds the tiny model; leave it empty")
+    seed_and_device(config)
+    model, tok = model_and_tokenizer(config, torch.device("cpu"), None)
     task = resolve("task", config.task)(config)
-    history = warm_start(model, tok, task.sft, config.warm_start_steps, config.warm_start_lr,
-                         config.warm_start_batch_size, derive_seed(config.seed, "warm_start"),
-                         make_prompt_encoder(config, tok))
+    history = warm_start(model, tok, task.sft, steps=config.warm_start_steps if steps is None else steps,
+                         lr=config.warm_start_lr, batch_size=config.warm_start_batch_size,
+                         seed=derive_seed(config.seed, "warm_start"), encode=make_prompt_encoder(config, tok))
+    return model, tok, history
+
+
+def build_warm_start(config, out_dir: str) -> dict:
+    """Warm-start the preset's tiny model (``warm_start_from_config``) and save it to ``out_dir`` (model,
+    tokenizer, ``warm_start.jsonl``); RL runs then start from it with ``model_path=out_dir``, which equals a run
+    that warm-starts by itself. Returns ``{"path", "steps", "final_nll"}``."""
+    import json
+    import os
+
+    from .models import save_model_and_tokenizer
+    from .run_dir import WARM_START_FILE
+
+    model, tok, history = warm_start_from_config(config)
     save_model_and_tokenizer(model, tok, out_dir)
-    with open(os.path.join(out_dir, "warm_start.jsonl"), "w") as f:
+    with open(os.path.join(out_dir, WARM_START_FILE), "w") as f:
         f.writelines(json.dumps(rec) + "\n" for rec in history)
     return {"path": out_dir, "steps": len(history), "final_nll": history[-1]["nll"] if history else None}

@@ -4,7 +4,7 @@ Reads each run directory's ``metrics.jsonl`` (and ``config.json`` for the label)
 the reward / accuracy / entropy / length / clip-fraction curves, clipped tokens, gradient weight and entropy
 push by token group, and the entropy predictor check. Evaluation results of ``cegppo eval`` (``eval.json``,
 found in ``RUN/eval.json`` or ``RUN/eval/eval.json``, or passed with ``--eval``) go in a table next to the
-authors' reported numbers (PAPER.md §5), each row labelled with its source. plotly.js is embedded once (offline) unless
+authors' reported numbers (the paper in brief, §5), each row labelled with its source. plotly.js is embedded once (offline) unless
 ``--plotlyjs cdn``.
 """
 
@@ -19,7 +19,7 @@ import plotly.io as pio
 
 from ..gpu import evaluate
 from . import run_figures
-from ..lm.trainer import read_metrics
+from ..lm.run_dir import read_metrics
 
 
 def run_label(run_dir: str) -> str:
@@ -78,7 +78,7 @@ def eval_section(evals: dict[str, dict]) -> str:
     """The evaluation table: the authors' reported numbers, then ours, each row naming its source."""
     rows = evaluate.eval_table_rows(evals)
     return ("<h2>Evaluation (avg@k, %)</h2><p>Rows marked <em>reported by the authors</em> are copied from the "
-            "paper's README (PAPER.md §5); rows marked <em>ours</em> come from <code>cegppo eval</code> and say "
+            "paper's README (the paper in brief, §5); rows marked <em>ours</em> come from <code>cegppo eval</code> and say "
             "what produced them.</p>" + _table(rows).replace("<td>nan</td>", "<td>—</td>"))
 
 

@@ -1,6 +1,6 @@
 """Plotly figures of LM training runs (chapter 4, chapter 5, ``cegppo report``) and a live-updating figure.
 
-Each figure function takes ``runs``: a dict label -> list of per-step metrics dicts (``lm.trainer.read_metrics``)
+Each figure function takes ``runs``: a dict label -> list of per-step metrics dicts (``lm.run_dir.read_metrics``)
 and computes nothing but layout and sums. Token groups wear ``style.GROUP_COLORS``; methods wear their
 ``style.METHOD_COLORS`` when the label names a method.
 """

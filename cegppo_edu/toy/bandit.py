@@ -1,4 +1,4 @@
-"""The "token bandit": a toy where the entropy effects of PAPER.md §3 can be watched step by step.
+"""The "token bandit": a toy where the entropy effects of the paper in brief §3 can be watched step by step.
 
 The policy is a table of softmax logits ``z`` of shape ``(L, K)``: one K-way distribution per position of a
 sequence of L tokens, with no context (the token at position l does not depend on earlier tokens). A
@@ -11,7 +11,7 @@ One *step* is one rollout batch, exactly as in the LM trainer:
   sample ``groups × group_size`` sequences → rewards → group advantages (``advantages.group_advantages``) →
   old log-probs → ``epochs`` passes over ``minibatches`` mini-batches, one plain SGD update of the logits each.
 The ratios start at 1 and leave [1−ε_l, 1+ε_h] during the later updates of a batch, which is the only
-situation in which the methods differ (PAPER.md §2, last bullet).
+situation in which the methods differ (the paper in brief §2, last bullet).
 
 The gradient comes from the package's losses: per token, d loss / d logp = −F(r, Â)·Â / N (token-mean over the
 N tokens of a mini-batch, F = ``losses.gradient_weight``), and for tabular softmax d logp_a / d z = onehot(a) − π.
@@ -19,7 +19,7 @@ N tokens of a mini-batch, F = ``losses.gradient_weight``), and for tabular softm
 autograd; a test checks that both give the same numbers.
 
 Every update also records the first-order entropy change predicted per token by ``entropy.entropy_influence``
-(ΔH ≈ −η·w·I_a, PAPER.md §3, with I_a taken at the policy that sampled the batch), split over the token
+(ΔH ≈ −η·w·I_a, the paper in brief §3, with I_a taken at the policy that sampled the batch), split over the token
 groups of ``token_groups`` and over the clipped tokens.
 
 Why these defaults (measured; see the chapter): 8 updates per rollout batch (4 mini-batches × 2 epochs, the
@@ -186,7 +186,7 @@ class History:
     """Fraction of token-updates of the step that PPO clips above (r > 1+ε_h, Â > 0)."""
     clip_high_per_seed: np.ndarray
     dH_pred: np.ndarray
-    """First-order entropy change of the step, Σ over its updates and tokens of −η·w·I_a / L (PAPER.md §3),
+    """First-order entropy change of the step, Σ over its updates and tokens of −η·w·I_a / L (the paper in brief, §3),
     w = F·Â / (tokens in the mini-batch), I_a from ``entropy.entropy_influence`` at the policy that sampled the
     batch. Tracks ``dH_meas`` step by step (correlation > 0.9 on the default toy); summed over many steps the
     neglected second-order terms accumulate, and the sums can differ a lot (CE-GPPO, default toy, 300 steps:
@@ -201,8 +201,12 @@ class History:
     """(steps, 4): fraction of the group's token-updates that PPO clips (either side)."""
     group_dH_pred: np.ndarray
     """(steps, 4): each group's first-order contribution to ``dH_pred`` (the four add up to it)."""
+    group_dH_pred_per_seed: np.ndarray
+    """(seeds, steps, 4)."""
     group_dH_clipped: np.ndarray
     """(steps, 4): the part of ``group_dH_pred`` that comes from clipped tokens (0 for PPO/GRPO/DAPO)."""
+    group_dH_clipped_per_seed: np.ndarray
+    """(seeds, steps, 4)."""
     groups: tuple = field(default=GROUPS)
 
     def to_dict(self) -> dict:
@@ -327,7 +331,7 @@ def _run_vectorised(method, hyper, cfg: Toy, steps: int, rngs, betas=None) -> di
                 # d logp_a / d z = onehot(a) − π  ⇒  SGD step Δz = η Σ_tokens coef·(onehot(a) − π)
                 pushed = torch.zeros_like(z).scatter_add_(-1, tok, coef)  # (S, L, K)
                 delta_z = cfg.lr * (pushed - logp_table.exp() * coef.sum(-1, keepdim=True))  # (S, L, K)
-                token_dh = coef * infl  # (S, L, m): first-order ΔH of the position-mean entropy (PAPER.md §3)
+                token_dh = coef * infl  # (S, L, m): first-order ΔH of the position-mean entropy (the paper in brief, §3)
                 group = classify(logp.exp(), a, cfg.hp_threshold)  # (S, L, m) index into CLASSES
                 clipped = torch.logical_or(*clipped_sides(ratio, a, eps_low, eps_high)).double()
                 per_token = torch.stack([ones, clipped, token_dh, token_dh * clipped])  # (4, S, L, m)

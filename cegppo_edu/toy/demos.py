@@ -9,7 +9,7 @@ numpy arrays, so that a notebook only plots and explains, and a test can check e
 - ``value_and_grad_curves``: the per-token objective value and d loss / d logp against r, by autograd.
 - ``grad_norm_by_prob``: the size of the gradient that reaches a token's logits, against its probability.
 - ``single_softmax_update``: the gradient on every logit of one softmax when one token is kept with weight
-  F(r, Â), the logit update it causes, and the entropy change predicted (PAPER.md §3) and measured.
+  F(r, Â), the logit update it causes, and the entropy change predicted (the paper in brief, §3) and measured.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from ..entropy import entropy_from_logits, entropy_influence, predicted_entropy_change
 from ..losses import clipped_sides, get_loss, gradient_weight
 from ..token_groups import CLASSES, HP_THRESHOLD, classify
-from ..validation import POSITIVE, POSITIVE_INT
+from ..validation import POSITIVE, POSITIVE_INT, Range
 
 
 # --------------------------------------------------------------------------------------------------
@@ -42,10 +42,9 @@ def funnel_sample(n_responses: int = 64, length: int = 32, vocab: int = 64, dim:
     ``ratio`` (π_new / π_old after the step), ``adv``, ``group`` (index into ``token_groups.CLASSES``).
     Deterministic for a given ``seed``.
     """
-    for name, value in (("n_responses", n_responses), ("length", length), ("vocab", vocab), ("dim", dim)):
+    for name, value in (("n_responses", n_responses), ("length", length), ("dim", dim)):
         POSITIVE_INT.check(name, value)
-    if vocab < 2:
-        raise ValueError(f"vocab={vocab!r} is outside the allowed range: an integer >= 2")
+    Range(2, integer=True).check("vocab", vocab)
     POSITIVE.check("logit_scale", logit_scale)
     POSITIVE.check("lr", lr)
     gen = torch.Generator().manual_seed(seed)
@@ -105,15 +104,14 @@ def value_and_grad_curves(ratios, adv: float, method: str, **hyper) -> tuple[np.
     """Per-token loss value and d loss / d logp at each ratio, by autograd through the package's loss.
 
     One token per call (B = T = 1, so the token-mean is the token itself) with ``old_logp = 0`` and
-    ``logp = log r``. By PAPER.md §2 the gradient is −F(r, Â)·Â: ``gradient_weight`` is checked against it.
+    ``logp = log r``. By the paper in brief §2 the gradient is −F(r, Â)·Â: ``gradient_weight`` is checked against it.
     """
     if adv == 0:
         raise ValueError("adv=0 gives every method zero gradient; use a non-zero advantage")
     loss_fn = get_loss(method)
     values, grads = [], []
     for r in np.asarray(ratios, dtype=np.float64):
-        if not r > 0:
-            raise ValueError(f"ratio={r!r} is outside the allowed range (0, inf)")
+        POSITIVE.check("ratio", float(r))
         logp = torch.tensor([[np.log(r)]], dtype=torch.float64, requires_grad=True)
         loss = loss_fn(logp, torch.zeros_like(logp), torch.tensor([float(adv)], dtype=torch.float64),
                        torch.ones_like(logp), **hyper)
@@ -157,10 +155,8 @@ def single_softmax_update(logits, token: int, ratio: float, adv: float, method: 
     z = torch.as_tensor(logits, dtype=torch.float64).clone().requires_grad_()
     if z.dim() != 1 or z.numel() < 2:
         raise ValueError(f"logits must be a 1-D array with at least 2 entries, got shape {tuple(z.shape)}")
-    if not 0 <= token < z.numel():
-        raise ValueError(f"token={token!r} is outside the allowed range [0, {z.numel() - 1}]")
-    if not ratio > 0:
-        raise ValueError(f"ratio={ratio!r} is outside the allowed range (0, inf)")
+    Range(0, z.numel() - 1, integer=True).check("token", token)
+    POSITIVE.check("ratio", ratio)
     logp = torch.log_softmax(z, dim=-1)[token].reshape(1, 1)  # (B=1, T=1)
     old_logp = logp.detach() - np.log(ratio)
     adv_t = torch.tensor([float(adv)], dtype=torch.float64)

@@ -1,0 +1,136 @@
+"""The claims chapter 3 tests on the token bandit, each computed here (the notebook prints them, the tests assert
+them) from runs that share their seeds: seed s of every method starts from the same logits and draws the same
+uniforms, so each comparison is made seed by seed (``summaries.paired_difference``) and gets a verdict —
+``holds``, ``does not hold`` or ``not resolved at n seeds``.
+
+    claim 1   GRPO's entropy falls faster than CE-GPPO's: final H(CE-GPPO) − H(GRPO) > 0
+    claim 2   DAPO's entropy stays higher than GRPO's:    final H(DAPO) − H(GRPO) > 0
+    claim 3   at fixed β1, a larger β2 gives a higher final H (every neighbour pair of a sweep row)
+    claim 4   at fixed β2, a larger β1 gives a lower final H (every neighbour pair of a sweep column)
+    claim 5   the per-step first-order prediction tracks the measured ΔH (per-seed correlation > 0.9)
+    claim 6   each token group's summed push has the sign of the paper's table; clipped tokens move H only
+              under a method that keeps their gradient (CE-GPPO)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..summaries import FAILS, FINAL_STEPS, HOLDS, Paired, all_of, final_mean, paired_difference
+from ..token_groups import GROUP_ENTROPY_EFFECT, GROUPS
+
+PREDICTION_CORRELATION = 0.9  # claim 5: how closely "tracks" is meant
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    statement: str
+    verdict: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"claim {self.name:12s} {self.verdict:24s} {self.statement}  [{self.detail}]"
+
+
+def _final(history, field: str = "entropy") -> np.ndarray:
+    return final_mean(getattr(history, f"{field}_per_seed"))  # (seeds,)
+
+
+def above(name: str, high, low, field: str = "entropy") -> Claim:
+    """Claim ``name``: the final ``field`` of run ``high`` is above that of run ``low``, paired over seeds."""
+    diff = paired_difference(_final(high, field), _final(low, field))
+    return Claim(name, f"final {field.replace('_', ' ')} of {_label(high)} above {_label(low)}'s "
+                       f"(mean of the last {FINAL_STEPS} steps)", diff.verdict, str(diff))
+
+
+def monotone_in_beta(name: str, sweep, axis: int, sign: int, field: str = "entropy") -> Claim:
+    """Claim ``name``: along ``axis`` of a ``bandit.Sweep`` (1: β2 at fixed β1, 0: β1 at fixed β2) the final
+    ``field`` moves with ``sign`` (+1 up, −1 down) between every pair of neighbouring grid cells."""
+    runs = sweep.histories
+    shape = (len(sweep.beta1s), len(sweep.beta2s))
+    pairs: list[tuple[str, Paired]] = []
+    for i in range(shape[0] - (axis == 0)):
+        for j in range(shape[1] - (axis == 1)):
+            a, b = runs[i][j], runs[i + (axis == 0)][j + (axis == 1)]
+            diff = paired_difference(sign * _final(b, field), sign * _final(a, field))
+            pairs.append((_cell_step(sweep, i, j, axis), diff))
+    verdict = all_of(d.verdict for _, d in pairs)
+    held = sum(d.verdict == HOLDS for _, d in pairs)
+    exceptions = [f"{where}: {d.verdict} ({d.mean:+.3f})" for where, d in pairs if d.verdict != HOLDS]
+    what = "β2 at fixed β1" if axis == 1 else "β1 at fixed β2"
+    direction = "higher" if sign > 0 else "lower"
+    return Claim(name, f"a larger {what} gives a {direction} final {field.replace('_', ' ')}", verdict,
+                 f"holds in {held} of {len(pairs)} neighbour pairs" + (f"; {'; '.join(exceptions)}" if exceptions
+                                                                       else ""))
+
+
+def prediction_tracks(name: str, runs: dict) -> Claim:
+    """Claim ``name``: per seed, the correlation of predicted and measured ΔH per step is above 0.9, for every run."""
+    per_run = {m: paired_difference(_seed_correlations(h), PREDICTION_CORRELATION) for m, h in runs.items()}
+    detail = ", ".join(f"{m} {d.mean + PREDICTION_CORRELATION:.3f}" for m, d in per_run.items())
+    return Claim(name, f"the per-step first-order ΔH tracks the measured one (correlation > {PREDICTION_CORRELATION} "
+                       "per seed)", all_of(d.verdict for d in per_run.values()), "mean correlation " + detail)
+
+
+def group_signs(name: str, runs: dict) -> Claim:
+    """Claim ``name``: summed over a run, each token group's first-order push has the sign of the paper's table
+    (PA&HP and NA&LP lower H, PA&LP and NA&HP raise it), seed by seed, under every run."""
+    verdicts, wrong = [], []
+    for m, h in runs.items():
+        totals = h.group_dH_pred_per_seed.sum(1)  # (seeds, 4)
+        for g, group in enumerate(GROUPS):
+            sign = -1.0 if GROUP_ENTROPY_EFFECT[group] == "lowers" else 1.0
+            diff = paired_difference(sign * totals[:, g], 0.0)
+            verdicts.append(diff.verdict)
+            if diff.verdict != HOLDS:
+                wrong.append(f"{m} {group}: {diff.verdict}")
+    return Claim(name, "each group's summed push has the sign of the paper's table", all_of(verdicts),
+                 "; ".join(wrong) or f"all {len(verdicts)} (run, group) pairs")
+
+
+def clipped_push(name: str, runs: dict, keeping: str = "ce_gppo") -> Claim:
+    """Claim ``name``: clipped tokens move H only under ``keeping`` (PA&LP up, NA&LP down); zero elsewhere."""
+    others_zero = all(np.allclose(h.group_dH_clipped_per_seed, 0.0) for m, h in runs.items() if m != keeping)
+    clipped = runs[keeping].group_dH_clipped_per_seed.sum(1)  # (seeds, 4)
+    up = paired_difference(clipped[:, GROUPS.index("PA&LP")], 0.0)
+    down = paired_difference(-clipped[:, GROUPS.index("NA&LP")], 0.0)
+    verdict = all_of([up.verdict, down.verdict]) if others_zero else FAILS
+    return Claim(name, f"clipped tokens move H only under {keeping}: PA&LP up, NA&LP down", verdict,
+                 f"PA&LP {up.mean:+.2f}, NA&LP {-down.mean:+.2f}; zero under the others: {others_zero}")
+
+
+def chapter3_claims(runs: dict, sweep, easy: dict | None = None) -> dict[str, Claim]:
+    """Every claim of chapter 3 from its runs: ``runs`` (grpo, dapo, ce_gppo on the default toy), ``sweep`` (a
+    CE-GPPO β grid) and ``easy`` (the three methods with easy prompts), all on the same seeds."""
+    claims = [above("1", runs["ce_gppo"], runs["grpo"]), above("2", runs["dapo"], runs["grpo"]),
+              above("1 irrelevant", runs["ce_gppo"], runs["grpo"], "entropy_irrelevant"),
+              above("2 irrelevant", runs["dapo"], runs["grpo"], "entropy_irrelevant"),
+              monotone_in_beta("3", sweep, axis=1, sign=+1), monotone_in_beta("4", sweep, axis=0, sign=-1),
+              prediction_tracks("5", runs), group_signs("6 groups", runs), clipped_push("6 clipped", runs)]
+    if easy:
+        claims += [above("1 easy", easy["ce_gppo"], easy["grpo"]), above("2 easy", easy["dapo"], easy["grpo"])]
+    return {c.name: c for c in claims}
+
+
+def _label(history) -> str:
+    if "beta1" in history.hyper and history.method == "ce_gppo":
+        return f"{history.method}(β1={history.hyper['beta1']:g}, β2={history.hyper['beta2']:g})"
+    return history.method
+
+
+def _cell_step(sweep, i: int, j: int, axis: int) -> str:
+    if axis == 1:
+        return f"β1={sweep.beta1s[i]:g}: β2 {sweep.beta2s[j]:g}→{sweep.beta2s[j + 1]:g}"
+    return f"β2={sweep.beta2s[j]:g}: β1 {sweep.beta1s[i]:g}→{sweep.beta1s[i + 1]:g}"
+
+
+def _seed_correlations(history) -> np.ndarray:
+    pred, meas = history.dH_pred_per_seed, history.dH_meas_per_seed  # (seeds, steps)
+    return np.array([np.corrcoef(p, m)[0, 1] for p, m in zip(pred, meas)])
+
+
+__all__ = ["Claim", "above", "chapter3_claims", "clipped_push", "group_signs", "monotone_in_beta",
+           "prediction_tracks"]
