@@ -62,9 +62,11 @@ check: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest tests -m "not slow and not browser" -q
 
-# Re-execute every chapter and store its outputs (what nbval compares and a notebook viewer shows).
+# Re-execute every chapter and store its outputs (what nbval compares and a notebook viewer shows), each figure
+# once as plotly JSON (plots.style.STORE_ONCE): the book makes its own figure divs when it re-executes them.
 notebooks: $(STAMP)
-	cd notebooks && for nb in *.ipynb; do ../$(BIN)/jupyter-execute --inplace --timeout=900 "$$nb" || exit 1; done
+	cd notebooks && for nb in *.ipynb; do \
+		CEGPPO_FIGURES_JSON_ONLY=1 ../$(BIN)/jupyter-execute --inplace --timeout=900 "$$nb" || exit 1; done
 
 $(VERL_BIN)/python:
 	$(PYTHON) -m venv $(VERL_VENV)

@@ -27,7 +27,7 @@ from cegppo_edu.lm.run_dir import read_metrics  # noqa: E402
 
 RUNS = os.path.join(ROOT, "notebooks", "data", "ch04", "runs")
 CHILD = ("import sys; from cegppo_edu.lm.reproducibility import rerun_prefix; "
-         "rerun_prefix(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+         "rerun_prefix(sys.argv[1], sys.argv[2], sys.argv[3], steps=int(sys.argv[4]))")
 
 
 def rerun(kernel: str, run: str, steps: int, out: str) -> list[dict]:

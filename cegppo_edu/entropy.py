@@ -47,6 +47,15 @@ def _finite(z: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isneginf(z), torch.zeros((), dtype=z.dtype, device=z.device), z)
 
 
+def _flat_pairs(logits: torch.Tensor, tokens: torch.Tensor):
+    """Validated ``(logits (N, V), tokens (N,))``, flattened over the leading axes."""
+    check_logits("logits", logits)
+    if tokens.shape != logits.shape[:-1]:
+        raise ValueError(f"tokens has shape {tuple(tokens.shape)}, expected logits' leading shape "
+                         f"{tuple(logits.shape[:-1])}")
+    return logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1)
+
+
 def _entropy_of_chunk(z: torch.Tensor) -> torch.Tensor:
     z = z.float()  # (n, V) in fp32, whatever the model's dtype
     log_norm = torch.logsumexp(z, dim=-1)  # (n,)
@@ -78,12 +87,7 @@ def token_logp_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, chunk_siz
     metric and is computed without one. Under autograd each chunk is checkpointed: its fp32 copy of the
     logits is recomputed in the backward pass instead of being kept (≈5 GB at 8k tokens × 151,936 otherwise).
     """
-    check_logits("logits", logits)
-    if tokens.shape != logits.shape[:-1]:
-        raise ValueError(f"tokens has shape {tuple(tokens.shape)}, expected logits' leading shape "
-                         f"{tuple(logits.shape[:-1])}")
-    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
-    flat_tokens = tokens.reshape(-1)  # (N,)
+    flat, flat_tokens = _flat_pairs(logits, tokens)  # (N, V), (N,)
     logps, entropies = [], []
     for a, b in _chunks(flat.shape[0], chunk_size):
         if flat.requires_grad and torch.is_grad_enabled():
@@ -118,12 +122,7 @@ def entropy_influence(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: in
 
     A gradient step that adds η·w·∇_z log π_a to the logits changes the entropy by ≈ −η·w·I_a.
     """
-    check_logits("logits", logits)
-    if tokens.shape != logits.shape[:-1]:
-        raise ValueError(f"tokens has shape {tuple(tokens.shape)}, expected logits' leading shape "
-                         f"{tuple(logits.shape[:-1])}")
-    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
-    flat_tokens = tokens.reshape(-1)  # (N,)
+    flat, flat_tokens = _flat_pairs(logits, tokens)  # (N, V), (N,)
     out = []
     with torch.no_grad():
         for a, b in _chunks(flat.shape[0], chunk_size):

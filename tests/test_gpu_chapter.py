@@ -91,6 +91,7 @@ def test_gpu_book_states_the_presets_real_values():
 
 
 # ------------------------------------------------------------------------------------------------ smoke train
+@pytest.mark.slow  # processes killed and restarted: seconds each (make test runs it)
 def test_gpu_smoke_train_end_to_end_and_resume(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     args = ["--preset", PRESET, "--smoke", "--no-progress"]
@@ -152,8 +153,8 @@ def test_gpu_evaluate_benchmark_grades_with_math_verify():
     texts = [["x</think>The answer is \\boxed{0.5}.", "</think>\\boxed{\\frac{2}{4}}", "no end \\boxed{1/2}"],
              ["</think>\\boxed{8}", "</think>\\boxed{7}", "</think>\\boxed{7}"]]
     with MathReward(workers=0) as reward:
-        summary, rows = evaluate.evaluate_benchmark(problems, [[1], [2]], ScriptedSampler(texts), reward, 3,
-                                                    0.6, 0.95, 8, seed=0)
+        summary, rows = evaluate.evaluate_benchmark(problems, [[1], [2]], ScriptedSampler(texts), reward, samples=3,
+                                                    temperature=0.6, top_p=0.95, max_new_tokens=8, seed=0)
     assert rows[0]["correct"] == [True, True, False] and rows[0]["outcomes"][2] == "no_think_end"
     assert rows[1]["correct"] == [False, True, True]
     assert summary["avg@3"] == pytest.approx(4 / 6) and summary["pass@3"] == 1.0 and summary["problems"] == 2

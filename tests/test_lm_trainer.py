@@ -150,6 +150,7 @@ def test_resume_after_a_stop_reproduces_the_uninterrupted_run(tmp_path):
     assert a == b
 
 
+@pytest.mark.slow  # processes killed and restarted: seconds each (make test runs it)
 def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path):
     out = str(tmp_path / "killed")
     args = ["--preset", "tiny-arith", "--out", out, "--no-progress"] + \

@@ -127,6 +127,7 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.slow  # processes killed and restarted: seconds each (make test runs it)
 def test_a_hung_grader_is_killed_and_scores_minus_one():
     with MathReward(timeout_s=1.5, workers=2, grade_fn=_grade_or_misbehave) as reward:
         old_pids = _worker_pids(reward)
@@ -143,6 +144,7 @@ def test_a_hung_grader_is_killed_and_scores_minus_one():
         assert reward([think("\\boxed{4}")], ["4"]) == [1.0]  # the replacement pool works
 
 
+@pytest.mark.slow  # processes killed and restarted: seconds each (make test runs it)
 def test_a_dying_worker_costs_one_retry_then_minus_one():
     with MathReward(timeout_s=5, workers=2, grade_fn=_grade_or_misbehave) as reward:
         rewards = reward([think("DIE"), think("\\boxed{4}")], ["4", "4"])
@@ -150,6 +152,7 @@ def test_a_dying_worker_costs_one_retry_then_minus_one():
         assert reward.last_outcomes == [CRASHED, CORRECT]
 
 
+@pytest.mark.slow  # processes killed and restarted: seconds each (make test runs it)
 def test_an_answer_in_flight_when_another_kills_the_pool_is_not_charged_for_it():
     """The slow right answer is still being graded when its neighbour's worker dies (twice, on the retry too):
     it must be graded again on its own and score +1, not be counted as crashed."""
@@ -159,6 +162,7 @@ def test_an_answer_in_flight_when_another_kills_the_pool_is_not_charged_for_it()
         assert rewards == [-1.0, 1.0]
 
 
+@pytest.mark.slow  # processes killed and restarted: seconds each (make test runs it)
 def test_a_worker_killed_while_idle_is_replaced():
     import signal
     with MathReward(timeout_s=5, workers=2) as reward:

@@ -79,7 +79,7 @@ def test_kernel_sets_follow_the_cpu_flags():
 # ------------------------------------------------------------------------------ kind 2: committed artefacts
 @pytest.mark.parametrize("run", COMMITTED)
 def test_committed_run_agrees_here_within_the_tolerance(tmp_path, run):
-    agreement = repro.check_committed_run(os.path.join(RUNS, run), ROOT, str(tmp_path), repro.PREFIX_STEPS)
+    agreement = repro.check_committed_run(os.path.join(RUNS, run), ROOT, str(tmp_path), steps=repro.PREFIX_STEPS)
     assert agreement.ok, f"{run}: {agreement}"
     assert agreement.steps == repro.PREFIX_STEPS + 1 and agreement.keys > 50 * repro.PREFIX_STEPS
 
@@ -97,7 +97,7 @@ root, runs = sys.argv[1], sys.argv[2:]
 out = {"capability": torch.backends.cpu.get_cpu_capability(), "runs": {}}
 for run in runs:
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = repro.rerun_prefix(f"{root}/notebooks/data/ch04/runs/{run}", root, tmp, repro.PREFIX_STEPS)
+        fresh = repro.rerun_prefix(f"{root}/notebooks/data/ch04/runs/{run}", root, tmp, steps=repro.PREFIX_STEPS)
     committed = read_metrics(f"{root}/notebooks/data/ch04/runs/{run}/metrics.jsonl")
     tolerant = repro.compare_with_committed(fresh, committed)
     exact = repro.compare_with_committed(fresh, committed, rtol=0.0, atol=0.0)

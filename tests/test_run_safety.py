@@ -105,6 +105,7 @@ def test_resume_may_extend_steps_but_never_shrink_the_record(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ Ctrl-C
+@pytest.mark.slow  # processes killed and restarted: seconds each (make test runs it)
 def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130(tmp_path):
     out = tmp_path / "D"
     code = "import sys; from cegppo_edu.cli import main; sys.exit(main(['train', *sys.argv[1:]]))"

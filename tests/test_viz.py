@@ -196,7 +196,8 @@ def test_beta_sweep_and_grid_figures(histories):
     assert _axis_title(d).startswith("β2") and _axis_title(d, "yaxis").startswith("β1")
 
 
-def test_book_renderer_emits_json_and_a_div_without_plotly_js():
+def test_book_renderer_emits_json_and_a_div_without_plotly_js(monkeypatch):
+    monkeypatch.delenv(style.STORE_ONCE, raising=False)
     fig = figures.weight_curves_figure("beta1", [0.5])
     renderer = style.BookRenderer()
     bundle = renderer.to_mimebundle(fig.to_dict())
@@ -210,6 +211,12 @@ def test_book_renderer_emits_json_and_a_div_without_plotly_js():
     assert ids and ids == re.findall(r'id="(fig-[0-9a-f]+-\d+)"', again)  # deterministic ids
     second = renderer.to_mimebundle(fig.to_dict())["text/html"]
     assert re.findall(r'id="(fig-[0-9a-f]+-\d+)"', second) != ids  # same figure twice on a page: new id
+
+
+def test_book_renderer_stores_a_figure_once_when_asked(monkeypatch):
+    monkeypatch.setenv(style.STORE_ONCE, "1")
+    bundle = style.BookRenderer().to_mimebundle(figures.weight_curves_figure("beta1", [0.5]).to_dict())
+    assert set(bundle) == {"application/vnd.plotly.v1+json"}
 
 
 def test_setup_notebook_installs_the_renderer():

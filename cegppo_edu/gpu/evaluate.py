@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from . import math_data
+from ..lm.config import TrainConfig
 from ..lm.interfaces import check_sampling
 from ..validation import Range, check_choice
 
@@ -145,10 +147,11 @@ def _bench_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, 7, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def evaluate_benchmark(problems, prompt_ids, sampler, reward, samples: int, temperature: float, top_p: float,
+def evaluate_benchmark(problems, prompt_ids, sampler, reward, *, samples: int, temperature: float, top_p: float,
                        max_new_tokens: int, seed: int, save_responses: bool = False) -> tuple[dict, list[dict]]:
     """Sample ``samples`` responses per problem, grade them; returns (summary, one row per problem)."""
-    rollout = sampler.generate(prompt_ids, samples, max_new_tokens, temperature, top_p, seed=seed)
+    rollout = sampler.generate(prompt_ids, n=samples, max_new_tokens=max_new_tokens, temperature=temperature,
+                               top_p=top_p, seed=seed)
     answers = [p.answer for p in problems for _ in range(samples)]  # prompt-major, like the rollout
     outcomes = reward.grade(rollout.texts, answers)
     correct = np.array([o == "correct" for o in outcomes]).reshape(len(problems), samples)  # (problems, k)
@@ -171,12 +174,16 @@ def evaluate_benchmark(problems, prompt_ids, sampler, reward, samples: int, temp
 
 
 # ---------------------------------------------------------------------------------------------- the command
-def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32, temperature: float = 0.6,
-             top_p: float = 0.95, max_new_tokens: int | None = None, out: str = "eval", smoke: bool = False,
-             data_dir: str | None = None, seed: int = 0, sampler: str = "auto", batch_sequences: int = 64,
-             gpu_memory_utilization: float = 0.85, reward_workers: int = 2, reward_timeout_s: float = 10.0,
+def run_eval(model: str | None, benches: str | Sequence[str] = "aime24,aime25,math500", *, samples: int = 32,
+             temperature: float = 0.6, top_p: float = 0.95, max_new_tokens: int | None = None, out: str = "eval",
+             smoke: bool = False, data_dir: str | None = None, seed: int = 0, sampler: str = "auto",
+             batch_sequences: int = 64, gpu_memory_utilization: float = 0.85,
+             reward_workers: int = TrainConfig.reward_workers, reward_timeout_s: float = TrainConfig.reward_timeout_s,
              limit: int | None = None, save_responses: bool = False, verbose: bool = True) -> dict:
-    """Evaluate ``model`` on ``benches`` and write ``out/eval.json`` and ``out/<bench>.jsonl``; returns the dict."""
+    """Evaluate ``model`` on ``benches`` and write ``out/eval.json`` and ``out/<bench>.jsonl``; returns the dict.
+
+    The defaults are the authors' evaluation settings (avg@32 at T = 0.6, top_p = 0.95); ``cegppo eval`` reads them
+    from this signature (``EVAL_DEFAULTS``)."""
     from .. import __version__
     from .math_reward import MathReward
     from .prompts import encode_r1_prompt
@@ -219,8 +226,9 @@ def run_eval(model: str | None, benches: str | Sequence[str], samples: int = 32,
         for index, name in enumerate(names):
             ids = [encode_r1_prompt(p.question, tokenizer) for p in problems[name]]
             t_bench = time.perf_counter()
-            summary, rows = evaluate_benchmark(problems[name], ids, engine, reward, samples, temperature, top_p,
-                                               max_new_tokens, _bench_seed(seed, index), save_responses)
+            summary, rows = evaluate_benchmark(problems[name], ids, engine, reward, samples=samples,
+                                               temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                               seed=_bench_seed(seed, index), save_responses=save_responses)
             summary["seconds"] = round(time.perf_counter() - t_bench, 3)
             result["benchmarks"][name] = summary
             with open(os.path.join(out, f"{name}.jsonl"), "w") as f:
@@ -311,22 +319,28 @@ def markdown_table(rows: list[dict], digits: int = 1) -> str:
     return head + "".join("| " + " | ".join(cell(v) for v in row.values()) + " |\n" for row in rows)
 
 
+EVAL_DEFAULTS = {n: p.default for n, p in inspect.signature(run_eval).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
+EVAL_DESCRIPTION = """\
+Sample --samples responses per problem and report avg@k (mean correctness) and pass@k per
+benchmark in OUT/eval.json, one line per problem in OUT/<bench>.jsonl. vLLM when it is
+importable and a GPU is present, else Hugging Face generate.
+
+example:
+  cegppo eval --model runs/r1 --bench aime24,aime25 --samples 32 --temperature 0.6 --top-p 0.95 --out runs/r1/eval
+  cegppo eval --smoke --bench aime24,math500 --samples 4 --out /tmp/eval"""
+
+
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "eval", help="avg@k of a model on AIME24 / AIME25 / MATH500 (math-verify grading)",
-        description="Sample --samples responses per problem and report avg@k (mean correctness) and pass@k per\n"
-                    "benchmark in OUT/eval.json, one line per problem in OUT/<bench>.jsonl. vLLM when it is\n"
-                    "importable and a GPU is present, else Hugging Face generate.\n\nexample:\n"
-                    "  cegppo eval --model runs/r1 --bench aime24,aime25 --samples 32 --temperature 0.6 "
-                    "--top-p 0.95 --out runs/r1/eval\n  cegppo eval --smoke --bench aime24,math500 --samples 4 "
-                    "--out /tmp/eval",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser("eval", help="avg@k of a model on AIME24 / AIME25 / MATH500 (math-verify grading)",
+                                   description=EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model folder, run directory (its newest checkpoint) or Hub id")
-    parser.add_argument("--bench", default="aime24,aime25,math500",
-                        help=f"comma-separated, from {', '.join(math_data.BENCHMARKS)}")
-    parser.add_argument("--samples", type=int, default=32, help="k: responses per problem (default 32)")
-    parser.add_argument("--temperature", type=float, default=0.6, help="default 0.6 (the authors')")
-    parser.add_argument("--top-p", type=float, default=0.95, help="default 0.95 (the authors')")
+    d = EVAL_DEFAULTS
+    parser.add_argument("--bench", default=d["benches"], help=f"comma-separated, from {', '.join(math_data.BENCHMARKS)}")
+    parser.add_argument("--samples", type=int, default=d["samples"], help=f"k: responses per problem (default {d['samples']})")
+    parser.add_argument("--temperature", type=float, default=d["temperature"],
+                        help=f"default {d['temperature']} (the authors')")
+    parser.add_argument("--top-p", type=float, default=d["top_p"], help=f"default {d['top_p']} (the authors')")
     parser.add_argument("--max-new-tokens", type=int, help="response cap (default 8192; smoke 16)")
     parser.add_argument("--out", required=True, help="output folder (eval.json, <bench>.jsonl)")
     parser.add_argument("--smoke", action="store_true",
@@ -334,19 +348,23 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="local benchmark files named <bench>*.json/.jsonl/.parquet "
                                            "(default: the Hub; smoke: cegppo_edu/gpu/data/math)")
     parser.add_argument("--limit", type=int, help="first N problems of each benchmark only")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", choices=SAMPLERS, default="auto")
-    parser.add_argument("--batch-sequences", type=int, default=64, help="HF sampler: sequences per generate call")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM's share of the card")
-    parser.add_argument("--reward-workers", type=int, default=2, help="math-verify grading processes")
+    parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument("--sampler", choices=SAMPLERS, default=d["sampler"])
+    parser.add_argument("--batch-sequences", type=int, default=d["batch_sequences"],
+                        help="HF sampler: sequences per generate call")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=d["gpu_memory_utilization"],
+                        help="vLLM's share of the card")
+    parser.add_argument("--reward-workers", type=int, default=d["reward_workers"], help="math-verify grading processes")
     parser.add_argument("--save-responses", action="store_true", help="keep response texts in <bench>.jsonl")
     parser.set_defaults(func=run_cli)
     return parser
 
 
 def run_cli(args) -> int:
-    run_eval(args.model, args.bench, args.samples, args.temperature, args.top_p, args.max_new_tokens, args.out,
-             args.smoke, args.data_dir, args.seed, args.sampler, args.batch_sequences, args.gpu_memory_utilization,
-             args.reward_workers, limit=args.limit, save_responses=args.save_responses)
+    run_eval(args.model, args.bench, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+             max_new_tokens=args.max_new_tokens, out=args.out, smoke=args.smoke, data_dir=args.data_dir,
+             seed=args.seed, sampler=args.sampler, batch_sequences=args.batch_sequences,
+             gpu_memory_utilization=args.gpu_memory_utilization, reward_workers=args.reward_workers,
+             limit=args.limit, save_responses=args.save_responses)
     print(f"wrote {os.path.join(args.out, EVAL_FILE)}")
     return 0

@@ -182,22 +182,20 @@ def _policy_loss(loss_mode, old_log_prob, log_prob, advantages, response_mask, l
     return loss, metrics
 
 
-@register_policy_loss("ce_gppo")
-def compute_policy_loss_ce_gppo(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
-                                response_mask: torch.Tensor, loss_agg_mode: str = "token-mean",
-                                config: Any = None, rollout_is_weights: torch.Tensor | None = None):
-    """CE-GPPO (arXiv:2509.20712 v2, eq. 5) with β1/β2 from ``config.policy_loss``. Inputs (B, T)."""
-    return _policy_loss("ce_gppo", old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
-                        rollout_is_weights)
+def _registered_policy_loss(loss_mode: str):
+    """The function verl's registry calls for ``loss_mode``, with the keyword interface of verl's own losses."""
+    def compute_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                            response_mask: torch.Tensor, loss_agg_mode: str = "token-mean", config: Any = None,
+                            rollout_is_weights: torch.Tensor | None = None):
+        return _policy_loss(loss_mode, old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+                            rollout_is_weights)
+    compute_policy_loss.__name__ = compute_policy_loss.__qualname__ = f"compute_policy_loss_{loss_mode}"
+    compute_policy_loss.__doc__ = (f"{get_method(loss_mode).reference}, β from ``config.policy_loss``. Inputs (B, T).")
+    return register_policy_loss(loss_mode)(compute_policy_loss)
 
 
-@register_policy_loss("gppo")
-def compute_policy_loss_gppo(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
-                             response_mask: torch.Tensor, loss_agg_mode: str = "token-mean",
-                             config: Any = None, rollout_is_weights: torch.Tensor | None = None):
-    """GPPO (Klear-Reasoner, arXiv:2508.07629, eq. 4): CE-GPPO with β1 = β2 = 1. Inputs (B, T)."""
-    return _policy_loss("gppo", old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
-                        rollout_is_weights)
+compute_policy_loss_ce_gppo = _registered_policy_loss("ce_gppo")
+compute_policy_loss_gppo = _registered_policy_loss("gppo")
 
 
 def config_dir() -> str:

@@ -160,7 +160,7 @@ def committed_config(run_dir: str, root: str, steps: int):
     return from_dict({**saved, "steps": steps, "checkpoint_every": 0})
 
 
-def rerun_prefix(run_dir: str, root: str, out_dir: str, steps: int = PREFIX_STEPS) -> list[dict]:
+def rerun_prefix(run_dir: str, root: str, out_dir: str, *, steps: int = PREFIX_STEPS) -> list[dict]:
     """Re-run the first ``steps`` RL steps of the committed run in ``run_dir`` into ``out_dir``; its metrics."""
     from .trainer import Trainer
 
@@ -187,9 +187,9 @@ def compare_with_committed(fresh: Sequence[dict], committed: Sequence[dict], rto
                      head.missing + rest.missing)
 
 
-def check_committed_run(run_dir: str, root: str, out_dir: str, steps: int = PREFIX_STEPS) -> Agreement:
+def check_committed_run(run_dir: str, root: str, out_dir: str, *, steps: int = PREFIX_STEPS) -> Agreement:
     """Kind-2 check of one committed run: its first ``steps`` steps re-run here, within ``RTOL``/``ATOL``."""
-    fresh = rerun_prefix(run_dir, root, out_dir, steps)
+    fresh = rerun_prefix(run_dir, root, out_dir, steps=steps)
     return compare_with_committed(fresh, read_metrics(os.path.join(run_dir, "metrics.jsonl")))
 
 

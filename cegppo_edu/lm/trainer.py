@@ -122,9 +122,9 @@ class Trainer:
         with timer("step"):
             problems = [self.train_problems[i] for i in self.step_problem_indices(step)]
             with timer("generate"):
-                rollout = self.sampler.generate([self.prompts.ids(p) for p in problems], c.group_size,
-                                                c.max_new_tokens, c.temperature, c.top_p,
-                                                seed=setup.derive_seed(c.seed, "rollout", step))
+                rollout = self.sampler.generate([self.prompts.ids(p) for p in problems], n=c.group_size,
+                                                max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                                                top_p=c.top_p, seed=setup.derive_seed(c.seed, "rollout", step))
             answers = [p.answer for p in problems for _ in range(c.group_size)]  # prompt-major, like the rollout
             with timer("reward"):
                 rewards = torch.tensor(self.reward_fn(rollout.texts, answers), dtype=torch.float32)
@@ -282,8 +282,9 @@ class Trainer:
         problems = self.heldout_problems[:c.eval_problems or None]
         if not problems:
             return {}
-        rollout = self.sampler.generate([self.prompts.ids(p) for p in problems], c.eval_samples, c.max_new_tokens,
-                                        c.eval_temperature, c.eval_top_p, seed=setup.derive_seed(c.seed, "eval"))
+        rollout = self.sampler.generate([self.prompts.ids(p) for p in problems], n=c.eval_samples,
+                                        max_new_tokens=c.max_new_tokens, temperature=c.eval_temperature,
+                                        top_p=c.eval_top_p, seed=setup.derive_seed(c.seed, "eval"))
         answers = [p.answer for p in problems for _ in range(c.eval_samples)]
         rewards = self.reward_fn(rollout.texts, answers)
         return {"eval/accuracy": accuracy_of(rewards, c.reward_correct),

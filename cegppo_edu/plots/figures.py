@@ -17,7 +17,8 @@ from ..losses import get_method, gradient_weight
 from ..summaries import FINAL_STEPS
 from ..token_groups import GROUPS, HP_THRESHOLD
 from .style import (DOWN_COLOR, GROUP_COLORS, HYPER_LABELS, TEMPLATE, UP_COLOR, add_visibility_slider,
-                    compared_methods, f32, hyper_text, mean_band_traces, method_color, method_label, moving_average)
+                    compared_methods, f32, hyper_text, mean_band_traces, method_color, method_label, moving_average,
+                    step_axis)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -39,6 +40,16 @@ def _method_hyper(method: str, **shared) -> dict:
     return {k: v for k, v in shared.items() if k in own and own[k] == reference.get(k)}
 
 
+def weight_breakpoints(method: str, r_min: float, r_max: float, **hyper) -> np.ndarray:
+    """The ratios at which F(r, ·) of ``method`` changes its formula, both sides of each jump, and the ends: F is
+    piecewise linear in r (r inside the interval, a constant or clip(r) outside), so a curve through these points
+    is exact, with a few numbers instead of hundreds."""
+    p = get_method(method).resolve(**hyper)
+    edges = [1 - p["eps_low"], 1 + p["eps_high"]] + ([p["dual_clip"]] if p.get("dual_clip") else [])
+    points = [r_min, r_max] + [e + d for e in edges for d in (-1e-9, 0.0, 1e-9)]
+    return np.unique([x for x in points if r_min <= x <= r_max])
+
+
 def weight_plane_figure(methods=None, eps_low=None, eps_high=None, beta1=None, beta2=None,
                         r_max=2.0, n=100) -> go.Figure:
     """Heat map of the gradient weight F(r, Â) over the (r, Â) plane, one method per slider step.
@@ -51,20 +62,20 @@ def weight_plane_figure(methods=None, eps_low=None, eps_high=None, beta1=None, b
     shared = _shared_hyper(eps_low=eps_low, eps_high=eps_high, beta1=beta1, beta2=beta2)
     eps_low, eps_high = shared["eps_low"], shared["eps_high"]
     r = np.linspace(0.02, r_max, n)
-    adv = np.linspace(-1, 1, 41)
+    adv = np.array([-1.0, 1.0])  # F depends on the sign of Â only: one row per sign
     fig = go.Figure()
     for method in methods:
         hyper = _method_hyper(method, **shared)
-        weight = gradient_weight(r[None, :], adv[:, None], method, **hyper)  # (A, R)
+        weight = gradient_weight(r[None, :], adv[:, None], method, **hyper)  # (2, R)
         fig.add_trace(go.Heatmap(x=f32(r), y=f32(adv), z=f32(weight), zmin=0, zmax=max(1.5, r_max), colorscale="Viridis",
                                  name=method_label(method), colorbar={"title": {"text": "F"}},
                                  hovertemplate="r=%{x:.2f}<br>Â=%{y:.2f}<br>F=%{z:.2f}<extra></extra>"))
     for x in (1 - eps_low, 1 + eps_high):
         fig.add_vline(x=x, line_dash="dash", line_color="white")
     fig.add_hline(y=0, line_color="white")
-    fig.add_annotation(x=(1 + eps_high + r_max) / 2, y=0.5, text="Â>0, r>1+ε_h<br>mostly PA&LP",
+    fig.add_annotation(x=(1 + eps_high + r_max) / 2, y=1.0, text="Â>0, r>1+ε_h<br>mostly PA&LP",
                        showarrow=False, font={"color": GROUP_COLORS["PA&LP"], "size": 14}, bgcolor="white")
-    fig.add_annotation(x=(1 - eps_low) / 2, y=-0.5, text="Â<0, r<1−ε_l<br>mostly NA&LP",
+    fig.add_annotation(x=(1 - eps_low) / 2, y=-1.0, text="Â<0, r<1−ε_l<br>mostly NA&LP",
                        showarrow=False, font={"color": GROUP_COLORS["NA&LP"], "size": 14}, bgcolor="white")
     labels = [method_label(m) for m in methods]
     titles = [f"Gradient weight F(r, Â) under {method_label(m)} "
@@ -72,6 +83,7 @@ def weight_plane_figure(methods=None, eps_low=None, eps_high=None, beta1=None, b
     add_visibility_slider(fig, [[i] for i in range(len(methods))], labels, "method: ", titles)
     fig.update_layout(height=520, xaxis_title="ratio r = π_θ / π_old", yaxis_title="advantage Â",
                       template=TEMPLATE)
+    fig.update_yaxes(range=[-2, 2], tickvals=[-1, 1], ticktext=["Â < 0", "Â > 0"])
     return fig
 
 
@@ -89,7 +101,6 @@ def weight_curves_figure(param: str = "beta2", values=(0.0, 0.25, 0.5, 0.75, 1.0
         raise ValueError(f"param={param!r} is not one of {', '.join(fixed)}")
     if len(values) == 0:
         raise ValueError("values is empty; give at least one value for the slider")
-    r = np.linspace(0.01, r_max, 200)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True,
                         subplot_titles=("Â > 0 (positive advantage)", "Â < 0 (negative advantage)"))
     step_traces = []
@@ -98,7 +109,9 @@ def weight_curves_figure(param: str = "beta2", values=(0.0, 0.25, 0.5, 0.75, 1.0
         indices = []
         for col, adv in ((1, 1.0), (2, -1.0)):
             for method in methods:
-                weight = gradient_weight(r, adv, method, **_method_hyper(method, **hyper))
+                method_hyper = _method_hyper(method, **hyper)
+                r = weight_breakpoints(method, 0.01, r_max, **method_hyper)
+                weight = gradient_weight(r, adv, method, **method_hyper)
                 indices.append(len(fig.data))
                 fig.add_trace(go.Scatter(x=f32(r), y=f32(weight), mode="lines", name=method_label(method),
                                          legendgroup=method, showlegend=(col == 1),
@@ -331,11 +344,11 @@ def cumulative_prediction_figure(histories) -> go.Figure:
     palette = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7"]
     for k, history in enumerate(histories):
         color = palette[k % len(palette)]
-        steps = f32(np.arange(history.steps))
+        steps = step_axis(history.steps)
         label = _history_label(history) + (f", η={history.toy['lr']:g}" if "lr" in history.toy else "")
-        fig.add_trace(go.Scatter(x=steps, y=f32(np.cumsum(history.dH_meas)), mode="lines", legendgroup=label,
+        fig.add_trace(go.Scatter(**steps, y=f32(np.cumsum(history.dH_meas)), mode="lines", legendgroup=label,
                                  name=f"{label}: measured", line={"color": color, "width": 2}))
-        fig.add_trace(go.Scatter(x=steps, y=f32(np.cumsum(history.dH_pred)), mode="lines", legendgroup=label,
+        fig.add_trace(go.Scatter(**steps, y=f32(np.cumsum(history.dH_pred)), mode="lines", legendgroup=label,
                                  name=f"{label}: predicted", line={"color": color, "width": 2, "dash": "dot"}))
     fig.update_layout(height=460, template=TEMPLATE, xaxis_title="step (rollout batch)",
                       yaxis_title="Σ ΔH since step 0 (seed mean)",
@@ -352,14 +365,14 @@ def group_contribution_figure(histories, window: int = 10) -> go.Figure:
     step_traces, labels, titles = [], [], []
     for history in histories:
         start = len(fig.data)
-        steps = f32(np.arange(history.steps))
+        steps = step_axis(history.steps)
         for g, name in enumerate(GROUPS):
-            fig.add_trace(go.Scatter(x=steps, y=f32(moving_average(history.group_dH_pred[:, g], window)),
+            fig.add_trace(go.Scatter(**steps, y=f32(moving_average(history.group_dH_pred[:, g], window)),
                                      mode="lines", name=name, line={"color": GROUP_COLORS[name], "width": 2}))
         clipped = np.asarray(history.group_dH_clipped).sum(-1)
-        fig.add_trace(go.Scatter(x=steps, y=f32(moving_average(clipped, window)), mode="lines",
+        fig.add_trace(go.Scatter(**steps, y=f32(moving_average(clipped, window)), mode="lines",
                                  name="clipped tokens (all groups)", line={"color": "#000000", "dash": "dot"}))
-        fig.add_trace(go.Scatter(x=steps, y=f32(moving_average(history.dH_meas, window)), mode="lines",
+        fig.add_trace(go.Scatter(**steps, y=f32(moving_average(history.dH_meas, window)), mode="lines",
                                  name="ΔH measured", line={"color": "grey", "width": 3}))
         step_traces.append(list(range(start, len(fig.data))))
         labels.append(_history_label(history))
