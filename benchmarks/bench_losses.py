@@ -39,7 +39,7 @@ import json, resource, sys, torch
 from cegppo_edu.entropy import entropy_from_logits
 tokens, vocab, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(2)
-logits = torch.randn(tokens, vocab)
+logits = torch.randn(tokens, vocab, generator=torch.Generator().manual_seed(0))  # the same logits in both probes
 def rss_kib():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * 4
