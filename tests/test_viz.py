@@ -262,3 +262,97 @@ def test_bandit_and_funnel_panels_rebuild_on_change():
     funnel = widgets.funnel_panel()
     funnel.controls["eps"].value = 0.3
     assert funnel.figure.layout.title.text.startswith("ε = 0.3")
+
+
+# --------------------------------------------------------------------------------------------------
+# What a reader sees: exact zeros in white, comparable bars, titles that fit, colours that read, labels not ids
+# --------------------------------------------------------------------------------------------------
+def _color_at(colorscale, fraction):
+    """The colour a plotly colour scale gives to ``fraction`` (the last stop at or below it)."""
+    return [c for x, c in colorscale if x <= fraction][-1]
+
+
+def test_weight_plane_draws_exactly_zero_in_white_and_small_weights_dark():
+    fig = figures.weight_plane_figure()
+    heat = fig.data[0]
+    scale = [tuple(stop) for stop in heat.colorscale]
+    zmax = heat.zmax
+    assert _color_at(scale, 0.0) == "#ffffff"
+    for small in (1e-3, 0.02, 0.1):  # a small F > 0 (PPO's F = r at r = 0.02 is one) is far from white
+        red, green, blue = (int(_color_at(scale, small / zmax)[i:i + 2], 16) for i in (1, 3, 5))
+        assert red + green + blue < 3 * 160, f"F={small} is drawn almost white"
+    assert min(np.asarray(heat.z)[np.asarray(heat.z) > 0]) < 0.05  # such weights are on the figure
+
+
+def test_logit_update_bars_share_one_y_range_across_cases():
+    logits = np.array([2.0, 1.0, 0.0, -1.0])
+    big = dict(demos.single_softmax_update(logits, 3, 1.5, 1.0, lr=1.0), label="big", token=3, group="PA&LP")
+    small = dict(demos.single_softmax_update(logits, 3, 0.6, -1.0, lr=1.0), label="small", token=3, group="NA&LP")
+    fig = figures.logit_update_figure([big, small])
+    low, high = fig.layout.yaxis.range
+    reach = max(np.abs(big["delta"]).max(), np.abs(small["delta"]).max())
+    assert high >= reach and -low >= reach and high < 1.5 * reach  # fixed, covers both, not wasteful
+    assert fig.layout.yaxis.autorange in (None, False)
+
+
+def test_titles_are_wrapped_to_the_column_and_get_room_above_the_plot():
+    assert style.wrap("a " * 100, width=20).count("<br>") >= 9
+    assert all(len(line) <= style.TITLE_CHARS for line in style.wrap("word " * 60).split("<br>"))
+    assert style.wrap("short title") == "short title"
+    history = __import__("cegppo_edu.toy.bandit", fromlist=["x"]).simulate("ce_gppo", steps=5, seeds=2)
+    fig = figures.entropy_prediction_figure(history)  # its title is longer than one line
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) == 2 and all(len(line) <= style.TITLE_CHARS for line in lines)
+    one_line = figures.entropy_comparison_figure([history], title="short")
+    assert fig.layout.margin.t > one_line.layout.margin.t  # two lines get more room than one
+
+
+def _contrast_with_white(color: str) -> float:
+    """WCAG contrast ratio of ``color`` against white."""
+    def channel(value):
+        value /= 255
+        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
+    r, g, b = (channel(int(color[i:i + 2], 16)) for i in (1, 3, 5))
+    return 1.05 / (0.2126 * r + 0.7152 * g + 0.0722 * b + 0.05)
+
+
+def test_method_lines_read_on_white_and_differ_where_methods_overlap():
+    for method, color in style.METHOD_COLORS.items():
+        assert _contrast_with_white(color) >= 2.5, f"{method}'s colour {color} is too light on white"
+    assert len(set(style.METHOD_COLORS.values())) == len(style.METHOD_COLORS)
+    assert not set(style.METHOD_COLORS.values()) & set(GROUP_COLORS.values())
+    dashes = [style.method_line(m)["dash"] for m in style.compared_methods()]
+    assert len(set(dashes)) == len(dashes)  # lines that lie on top of each other (F = r) stay distinguishable
+    fig = figures.weight_curves_figure("beta2", values=[1.0])
+    assert fig.data[0].name == "CE-GPPO"  # drawn first, so the thinner dashed lines show on top of it
+
+
+def test_run_figures_name_runs_by_their_method_labels():
+    from cegppo_edu.plots import run_figures
+
+    assert run_figures.run_label("ce_gppo β1=1 β2=0.5") == "CE-GPPO β1=1 β2=0.5"
+    assert run_figures.run_label("grpo") == "PPO / GRPO" and run_figures.run_label("my run") == "my run"
+    runs = {"grpo": [{"step": 1, "reward/mean": 0.5}], "ce_gppo (live)": [{"step": 1, "reward/mean": 0.6}]}
+    names = {t.name for t in run_figures.run_curves_figure(runs, curves=(("reward/mean", "reward"),)).data}
+    assert names == {"PPO / GRPO", "CE-GPPO (live)"}
+
+
+def test_cumulative_and_comparison_figures_never_wear_token_group_colours(histories):
+    for fig in (figures.cumulative_prediction_figure(histories), figures.entropy_comparison_figure(histories)):
+        colors = {t.line.color for t in fig.data if t.line.color}
+        assert colors and not colors & set(GROUP_COLORS.values()), colors
+    assert {t.line.color for t in figures.cumulative_prediction_figure(histories).data} == \
+        {style.method_color(h.method) for h in histories}
+
+
+def test_tables_render_as_html_tables_and_align_as_text():
+    from cegppo_edu.plots.tables import Table
+
+    table = Table(["a", "b"], [[1, "x<y"], ["long value", 2.5]])
+    page = table._repr_html_()
+    assert page.startswith('<table class="cegppo-table">') and "<td>x&lt;y</td>" in page and "|" not in page
+    assert str(table).splitlines()[1].startswith("1           x<y")
+    rows = Table.from_dicts([{"n": 1.23456, "m": float("nan")}], digits=2)
+    assert rows.rows == [["1.23", "—"]]
+    with pytest.raises(ValueError, match="row 0 has 1 cells"):
+        Table(["a", "b"], [["only one"]])

@@ -306,19 +306,6 @@ def eval_table_rows(results: dict[str, dict] | Sequence[dict] = (), columns: Seq
     return rows
 
 
-def markdown_table(rows: list[dict], digits: int = 1) -> str:
-    """A list of dicts as a Markdown table (floats rounded, NaN shown as "—")."""
-    if not rows:
-        return ""
-
-    def cell(v):
-        if isinstance(v, float):
-            return "—" if np.isnan(v) else f"{v:.{digits}f}"
-        return str(v)
-    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    return head + "".join("| " + " | ".join(cell(v) for v in row.values()) + " |\n" for row in rows)
-
-
 EVAL_DEFAULTS = {n: p.default for n, p in inspect.signature(run_eval).parameters.items()
                  if p.default is not inspect.Parameter.empty}
 EVAL_DESCRIPTION = """\

@@ -16,9 +16,9 @@ from plotly.subplots import make_subplots
 from ..losses import get_method, gradient_weight
 from ..summaries import FINAL_STEPS
 from ..token_groups import GROUPS, HP_THRESHOLD
-from .style import (DOWN_COLOR, GROUP_COLORS, HYPER_LABELS, TEMPLATE, UP_COLOR, add_visibility_slider,
-                    compared_methods, f32, hyper_text, mean_band_traces, method_color, method_label, moving_average,
-                    step_axis)
+from .style import (DOWN_COLOR, FALLBACK_COLORS, GROUP_COLORS, METHOD_COLORS, HYPER_LABELS, TEMPLATE, UP_COLOR, add_visibility_slider,
+                    compared_methods, f32, finish, hyper_text, mean_band_traces, method_color, method_label, method_line,
+                    moving_average, step_axis, zero_white_colorscale)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -54,7 +54,8 @@ def weight_plane_figure(methods=None, eps_low=None, eps_high=None, beta1=None, b
                         r_max=2.0, n=100) -> go.Figure:
     """Heat map of the gradient weight F(r, Â) over the (r, Â) plane, one method per slider step.
 
-    White (F = 0) is where a method drops the token's gradient. The dashed lines are r = 1−ε_l and r = 1+ε_h;
+    White is exactly F = 0, where a method drops the token's gradient (``style.zero_white_colorscale``: any F > 0
+    starts at the scale's dark end). The dashed lines are r = 1−ε_l and r = 1+ε_h;
     the two corners PPO clips are labelled with the group that mostly lives there (PA&LP, NA&LP).
     ``methods`` defaults to ``style.compared_methods()``; unset ε, β are CE-GPPO's defaults.
     """
@@ -63,16 +64,18 @@ def weight_plane_figure(methods=None, eps_low=None, eps_high=None, beta1=None, b
     eps_low, eps_high = shared["eps_low"], shared["eps_high"]
     r = np.linspace(0.02, r_max, n)
     adv = np.array([-1.0, 1.0])  # F depends on the sign of Â only: one row per sign
+    zmax = max(1.5, r_max)
     fig = go.Figure()
     for method in methods:
         hyper = _method_hyper(method, **shared)
         weight = gradient_weight(r[None, :], adv[:, None], method, **hyper)  # (2, R)
-        fig.add_trace(go.Heatmap(x=f32(r), y=f32(adv), z=f32(weight), zmin=0, zmax=max(1.5, r_max), colorscale="Viridis",
+        fig.add_trace(go.Heatmap(x=f32(r), y=f32(adv), z=f32(weight), zmin=0, zmax=zmax,
+                                 colorscale=zero_white_colorscale(zmax),
                                  name=method_label(method), colorbar={"title": {"text": "F"}},
                                  hovertemplate="r=%{x:.2f}<br>Â=%{y:.2f}<br>F=%{z:.2f}<extra></extra>"))
     for x in (1 - eps_low, 1 + eps_high):
-        fig.add_vline(x=x, line_dash="dash", line_color="white")
-    fig.add_hline(y=0, line_color="white")
+        fig.add_vline(x=x, line_dash="dash", line_color="#555555")
+    fig.add_hline(y=0, line_color="#555555")
     fig.add_annotation(x=(1 + eps_high + r_max) / 2, y=1.0, text="Â>0, r>1+ε_h<br>mostly PA&LP",
                        showarrow=False, font={"color": GROUP_COLORS["PA&LP"], "size": 14}, bgcolor="white")
     fig.add_annotation(x=(1 - eps_low) / 2, y=-1.0, text="Â<0, r<1−ε_l<br>mostly NA&LP",
@@ -81,10 +84,12 @@ def weight_plane_figure(methods=None, eps_low=None, eps_high=None, beta1=None, b
     titles = [f"Gradient weight F(r, Â) under {method_label(m)} "
               f"({hyper_text(_method_hyper(m, **shared)) or 'defaults'})" for m in methods]
     add_visibility_slider(fig, [[i] for i in range(len(methods))], labels, "method: ", titles)
-    fig.update_layout(height=520, xaxis_title="ratio r = π_θ / π_old", yaxis_title="advantage Â",
+    fig.update_layout(height=500, xaxis_title="ratio r = π_θ / π_old", yaxis_title="advantage Â",
                       template=TEMPLATE)
-    fig.update_yaxes(range=[-2, 2], tickvals=[-1, 1], ticktext=["Â < 0", "Â > 0"])
-    return fig
+    fig.update_xaxes(showline=True, mirror=True, linecolor="#555555")  # the plane's edge, where F = 0 meets white
+    fig.update_yaxes(range=[-2, 2], tickvals=[-1, 1], ticktext=["Â < 0", "Â > 0"], showline=True, mirror=True,
+                     linecolor="#555555")
+    return finish(fig)
 
 
 def weight_curves_figure(param: str = "beta2", values=(0.0, 0.25, 0.5, 0.75, 1.0, 1.5), methods=None,
@@ -95,7 +100,8 @@ def weight_curves_figure(param: str = "beta2", values=(0.0, 0.25, 0.5, 0.75, 1.0
     computed with that value (the others fixed, CE-GPPO's defaults unless given), so the slider moves on the
     static site.
     """
-    methods = methods or compared_methods()
+    # CE-GPPO first and the others dashed on top of it: where methods agree (F = r) every line stays visible
+    methods = sorted(methods or compared_methods(), key=lambda m: m != "ce_gppo")
     fixed = _shared_hyper(eps_low=eps_low, eps_high=eps_high, beta1=beta1, beta2=beta2)
     if param not in fixed:
         raise ValueError(f"param={param!r} is not one of {', '.join(fixed)}")
@@ -114,8 +120,7 @@ def weight_curves_figure(param: str = "beta2", values=(0.0, 0.25, 0.5, 0.75, 1.0
                 weight = gradient_weight(r, adv, method, **method_hyper)
                 indices.append(len(fig.data))
                 fig.add_trace(go.Scatter(x=f32(r), y=f32(weight), mode="lines", name=method_label(method),
-                                         legendgroup=method, showlegend=(col == 1),
-                                         line={"color": method_color(method), "width": 2.5 if method == "ce_gppo" else 1.8}),
+                                         legendgroup=method, showlegend=(col == 1), line=method_line(method)),
                               row=1, col=col)
         step_traces.append(indices)
     labels = [f"{value:g}" for value in values]
@@ -125,8 +130,8 @@ def weight_curves_figure(param: str = "beta2", values=(0.0, 0.25, 0.5, 0.75, 1.0
                            active=min(range(len(values)), key=lambda k: abs(values[k] - fixed[param])))
     fig.update_xaxes(title_text="ratio r")
     fig.update_yaxes(title_text="F(r, Â)", row=1, col=1)
-    fig.update_layout(height=480, template=TEMPLATE, title_font_size=13)
-    return fig
+    fig.update_layout(height=460, template=TEMPLATE)
+    return finish(fig)
 
 
 def funnel_figure(sample: dict, eps_values=(0.1, 0.15, 0.2, 0.25, 0.3), threshold: float = HP_THRESHOLD,
@@ -174,8 +179,8 @@ def funnel_figure(sample: dict, eps_values=(0.1, 0.15, 0.2, 0.25, 0.3), threshol
     fig.update_yaxes(title_text="ratio r (log scale)", type="log", row=1, col=1)
     fig.update_xaxes(title_text="probability bin", range=[0, 1], row=1, col=2)
     fig.update_yaxes(title_text="share outside", range=[0, 1], row=1, col=2)
-    fig.update_layout(height=520, template=TEMPLATE, title_font_size=13)
-    return fig
+    fig.update_layout(height=520, template=TEMPLATE)
+    return finish(fig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,23 +195,22 @@ def stop_gradient_figure(ratios, curves: dict, eps_low=0.2, eps_high=0.2) -> go.
     fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("Â = +1: objective ℓ", "Â = −1: objective ℓ",
                                         "Â = +1: gradient ∂ℓ/∂log π", "Â = −1: gradient ∂ℓ/∂log π"))
-    for method, by_adv in curves.items():
+    for method in sorted(curves, key=lambda m: m != "ce_gppo"):  # CE-GPPO below, the dashed others on top
         for col, adv in ((1, 1.0), (2, -1.0)):
-            values, grads = by_adv[adv]
-            style = {"color": method_color(method), "width": 2.5 if method == "ce_gppo" else 1.8,
-                     "dash": "dot" if method in ("grpo", "ppo_clip") else None}
+            values, grads = curves[method][adv]
             for row, y in ((1, -np.asarray(values)), (2, -np.asarray(grads))):
                 fig.add_trace(go.Scatter(x=ratios, y=y, mode="lines", name=method_label(method),
-                                         legendgroup=method, showlegend=(row == 1 and col == 1), line=style),
+                                         legendgroup=method, showlegend=(row == 1 and col == 1),
+                                         line=method_line(method)),
                               row=row, col=col)
     for x in (1 - eps_low, 1 + eps_high):
         fig.add_vline(x=x, line_dash="dash", line_color="grey")
     fig.update_xaxes(title_text="ratio r", row=2)
     fig.update_yaxes(title_text="ℓ (per token)", row=1, col=1)
     fig.update_yaxes(title_text="∂ℓ/∂log π", row=2, col=1)
-    fig.update_layout(height=620, template=TEMPLATE, title_font_size=14,
+    fig.update_layout(height=620, template=TEMPLATE,
                       title_text="Value vs gradient: the stop-gradient flattens the value, not the gradient")
-    return fig
+    return finish(fig)
 
 
 def grad_vs_prob_figure(centres, curves: dict, title: str | None = None) -> go.Figure:
@@ -217,12 +221,11 @@ def grad_vs_prob_figure(centres, curves: dict, title: str | None = None) -> go.F
     fig = go.Figure()
     for method, y in curves.items():
         fig.add_trace(go.Scatter(x=centres, y=y, mode="lines+markers", name=method_label(method),
-                                 line={"color": method_color(method, "grey"),
-                                       "width": 2.5 if method == "ce_gppo" else 1.8}))
+                                 line=method_line(method, "grey")))
     fig.update_layout(height=440, template=TEMPLATE, xaxis_title="probability π_old of the token",
-                      yaxis_title="mean |F·Â|·(1−π)  (gradient on its own logit)",
+                      yaxis_title="mean |F·Â|·(1−π) on its logit",
                       title_text=title or "How much gradient each method sends, by token probability")
-    return fig
+    return finish(fig)
 
 
 def logit_update_figure(cases: list[dict]) -> go.Figure:
@@ -236,6 +239,8 @@ def logit_update_figure(cases: list[dict]) -> go.Figure:
         raise ValueError("cases is empty; give at least one single_softmax_update result")
     fig = go.Figure()
     step_traces, titles = [], []
+    # one y-range for every case, so that the bars' heights compare across the slider's steps
+    reach = 1.1 * max(float(np.abs(case["delta"]).max()) for case in cases) or 1.0
     for case in cases:
         order = np.argsort(-case["prob"])
         delta = case["delta"][order]
@@ -248,10 +253,10 @@ def logit_update_figure(cases: list[dict]) -> go.Figure:
         titles.append(f"{case['label']}: F={case['weight']:.2f}, ΔH predicted {case['dH_pred']:+.4f}, "
                       f"measured {case['dH_meas']:+.4f}")
     add_visibility_slider(fig, step_traces, [c.get("short", c["label"]) for c in cases], "kept token: ", titles)
-    fig.update_layout(height=480, template=TEMPLATE, showlegend=False, title_font_size=13,
+    fig.update_layout(height=480, template=TEMPLATE, showlegend=False,
                       xaxis_title="logit b (sorted by probability; ▶ = the kept token)",
-                      yaxis_title="update Δz_b = −η ∂loss/∂z_b")
-    return fig
+                      yaxis_title="update Δz_b = −η ∂loss/∂z_b", yaxis_range=[-reach, reach])
+    return finish(fig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,6 +267,16 @@ def _history_label(history) -> str:
     if history.method == "ce_gppo":
         label += f" β1={history.hyper['beta1']:g}, β2={history.hyper['beta2']:g}"
     return label
+
+
+def _run_color(histories, k: int) -> str:
+    """Run k's colour: its method's, unless several runs share the method (then distinct spare colours, never a
+    token group's)."""
+    method = histories[k].method
+    spare = [c for c in FALLBACK_COLORS if c not in METHOD_COLORS.values()]
+    if sum(h.method == method for h in histories) == 1:
+        return method_color(method, spare[k % len(spare)])
+    return spare[k % len(spare)]
 
 
 def bandit_history_figure(history) -> go.Figure:
@@ -290,22 +305,18 @@ def bandit_history_figure(history) -> go.Figure:
     fig.update_yaxes(title_text="mean reward", row=1, col=2)
     fig.update_yaxes(title_text="fraction", row=2, col=1)
     fig.update_yaxes(title_text="ΔH per step", row=2, col=2)
-    fig.update_layout(height=700, template=TEMPLATE, title_font_size=13,
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+    fig.update_layout(height=700, template=TEMPLATE,
                       title_text=f"Token bandit: {_history_label(history)}, {history.seeds} seeds "
                                  f"(mean ±1 sd over seeds)")
-    return fig
+    return finish(fig)
 
 
 def entropy_comparison_figure(histories, field: str = "entropy", title: str | None = None) -> go.Figure:
     """The seed-mean of ``field`` (``entropy``, ``entropy_irrelevant``, ``reward``...) with ±1 sd bands, one
     line per run. ``histories`` is a list of ``bandit.History`` (labels and colours from their method)."""
     fig = go.Figure()
-    palette = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7"]
     for k, history in enumerate(histories):
-        color = method_color(history.method, palette[k % len(palette)])
-        if history.method == "ce_gppo" and sum(h.method == "ce_gppo" for h in histories) > 1:
-            color = palette[k % len(palette)]
+        color = _run_color(histories, k)
         per_seed = getattr(history, f"{field}_per_seed", None)
         if per_seed is None:  # a series stored only as its seed-mean
             per_seed = np.asarray(getattr(history, field))[None]
@@ -314,7 +325,7 @@ def entropy_comparison_figure(histories, field: str = "entropy", title: str | No
     fig.update_layout(height=460, template=TEMPLATE, xaxis_title="step (rollout batch)",
                       yaxis_title=field.replace("_", " "),
                       title_text=title or f"{field.replace('_', ' ')}: mean over seeds, band ±1 sd")
-    return fig
+    return finish(fig)
 
 
 def entropy_prediction_figure(history, max_points: int = 2400) -> go.Figure:
@@ -334,16 +345,15 @@ def entropy_prediction_figure(history, max_points: int = 2400) -> go.Figure:
                       yaxis_title="ΔH measured (H after − H before)",
                       title_text=f"{_history_label(history)}: predicted vs measured entropy change per step "
                                  f"(correlation {corr:.3f})")
-    return fig
+    return finish(fig)
 
 
 def cumulative_prediction_figure(histories) -> go.Figure:
     """Running sums of the predicted (dotted) and measured (solid) per-step entropy changes, one colour per run:
     where the first-order prediction is biased, the bias accumulates over steps."""
     fig = go.Figure()
-    palette = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7"]
     for k, history in enumerate(histories):
-        color = palette[k % len(palette)]
+        color = _run_color(histories, k)
         steps = step_axis(history.steps)
         label = _history_label(history) + (f", η={history.toy['lr']:g}" if "lr" in history.toy else "")
         fig.add_trace(go.Scatter(**steps, y=f32(np.cumsum(history.dH_meas)), mode="lines", legendgroup=label,
@@ -353,7 +363,7 @@ def cumulative_prediction_figure(histories) -> go.Figure:
     fig.update_layout(height=460, template=TEMPLATE, xaxis_title="step (rollout batch)",
                       yaxis_title="Σ ΔH since step 0 (seed mean)",
                       title_text="Cumulative entropy change: measured (solid) vs first-order prediction (dotted)")
-    return fig
+    return finish(fig)
 
 
 def group_contribution_figure(histories, window: int = 10) -> go.Figure:
@@ -380,8 +390,8 @@ def group_contribution_figure(histories, window: int = 10) -> go.Figure:
     add_visibility_slider(fig, step_traces, labels, "run: ", titles)
     fig.add_hline(y=0, line_color="lightgrey")
     fig.update_layout(height=520, template=TEMPLATE, xaxis_title="step (rollout batch)",
-                      yaxis_title="contribution to ΔH per step", title_font_size=13)
-    return fig
+                      yaxis_title="contribution to ΔH per step")
+    return finish(fig)
 
 
 def beta_sweep_figure(sweep, references=(), field: str = "entropy") -> go.Figure:
@@ -410,8 +420,8 @@ def beta_sweep_figure(sweep, references=(), field: str = "entropy") -> go.Figure
                   + abs(sweep.beta2s[k % len(sweep.beta2s)] - 1.0))
     add_visibility_slider(fig, step_traces, labels, "", titles, active=default, always=always)
     fig.update_layout(height=520, template=TEMPLATE, xaxis_title="step (rollout batch)",
-                      yaxis_title=field.replace("_", " "), title_font_size=13)
-    return fig
+                      yaxis_title=field.replace("_", " "))
+    return finish(fig)
 
 
 def beta_grid_figure(sweep, field: str = "entropy") -> go.Figure:
@@ -424,7 +434,7 @@ def beta_grid_figure(sweep, field: str = "entropy") -> go.Figure:
     fig.update_layout(height=420, template=TEMPLATE, xaxis_title="β2 (upper side, Â>0)",
                       yaxis_title="β1 (lower side, Â<0)",
                       title_text=f"CE-GPPO: final {field.replace('_', ' ')} over the (β1, β2) grid")
-    return fig
+    return finish(fig)
 
 
 __all__ = [

@@ -19,6 +19,7 @@ import plotly.io as pio
 
 from ..gpu import evaluate
 from . import run_figures
+from .tables import Table
 from ..lm.run_dir import read_metrics
 
 
@@ -48,13 +49,8 @@ def load_runs(run_dirs: Sequence[str], labels: Sequence[str] | None = None) -> d
     return runs
 
 
-def _table(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-                                    for v in row.values()) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _table(rows: list[dict], digits: int = 3) -> str:
+    return Table.from_dicts(rows, digits)._repr_html_() if rows else ""
 
 
 def load_evals(run_dirs: Sequence[str], labels: Sequence[str] | None, eval_paths: Sequence[str] = ()) -> dict:
@@ -79,7 +75,7 @@ def eval_section(evals: dict[str, dict]) -> str:
     rows = evaluate.eval_table_rows(evals)
     return ("<h2>Evaluation (avg@k, %)</h2><p>Rows marked <em>reported by the authors</em> are copied from the "
             "paper's README (the paper in brief, §5); rows marked <em>ours</em> come from <code>cegppo eval</code> and say "
-            "what produced them.</p>" + _table(rows).replace("<td>nan</td>", "<td>—</td>"))
+            "what produced them.</p>" + _table(rows, digits=1))
 
 
 def build_report(runs: dict[str, list[dict]], title: str = "cegppo runs", plotlyjs: str = "inline",

@@ -13,10 +13,19 @@ from plotly.subplots import make_subplots
 
 from ..summaries import FINAL_STEPS, final_mean
 from ..token_groups import GROUPS
-from .style import FALLBACK_COLORS, GROUP_COLORS, METHOD_COLORS
+from ..losses import METHODS, method_label
+from .style import FALLBACK_COLORS, GROUP_COLORS, METHOD_COLORS, TEMPLATE, finish
+
 CURVES = (("reward/mean", "reward (train)"), ("eval/accuracy", "held-out accuracy"),
           ("entropy/mean", "token entropy (nats)"), ("response/length_mean", "response length (tokens)"),
           ("clip/low_frac", "clipped below (r<1-ε_l, Â<0)"), ("clip/high_frac", "clipped above (r>1+ε_h, Â>0)"))
+
+
+def run_label(label: str) -> str:
+    """How a figure names a run: a leading method name becomes the method's label ("ce_gppo β1=1" ->
+    "CE-GPPO β1=1"), so the book never says "grpo" in one place and "GRPO" in another."""
+    head, sep, rest = label.partition(" ")
+    return method_label(head) + sep + rest if head in METHODS else label
 
 
 def run_colors(labels) -> dict[str, str]:
@@ -57,13 +66,12 @@ def run_curves_figure(runs: dict[str, list[dict]], curves=CURVES, cols: int = 2,
             if smooth > 1 and len(values) >= smooth:
                 values = np.convolve(values, np.ones(smooth) / smooth, mode="valid").tolist()
                 steps = steps[smooth - 1:]
-            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=label, legendgroup=label,
+            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=run_label(label), legendgroup=label,
                                      showlegend=(k == 0), line=dict(color=color, width=2)),
                           row=k // cols + 1, col=k % cols + 1)
     fig.update_xaxes(title_text="RL step", row=rows)
-    fig.update_layout(height=260 * rows + 60, title=title or None, margin=dict(t=60 if title else 40, b=40),
-                      legend=dict(orientation="h", y=-0.08))
-    return fig
+    fig.update_layout(height=250 * rows + 60, title=title or None, template=TEMPLATE, margin_b=40)
+    return finish(fig)
 
 
 def _total(metrics: list[dict], key: str) -> float:
@@ -76,10 +84,10 @@ def _group_totals_figure(runs: dict[str, list[dict]], stat: str, barmode: str, y
     fig = go.Figure()
     labels = list(runs)
     for group in GROUPS:
-        fig.add_trace(go.Bar(x=labels, y=[_total(runs[r], f"{group}/{stat}") for r in labels], name=group,
-                             marker_color=GROUP_COLORS[group]))
-    fig.update_layout(barmode=barmode, yaxis_title=yaxis_title, height=380, title=title)
-    return fig
+        fig.add_trace(go.Bar(x=[run_label(r) for r in labels], y=[_total(runs[r], f"{group}/{stat}") for r in labels],
+                             name=group, marker_color=GROUP_COLORS[group]))
+    fig.update_layout(barmode=barmode, yaxis_title=yaxis_title, height=380, title=title, template=TEMPLATE)
+    return finish(fig)
 
 
 def clipped_by_group_figure(runs: dict[str, list[dict]]) -> go.Figure:
@@ -105,11 +113,11 @@ def entropy_prediction_figure(runs: dict[str, list[dict]]) -> go.Figure:
     for label, metrics in runs.items():
         rows = [m for m in metrics if "entropy/measured_change" in m and "entropy/predicted_push" in m]
         fig.add_trace(go.Scatter(x=[m["entropy/predicted_push"] for m in rows],
-                                 y=[m["entropy/measured_change"] for m in rows], mode="markers", name=label,
+                                 y=[m["entropy/measured_change"] for m in rows], mode="markers", name=run_label(label),
                                  marker=dict(color=colors[label], size=5, opacity=0.6)))
     fig.update_layout(xaxis_title="predicted push (Σ −F·Â·I per token)", yaxis_title="measured ΔH (nats)",
-                      height=400, title="First-order entropy predictor vs measured change")
-    return fig
+                      height=400, title="First-order entropy predictor vs measured change", template=TEMPLATE)
+    return finish(fig)
 
 
 def summary_rows(runs: dict[str, list[dict]]) -> list[dict]:
@@ -152,8 +160,9 @@ class LiveFigure:
 
     def refresh(self) -> None:
         self.fig = run_curves_figure({self.label: self.history}, curves=CURVES[:3], cols=3)
-        self.fig.update_layout(height=330, title=f"{self.label}: step {self.history[-1]['step']}"
-                               if self.history else self.label)
+        self.fig.update_layout(height=330, title=f"{run_label(self.label)}: step {self.history[-1]['step']}"
+                               if self.history else run_label(self.label))
+        finish(self.fig)
         if self.display:
             from IPython.display import clear_output, display
 

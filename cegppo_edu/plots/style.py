@@ -14,6 +14,7 @@ import json
 import os
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
@@ -22,11 +23,19 @@ from ..losses import METHODS, method_label, token_level_methods
 
 # One fixed colour per token group in every figure (Okabe-Ito palette, readable for colour-blind readers).
 GROUP_COLORS = {"PA&HP": "#0072B2", "PA&LP": "#56B4E9", "NA&HP": "#D55E00", "NA&LP": "#E69F00", "ZA": "#999999"}
-# Okabe-Ito colours not used by the token groups, so a method is never mistaken for a group.
-METHOD_COLORS = {"grpo": "#CC79A7", "dapo": "#009E73", "gppo": "#7F7F7F", "ce_gppo": "#000000", "cispo": "#F0E442"}
-FALLBACK_COLORS = ("#882255", "#44AA99", "#332288", "#999933", "#AA4499", "#117733", "#000000", "#CC79A7")
+# Colours not used by the token groups, so a method is never mistaken for a group (Okabe-Ito, and Tol's olive
+# for CISPO: Okabe-Ito's yellow has too little contrast on white).
+METHOD_COLORS = {"grpo": "#CC79A7", "dapo": "#009E73", "gppo": "#7F7F7F", "ce_gppo": "#000000", "cispo": "#999933"}
+# Where methods agree (F = r inside the interval) their lines lie on top of each other; a dash pattern per method
+# keeps each one visible there.
+METHOD_DASHES = {"grpo": "dot", "dapo": "dash", "gppo": "dashdot", "ce_gppo": "solid", "cispo": "longdash"}
+FALLBACK_COLORS = ("#882255", "#44AA99", "#332288", "#AA4499", "#117733", "#000000", "#CC79A7", "#999933")
 UP_COLOR, DOWN_COLOR = "#009E73", "#CC79A7"
 HYPER_LABELS = {"eps_low": "ε_l", "eps_high": "ε_h", "beta1": "β1", "beta2": "β2", "eps": "ε"}
+# A figure title line of at most this many characters fits the book's text column (about 700 px at a 1280-px
+# window) at the template's title font; longer titles are wrapped (``wrap``).
+TITLE_CHARS = 70
+TITLE_SIZE = 14
 # The book's plotly template: plotly_white's look for the 2-D charts the book draws, without its 3-D, polar,
 # geo and colour-scale entries (every stored figure carries its template: 1 KB instead of 7).
 _AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "ticks": "", "title": {"standoff": 15},
@@ -34,7 +43,9 @@ _AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "ticks": "", "title": {
 TEMPLATE = "cegppo"
 pio.templates[TEMPLATE] = go.layout.Template(layout={
     "font": {"color": "#2a3f5f"}, "hovermode": "closest", "hoverlabel": {"align": "left"},
-    "paper_bgcolor": "white", "plot_bgcolor": "white", "xaxis": _AXIS, "yaxis": _AXIS, "title": {"x": 0.05},
+    "paper_bgcolor": "white", "plot_bgcolor": "white", "xaxis": _AXIS, "yaxis": _AXIS,
+    "title": {"x": 0.02, "xanchor": "left", "font": {"size": TITLE_SIZE}, "yref": "container", "y": 1,
+              "yanchor": "top", "pad": {"t": 24}},  # plotly anchors a multi-line title by its first baseline
     "coloraxis": {"colorbar": {"outlinewidth": 0, "ticks": ""}}, "shapedefaults": {"line": {"color": "#2a3f5f"}},
     "annotationdefaults": {"arrowcolor": "#2a3f5f", "arrowhead": 0, "arrowwidth": 1}})
 STORE_ONCE = "CEGPPO_FIGURES_JSON_ONLY"  # environment variable: notebooks store each figure once (JSON)
@@ -46,10 +57,59 @@ def compared_methods() -> list[str]:
     return token_level_methods(include_aliases=False)
 
 
+def _canonical(name: str) -> str:
+    spec = METHODS.get(name)
+    return spec.alias_of if spec and spec.alias_of else name
+
+
 def method_color(name: str, fallback: str = "#555555") -> str:
     """A method's colour (an alias wears its original's); ``fallback`` for a method without one."""
-    spec = METHODS.get(name)
-    return METHOD_COLORS.get(spec.alias_of if spec and spec.alias_of else name, fallback)
+    return METHOD_COLORS.get(_canonical(name), fallback)
+
+
+def method_line(name: str, fallback: str = "#555555", width: float | None = None) -> dict:
+    """A method's line style: its colour and dash pattern, CE-GPPO a little wider."""
+    canonical = _canonical(name)
+    return {"color": method_color(name, fallback), "dash": METHOD_DASHES.get(canonical, "solid"),
+            "width": width or (2.6 if canonical == "ce_gppo" else 2.0)}
+
+
+def wrap(text: str, width: int = TITLE_CHARS) -> str:
+    """``text`` with ``<br>`` between words so that no line is longer than ``width`` characters (plotly titles
+    do not wrap by themselves; a long one runs off the figure)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "<br>".join(lines + [line])
+
+
+def finish(fig: go.Figure) -> go.Figure:
+    """Room for the title: the top margin holds its longest version (slider steps change it) and, below it, the
+    subplot titles, so that neither is cut off nor drawn over the other or over the plot."""
+    if fig.layout.title.text and "<br>" not in fig.layout.title.text:
+        fig.update_layout(title_text=wrap(fig.layout.title.text))
+    titles = [fig.layout.title.text or ""]
+    for slider in fig.layout.sliders or ():
+        titles += [step.args[1].get("title.text", "") for step in slider.steps if len(step.args) > 1]
+    lines = max((t.count("<br>") + 1 for t in titles if t), default=0)
+    subplot_titles = any(a.yref and a.yref.endswith("paper") and (a.y or 0) >= 1 for a in fig.layout.annotations)
+    for annotation in fig.layout.annotations:
+        if annotation.font.size in (None, 16) and annotation.showarrow is False:  # make_subplots' titles
+            annotation.font.size = 13  # smaller than the figure's own title
+    fig.update_layout(margin_t=20 + (14 + 19 * lines if lines else 0) + (26 if subplot_titles else 0))
+    return fig
+
+
+def zero_white_colorscale(zmax: float, base: str = "Viridis") -> list:
+    """A colour scale for values in [0, zmax] where exactly 0 is white and anything above 0 starts at the dark
+    end of ``base``: a dropped gradient (F = 0) cannot be mistaken for a small one."""
+    colors = plotly.colors.get_colorscale(base)
+    gap = 1e-6 / zmax
+    return [[0.0, "#ffffff"], [gap, "#ffffff"]] + [[max(gap, float(x)), c] for x, c in colors]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,12 +159,12 @@ def add_visibility_slider(fig: go.Figure, step_traces: list[list[int]], labels: 
         visible = [False] * n
         for i in list(indices) + list(always):
             visible[i] = True
-        layout = {"title.text": titles[k]} if titles else {}
+        layout = {"title.text": wrap(titles[k])} if titles else {}
         steps.append({"method": "update", "label": label, "args": [{"visible": visible}, layout]})
     for i, trace in enumerate(fig.data):
         trace.visible = i in set(step_traces[active]) | set(always)
     if titles:
-        fig.update_layout(title_text=titles[active])
+        fig.update_layout(title_text=wrap(titles[active]))
     fig.update_layout(sliders=[{"active": active, "currentvalue": {"prefix": prefix}, "pad": {"t": 50},
                                 "steps": steps}])
     return fig
@@ -156,6 +216,7 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-__all__ = ["BookRenderer", "DOWN_COLOR", "GROUP_COLORS", "HYPER_LABELS", "METHOD_COLORS", "TEMPLATE", "UP_COLOR",
-           "add_visibility_slider", "compared_methods", "f32", "hex_to_rgba", "hyper_text", "mean_band_traces",
-           "method_color", "method_label", "moving_average", "setup_notebook", "step_axis"]
+__all__ = ["BookRenderer", "DOWN_COLOR", "GROUP_COLORS", "HYPER_LABELS", "METHOD_COLORS", "METHOD_DASHES", "TEMPLATE",
+           "TITLE_CHARS", "UP_COLOR", "add_visibility_slider", "compared_methods", "f32", "finish", "hex_to_rgba", "hyper_text",
+           "mean_band_traces", "method_color", "method_label", "method_line", "moving_average", "setup_notebook",
+           "step_axis", "wrap", "zero_white_colorscale"]
