@@ -7,6 +7,8 @@
   draw): the mean difference with its Student-t confidence interval, and a verdict — ``holds`` (the interval is
   above 0), ``does not hold`` (below 0) or ``not resolved at n seeds`` (it contains 0).
 - ``all_of``: the verdict of a claim made of several such comparisons.
+- ``sign_agreement``: how often a predictor gets the sign of a change right, next to its base rate (what always
+  guessing the commoner sign scores) — a predictor is only informative where it beats that.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Paired:
     n: int
     wins: int  # seeds with A > B
     level: float = CONFIDENCE
+    unit: str = "seeds"  # what the n pairs are
 
     @property
     def verdict(self) -> str:
@@ -99,22 +102,24 @@ class Paired:
             return HOLDS
         if self.high < 0:
             return FAILS
-        return f"not resolved at {self.n} seeds"
+        return f"not resolved at {self.n} {self.unit}"
 
     def __str__(self) -> str:
         return (f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] ({self.level:.0%} CI; A above B in "
-                f"{self.wins} of {self.n} seeds)")
+                f"{self.wins} of {self.n} {self.unit})")
 
 
-def paired_difference(a, b, level: float = CONFIDENCE) -> Paired:
-    """``a − b`` seed by seed (``b`` may be a number), with a Student-t interval for the mean difference."""
+def paired_difference(a, b, level: float = CONFIDENCE, unit: str = "seeds") -> Paired:
+    """``a − b`` pair by pair (``b`` may be a number), with a Student-t interval for the mean difference.
+
+    The pairs are ``unit`` (seeds, unless said otherwise); the interval assumes they are independent."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     d = d.reshape(-1)
     if d.size < 2 or not np.isfinite(d).all():
         raise ValueError(f"a paired comparison needs at least 2 finite paired values, got {d.size}")
     mean, sem = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
     half = student_t_quantile(0.5 + level / 2.0, d.size - 1) * sem
-    return Paired(mean, mean - half, mean + half, int(d.size), int((d > 0).sum()), level)
+    return Paired(mean, mean - half, mean + half, int(d.size), int((d > 0).sum()), level, unit)
 
 
 def all_of(verdicts) -> str:
@@ -128,5 +133,43 @@ def all_of(verdicts) -> str:
     return next(v for v in verdicts if v.startswith("not resolved"))
 
 
-__all__ = ["CONFIDENCE", "FAILS", "FINAL_STEPS", "HOLDS", "Paired", "all_of", "final_mean", "paired_difference",
-           "student_t_quantile"]
+@dataclass(frozen=True)
+class SignAgreement:
+    """How often ``sign(predicted) == sign(measured)``, next to what needs no predictor at all."""
+
+    agreement: float  # share of cases with the same sign
+    base_rate: float  # share that always guessing the commoner measured sign gets right
+    common_sign: str  # that sign, "falls" or "rises"
+    chance: float  # expected agreement of a predictor unrelated to the measurement, with the same sign shares
+    n: int
+    versus_base: Paired  # per case: predictor right (1/0) minus the constant guess right (1/0)
+
+    def __str__(self) -> str:
+        return (f"same sign in {self.agreement:.0%} of {self.n}; always guessing '{self.common_sign}' scores "
+                f"{self.base_rate:.0%}, an unrelated predictor with these sign shares {self.chance:.0%}; "
+                f"predictor minus base rate {self.versus_base.mean:+.3f} [{self.versus_base.low:+.3f}, "
+                f"{self.versus_base.high:+.3f}]: {self.verdict}")
+
+    @property
+    def verdict(self) -> str:
+        """Does the predictor beat always guessing the commoner sign? (holds / does not hold / not resolved)"""
+        return self.versus_base.verdict
+
+
+def sign_agreement(predicted, measured, level: float = CONFIDENCE) -> SignAgreement:
+    """The sign agreement of ``predicted`` with ``measured`` (1-D, paired), its base rate and a paired interval
+    for the difference between the two (cases taken as independent)."""
+    pred, meas = np.sign(np.asarray(predicted, dtype=float)), np.sign(np.asarray(measured, dtype=float))
+    if pred.shape != meas.shape or pred.ndim != 1 or pred.size < 2:
+        raise ValueError(f"predicted and measured must be 1-D of one length >= 2, got {pred.shape} and {meas.shape}")
+    falls = float((meas < 0).mean())
+    common = -1.0 if falls >= 0.5 else 1.0
+    right = (pred == meas).astype(float)
+    guess = (meas == common).astype(float)
+    chance = float((pred > 0).mean() * (meas > 0).mean() + (pred < 0).mean() * (meas < 0).mean())
+    return SignAgreement(float(right.mean()), float(guess.mean()), "falls" if common < 0 else "rises", chance,
+                         int(pred.size), paired_difference(right, guess, level, unit="cases"))
+
+
+__all__ = ["CONFIDENCE", "FAILS", "FINAL_STEPS", "HOLDS", "Paired", "SignAgreement", "all_of", "final_mean",
+           "paired_difference", "sign_agreement", "student_t_quantile"]

@@ -47,3 +47,21 @@ def test_final_mean_is_the_last_window():
     assert final_mean([1.0, 3.0]) == 2.0  # shorter than the window: all of it
     with pytest.raises(ValueError, match="steps=0"):
         final_mean(series, 0)
+
+
+def test_sign_agreement_is_read_against_its_base_rate():
+    from cegppo_edu.summaries import sign_agreement
+
+    rng = np.random.default_rng(0)
+    measured = np.where(rng.random(400) < 0.9, -1.0, 1.0) * rng.random(400)  # falls in about 90 % of cases
+    unrelated = sign_agreement(np.where(rng.random(400) < 0.9, -1.0, 1.0), measured)
+    assert unrelated.common_sign == "falls" and unrelated.base_rate == pytest.approx(np.mean(measured < 0))
+    assert unrelated.agreement == pytest.approx(unrelated.chance, abs=0.05)  # high agreement, no information
+    assert unrelated.verdict != HOLDS
+    perfect = sign_agreement(measured * 3.0, measured)
+    assert perfect.agreement == 1.0 and perfect.verdict == HOLDS
+    constant = sign_agreement(-np.ones(400), measured)  # "always falls" is exactly the base rate
+    assert constant.agreement == constant.base_rate and constant.versus_base.mean == 0.0
+    assert "cases" in constant.verdict and "base rate" in str(constant)
+    with pytest.raises(ValueError, match="1-D of one length"):
+        sign_agreement([1.0, 2.0], [1.0])

@@ -10,6 +10,10 @@ uniforms, so each comparison is made seed by seed (``summaries.paired_difference
     claim 5   the per-step first-order prediction tracks the measured ΔH (per-seed correlation > 0.9)
     claim 6   each token group's summed push has the sign of the paper's table; clipped tokens move H only
               under a method that keeps their gradient (CE-GPPO)
+
+``step_size_scan`` separates the two reasons the first-order prediction of claim 5 can miss: the step size
+(its error is second order in η) and the clipping regime (a smaller η also clips fewer tokens, unless ε shrinks
+with it).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..losses import get_method, method_label
 from ..summaries import FAILS, FINAL_STEPS, HOLDS, Paired, all_of, final_mean, paired_difference
 from ..token_groups import GROUP_ENTROPY_EFFECT, GROUPS
+from . import bandit
 
 PREDICTION_CORRELATION = 0.9  # claim 5: how closely "tracks" is meant
 
@@ -117,8 +123,8 @@ def chapter3_claims(runs: dict, sweep, easy: dict | None = None) -> dict[str, Cl
 
 def _label(history) -> str:
     if "beta1" in history.hyper and history.method == "ce_gppo":
-        return f"{history.method}(β1={history.hyper['beta1']:g}, β2={history.hyper['beta2']:g})"
-    return history.method
+        return f"{method_label(history.method)} (β1={history.hyper['beta1']:g}, β2={history.hyper['beta2']:g})"
+    return method_label(history.method)
 
 
 def _cell_step(sweep, i: int, j: int, axis: int) -> str:
@@ -132,5 +138,46 @@ def _seed_correlations(history) -> np.ndarray:
     return np.array([np.corrcoef(p, m)[0, 1] for p, m in zip(pred, meas)])
 
 
-__all__ = ["Claim", "above", "chapter3_claims", "clipped_push", "group_signs", "monotone_in_beta",
-           "prediction_tracks"]
+@dataclass(frozen=True)
+class ScanRow:
+    """One step size of ``step_size_scan``: ΔH per update (a step's change / its updates), seed-pooled."""
+
+    lr: float
+    eps: float
+    clipped: float  # share of token-updates clipped
+    mean_abs_dH: float  # mean |ΔH measured| per update
+    rel_error: float  # RMS(predicted − measured) / RMS(measured), per update
+
+    def __str__(self) -> str:
+        return (f"η={self.lr:<4g} ε={self.eps:<6.3f} clipped {100 * self.clipped:5.2f}%   |ΔH| per update "
+                f"{self.mean_abs_dH:.1e}   relative first-order error {self.rel_error:.3f}")
+
+
+def step_size_scan(lrs, scale_eps: bool, method: str = "ce_gppo", steps: int = 300, seeds: int = 4,
+                   seed: int = 0) -> list[ScanRow]:
+    """The first-order prediction's error per update at each step size ``lrs`` of the token bandit.
+
+    With ``scale_eps`` the clip interval shrinks with η (ε = ε_default · η / max(lrs)), so the ratios, which move
+    ∝ η, leave it about as often at every η: the clipping regime stays fixed and only the step size changes.
+    Without it ε stays at the method's default and a smaller η also clips fewer tokens. If the error falls ∝ η
+    in both, it is the step size's doing (first order), not the clipping's.
+    """
+    if not lrs:
+        raise ValueError("lrs is empty; give at least one step size")
+    defaults = get_method(method).defaults
+    toy = bandit.make_toy()
+    updates = toy.minibatches * toy.epochs
+    rows = []
+    for lr in lrs:
+        scale = lr / max(lrs) if scale_eps else 1.0
+        eps_low, eps_high = defaults["eps_low"] * scale, defaults["eps_high"] * scale
+        h = bandit.simulate(method, eps_low=eps_low, eps_high=eps_high, steps=steps, seeds=seeds, seed=seed, lr=lr)
+        pred, meas = h.dH_pred_per_seed / updates, h.dH_meas_per_seed / updates  # (seeds, steps)
+        rel = float(np.sqrt(np.mean((pred - meas) ** 2)) / np.sqrt(np.mean(meas ** 2)))
+        rows.append(ScanRow(float(lr), eps_high, float(h.clip_low.mean() + h.clip_high.mean()),
+                            float(np.abs(meas).mean()), rel))
+    return rows
+
+
+__all__ = ["Claim", "ScanRow", "above", "chapter3_claims", "clipped_push", "group_signs", "monotone_in_beta",
+           "prediction_tracks", "step_size_scan"]
