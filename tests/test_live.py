@@ -310,8 +310,12 @@ def standalone(tmp_path_factory) -> str:
 @pytest.fixture
 def page(browser, standalone):  # noqa: F811
     page, errors = _open(browser, standalone)
-    page.wait_for_function("() => [...document.querySelectorAll('.cegppo-live')].every((r) => r.querySelector('.main-svg'))",
-                           timeout=30_000)
+    try:
+        page.wait_for_function("() => [...document.querySelectorAll('.cegppo-live')].every("
+                               "(r) => r.querySelector('.main-svg'))", timeout=30_000)
+    except Exception as err:  # say what the page said
+        page.close()
+        raise AssertionError(f"the live figures did not draw: {'; '.join(errors) or err}") from None
     yield page
     page.close()
     assert not errors, "; ".join(errors)
@@ -467,6 +471,23 @@ def test_titles_lie_inside_the_plot_and_the_figure_fits_its_column(page):
         assert not state["outside"], f"{kind}: clipped text {state}"
         assert state["controls"] == 0 and state["scroll"] <= 0, f"{kind}: wider than its column: {state}"
         assert state["root"] <= COLUMN and state["svg"] <= COLUMN, state
+    assert page.locator(".cegppo-live-note:visible").count() == 0  # the note is for pages without plotly.js
+    assert page.locator(".cegppo-live-body:visible").count() == 3
+
+
+@pytest.mark.browser
+def test_a_figure_added_later_mounts_itself_and_reuses_the_pages_functions(page):
+    """As a re-executed cell does: the new figure's script draws it, window.cegppoLive stays the first one."""
+    page.evaluate("() => { window.firstLive = window.cegppoLive; }")
+    added = live.weight_explorer(method="cispo")
+    page.evaluate("""(html) => document.getElementById('column').appendChild(
+        document.createRange().createContextualFragment(html))""", added.html)
+    fig_id = re.search(r'class="cegppo-live" id="([^"]+)"', added.html).group(1)
+    root = page.locator(f"#{fig_id}")
+    root.locator(".main-svg").first.wait_for(timeout=10_000)
+    assert page.evaluate("() => window.cegppoLive === window.firstLive")
+    assert page.locator(".cegppo-live[data-cegppo-mounted]").count() == 4
+    assert _values(page, "weight")["method"] == "ce_gppo" and "CISPO" in _traces(page, "weight", index=2)["title"]
 
 
 @pytest.mark.browser

@@ -87,7 +87,9 @@ def _check_methods(methods) -> list[str]:
     if not methods:
         raise ValueError("methods is empty; give at least one of " + ", ".join(live_methods()))
     for name in methods:
-        check_choice("methods entry", name, live_methods())
+        if name not in live_methods():
+            raise ValueError(f"methods entry={name!r} is not allowed; choose one of {', '.join(live_methods())} (the "
+                             "token-level methods, aliases left out, whose weight function live.js computes)")
     return methods
 
 
