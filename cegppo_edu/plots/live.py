@@ -107,7 +107,7 @@ def _slider(name: str, method: str) -> dict:
     low = max(low, allowed.low + (step if allowed.low_open else 0.0))
     high = min(high, allowed.high - (step if allowed.high_open else 0.0))
     low, high = min(low, default), max(high, default)
-    while not _on_grid(default, low, step) and step > 1e-4:
+    while not _on_grid(default, low, step) and step > 1e-6:
         step /= 10
     return {"min": round(low, 10), "max": round(high, 10), "step": round(step, 10)}
 
@@ -123,8 +123,8 @@ def _method_config(method: str, hypers: tuple[str, ...]) -> dict:
 
 def _largest_weight(methods: list[str], hypers: tuple[str, ...], r_range: tuple[float, float], adv: float) -> float:
     """max F(r, Â) over r in ``r_range``, the methods and every slider's range (at fixed ``adv``), computed with
-    ``losses.gradient_weight``: F is piecewise linear in r and monotone in each ε and β, so its maximum lies
-    at a breakpoint and at a corner of the sliders' box."""
+    ``losses.gradient_weight``: F is piecewise linear in r, so its maximum over r lies at a breakpoint, and that
+    maximum is monotone in each ε and β, so it lies at a corner of the sliders' box."""
     largest = 0.0
     for method in methods:
         controls = _method_config(method, hypers)["controls"]
@@ -323,7 +323,7 @@ def softmax_update_explorer(logits=CHAPTER2_LOGITS, token: int = 6, *, ratio: fl
 
 def _free_slider(span: tuple[float, float], step: float, value: float) -> dict:
     """A slider over ``span`` whose grid holds ``value``."""
-    while not _on_grid(value, span[0], step) and step > 1e-4:
+    while not _on_grid(value, span[0], step) and step > 1e-6:
         step /= 10
     return {"min": span[0], "max": span[1], "step": round(step, 10)}
 
