@@ -26,7 +26,7 @@ from cegppo_edu.losses import (METHODS, Method, ce_gppo, ce_gppo_per_token, cisp
                                gradient_weight, method_label, register_method, token_level_methods)
 from cegppo_edu.plots import live
 from cegppo_edu.toy import demos
-from tests.test_browser import _open, base_url, browser, site  # noqa: F401  (fixtures, shared with the book's test)
+from test_browser import _open, base_url, browser, site  # noqa: F401  (fixtures, shared with the book's test)
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 CONFIG = re.compile(r'<script type="application/json" class="cegppo-live-config">(.*?)</script>', re.S)
@@ -172,13 +172,9 @@ def test_the_fixed_y_ranges_hold_every_input_position_and_no_more():
     assert largest <= y_max <= 1.06 * largest
 
 
-@pytest.mark.xfail(strict=True, reason="toy.demos.single_softmax_update: on r = 1±ε its delta (autograd through "
-                   "old_logp = log π_a − log r) can treat the token as clipped while its weight says inside; the live "
-                   "figure follows gradient_weight. Remove this mark when demos is fixed.")
 def test_package_update_on_the_interval_edges_matches_its_own_weight():
-    """What the live figure computes on r = 1±ε exactly (its weight F, the token inside) and what
-    ``single_softmax_update``'s delta does there (autograd through old_logp = log π_a − log r, whose round trip
-    can move r off the edge) should agree."""
+    """On r = 1±ε exactly the live figure (and ``gradient_weight``) keep the token inside; so must the autograd
+    update of ``single_softmax_update`` (a plain old_logp = log π_a − log r round trip moved r off the edge)."""
     logits = np.array(live.CHAPTER2_LOGITS)
     worst = 0.0
     for token, eps in itertools.product(range(8), (0.1, 0.2, 0.28, 0.3, 0.5)):

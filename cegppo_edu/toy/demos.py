@@ -14,6 +14,8 @@ numpy arrays, so that a notebook only plots and explains, and a test can check e
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -140,13 +142,27 @@ def binned_mean(x, y, edges) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (edges[:-1] + edges[1:]), means
 
 
+def _exact_log_ratio(ratio: float) -> torch.Tensor:
+    """The float64 x nearest log r with torch.exp(x) == r, where one exists (a few ulps from log r)."""
+    x = torch.tensor(math.log(ratio), dtype=torch.float64)
+    for _ in range(64):
+        seen = float(torch.exp(x))
+        if seen == ratio:
+            break
+        x = torch.nextafter(x, torch.tensor(-math.inf if seen > ratio else math.inf, dtype=torch.float64))
+    return x
+
+
 def single_softmax_update(logits, token: int, ratio: float, adv: float, method: str = "ce_gppo",
                           lr: float = 1.0, **hyper) -> dict:
     """One token of one softmax, kept with weight F(r, Â): which logits go up, which down, and ΔH.
 
-    The token's current log-prob is ``log π_a`` from ``logits``; ``old_logp`` is set to ``log π_a − log r`` so
-    that the package's loss sees the ratio ``ratio``. The gradient on every logit comes from autograd through
-    ``get_loss(method)`` (one token: token-mean = the token); the update is one SGD step Δz = −lr·∇_z loss.
+    The package's loss sees the ratio ``ratio`` exactly: ``old_logp`` is 0 and the token's log-prob enters as
+    ``log π_a − sg(log π_a) + x``, whose value is the float x with exp(x) == r (``_exact_log_ratio``) and whose
+    gradient is ∇ log π_a. (The plain ``old_logp = log π_a − log r`` rounds r off the interval's edge r = 1±ε,
+    and the token would be clipped there while ``gradient_weight`` says inside.) The gradient on every logit comes
+    from autograd through ``get_loss(method)`` (one token: token-mean = the token); the update is one SGD step
+    Δz = −lr·∇_z loss.
 
     Returns ``grad`` and ``delta`` (numpy, one entry per logit), ``prob`` (π before), ``weight`` (F),
     ``dH_pred`` (first-order, ``entropy.predicted_entropy_change``), ``dH_influence`` (−lr·F·Â·I_a from
@@ -157,8 +173,9 @@ def single_softmax_update(logits, token: int, ratio: float, adv: float, method: 
         raise ValueError(f"logits must be a 1-D array with at least 2 entries, got shape {tuple(z.shape)}")
     Range(0, z.numel() - 1, integer=True).check("token", token)
     POSITIVE.check("ratio", ratio)
-    logp = torch.log_softmax(z, dim=-1)[token].reshape(1, 1)  # (B=1, T=1)
-    old_logp = logp.detach() - np.log(ratio)
+    logp_a = torch.log_softmax(z, dim=-1)[token]
+    logp = (logp_a - logp_a.detach() + _exact_log_ratio(ratio)).reshape(1, 1)  # (B=1, T=1); value log r
+    old_logp = torch.zeros_like(logp)
     adv_t = torch.tensor([float(adv)], dtype=torch.float64)
     loss = get_loss(method)(logp, old_logp, adv_t, torch.ones_like(logp), **hyper)
     (grad,) = torch.autograd.grad(loss, z)
