@@ -6,6 +6,7 @@ notebook viewer shows; the book re-executes) are complete and free of errors, an
 rounded enough that another CPU's float kernels cannot change them (nbval again, under every other kernel set).
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,135 @@ def test_checked_outputs_do_not_depend_on_the_float_kernels(kernel, tmp_path):
                            "notebooks"], cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env=kernel_env(kernel))
     assert done.returncode == 0, f"nbval under kernel set {kernel}:\n{done.stdout[-4000:]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# How a chapter reads (issue "the book, read as a learner reads it")
+# --------------------------------------------------------------------------------------------------
+CAPTION = re.compile(r"^\*\*Figure (\d+)\.(\d+)\.\*\* ")
+TAKEAWAY = re.compile(r"\*Takeaway:\*\s+(.+)", re.S)
+SENTENCE_END = re.compile(r"[.!?]\s+(?=[A-Z(])")
+MAX_OPEN_LINES = 35  # a literalinclude longer than this must sit in a dropdown
+METHOD_IDS = re.compile(r"(?<![\w/.-])(grpo|dapo|gppo|ce_gppo|cispo|ppo_clip)(?![\w/.-])")
+
+
+def _chapter(path) -> int:
+    return int(path.stem[:2])
+
+
+def _shows_figure(cell) -> bool:
+    """A stored plotly figure (JSON) or a live figure (HTML with a plotly div)."""
+    return any(PLOTLY_JSON in o.get("data", {}) or "plotly-graph-div" in o.get("data", {}).get("text/html", "")
+               for o in cell.get("outputs", []))
+
+
+def _cells(path):
+    return nbformat.read(path, as_version=4).cells
+
+
+def _includes(markdown: str) -> list[tuple[str, str, bool]]:
+    """(file, pyobject, inside a dropdown) for every literalinclude of a markdown cell."""
+    out, depth_dropdown = [], False
+    for block in re.split(r"\n(?=:::|```)", markdown):
+        if block.startswith(":::{dropdown}") or block.startswith(":::{admonition}") and ":class: dropdown" in block:
+            depth_dropdown = True
+        elif block.startswith(":::") and not block.startswith(":::{"):
+            depth_dropdown = False
+        match = re.match(r"```\{literalinclude\} (\S+)\n(?:.*\n)*?:pyobject: (\S+)", block)
+        if match:
+            out.append((match.group(1), match.group(2), depth_dropdown))
+    return out
+
+
+def _object_lines(relative: str, name: str) -> int:
+    import ast
+
+    tree = ast.parse((ROOT / "notebooks" / relative).read_text())
+    for part in name.split("."):
+        tree = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
+    return tree.end_lineno - tree.lineno + 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_is_numbered_captioned_and_followed_by_one_takeaway(path):
+    cells, expected = _cells(path), 1
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "code" or not _shows_figure(cell):
+            continue
+        figures = sum(PLOTLY_JSON in o.get("data", {}) or "plotly-graph-div" in o.get("data", {}).get("text/html", "")
+                      for o in cell.outputs)
+        assert figures == 1, f"{path.name} cell {index}: {figures} figures in one cell (one caption each)"
+        after = cells[index + 1] if index + 1 < len(cells) else None
+        caption = CAPTION.match(after.source) if after is not None and after.cell_type == "markdown" else None
+        assert caption, f"{path.name} cell {index}: the figure is not followed by '**Figure {_chapter(path)}.{expected}.**'"
+        assert (int(caption.group(1)), int(caption.group(2))) == (_chapter(path), expected), \
+            f"{path.name}: figure {caption.group(0)!r} where Figure {_chapter(path)}.{expected} was due"
+        paragraph = after.source.split("\n\n")[0]
+        takeaway = TAKEAWAY.search(paragraph)
+        assert takeaway, f"{path.name}: Figure {_chapter(path)}.{expected} has no '*Takeaway:*' in its caption"
+        sentences = [s for s in SENTENCE_END.split(takeaway.group(1).strip()) if s.strip()]
+        assert len(sentences) == 1, f"{path.name}: Figure {_chapter(path)}.{expected}'s takeaway is {len(sentences)} sentences"
+        expected += 1
+    text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    for number in re.findall(rf"Figure {_chapter(path)}\.(\d+)", text):
+        assert int(number) < expected, f"{path.name}: the text names Figure {_chapter(path)}.{number}, which does not exist"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_is_folded_and_a_short_version_comes_first(path):
+    cells = _cells(path)
+    for index, cell in enumerate(cells):
+        if cell.cell_type == "code":
+            assert "hide-input" in cell.metadata.get("tags", []), f"{path.name} cell {index}: code not folded (hide-input)"
+    first_figure = next(i for i, c in enumerate(cells) if c.cell_type == "code" and _shows_figure(c))
+    includes = [(i, *inc) for i, c in enumerate(cells) if c.cell_type == "markdown" for inc in _includes(c.source)]
+    assert includes, f"{path.name}: no code shown with literalinclude"
+    first, file, name, folded = includes[0]
+    assert first < first_figure and not folded, f"{path.name}: the first code shown must come before the figures, open"
+    assert _object_lines(file, name) <= MAX_OPEN_LINES, f"{path.name}: the first code shown ({name}) is long"
+    for _, other, other_name, other_folded in includes:
+        lines = _object_lines(other, other_name)
+        assert other_folded or lines <= MAX_OPEN_LINES, f"{path.name}: {other_name} ({lines} lines) must be in a dropdown"
+    if _chapter(path) <= 3:  # the formula chapters open with a teaching version (cegppo_edu.teaching)
+        assert file == "../cegppo_edu/teaching.py", f"{path.name}: open with the teaching version, not {file}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_chapter_ends_with_predictions_and_checked_exercises(path):
+    cells = _cells(path)
+    text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    assert "## You can now predict" in text and "## Try this" in text, f"{path.name}: no predictions or exercises"
+    exercises = text.split("## Try this", 1)[1]
+    numbers = re.findall(rf"\*\*Exercise {_chapter(path)}\.(\d+)\.\*\*", exercises)
+    assert len(numbers) >= 2 and numbers == [str(k) for k in range(1, len(numbers) + 1)], f"{path.name}: {numbers}"
+    answers = exercises.count(":::{admonition} Answer\n:class: dropdown")
+    assert answers == len(numbers), f"{path.name}: {len(numbers)} exercises, {answers} folded answers"
+    checks = [c for c in cells if c.cell_type == "code" and c.source.startswith("# The answers, checked by the package")]
+    assert len(checks) == 1 and checks[0].source.count("assert") >= len(numbers), \
+        f"{path.name}: the answers need one checking cell with an assert per exercise"
+    printed = "".join(o.get("text", "") for o in checks[0].outputs)
+    for k in range(1, len(numbers) + 1):
+        assert f"{_chapter(path)}.{k} " in printed, f"{path.name}: the check prints nothing for exercise {_chapter(path)}.{k}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_are_clean_and_name_methods_by_their_labels(path):
+    for index, cell in enumerate(_code_cells(path)):
+        for out in cell.outputs:
+            text = out.get("text", "") + out.get("data", {}).get("text/plain", "")
+            assert out.get("name") != "stderr", f"{path.name} code cell {index} wrote to stderr: {out.text[:300]}"
+            for bad in ("np.float64(", "np.int64(", "/tmp/", "array("):
+                assert bad not in text, f"{path.name} code cell {index} prints {bad!r}: {text[:300]}"
+            page = out.get("data", {}).get("text/html", "")  # the visible text: no scripts, styles or tags
+            shown = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", page, flags=re.S))
+            figure = out.get("data", {}).get(PLOTLY_JSON)
+            if figure:
+                names = [t.get("name") or "" for t in figure["data"]]
+                layout = figure.get("layout", {})
+                titles = [(layout.get("title") or {}).get("text") or ""]
+                for slider in layout.get("sliders", []):
+                    titles += [s.get("label", "") for s in slider["steps"]]
+                    titles += [s["args"][1].get("title.text", "") for s in slider["steps"] if len(s["args"]) > 1]
+                shown += " ".join(names + titles + [a.get("text", "") for a in layout.get("annotations", [])])
+            assert not METHOD_IDS.search(shown), \
+                f"{path.name} code cell {index} shows method id {METHOD_IDS.search(shown).group(0)!r}, not its label"

@@ -72,6 +72,9 @@ class LiveFigure:
     def _repr_html_(self) -> str:
         return self.html
 
+    def __repr__(self) -> str:  # what a notebook stores as text/plain: a name, not the whole page
+        return f"LiveFigure({self.config.get('kind', 'figure')}, {len(self.html):,} characters of HTML)"
+
 
 # --------------------------------------------------------------------------------------------------
 # The methods as the page sees them

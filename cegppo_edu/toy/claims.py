@@ -76,7 +76,7 @@ def monotone_in_beta(name: str, sweep, axis: int, sign: int, field: str = "entro
 def prediction_tracks(name: str, runs: dict) -> Claim:
     """Claim ``name``: per seed, the correlation of predicted and measured ΔH per step is above 0.9, for every run."""
     per_run = {m: paired_difference(_seed_correlations(h), PREDICTION_CORRELATION) for m, h in runs.items()}
-    detail = ", ".join(f"{m} {d.mean + PREDICTION_CORRELATION:.3f}" for m, d in per_run.items())
+    detail = ", ".join(f"{method_label(m)} {d.mean + PREDICTION_CORRELATION:.3f}" for m, d in per_run.items())
     return Claim(name, f"the per-step first-order ΔH tracks the measured one (correlation > {PREDICTION_CORRELATION} "
                        "per seed)", all_of(d.verdict for d in per_run.values()), "mean correlation " + detail)
 
@@ -92,7 +92,7 @@ def group_signs(name: str, runs: dict) -> Claim:
             diff = paired_difference(sign * totals[:, g], 0.0)
             verdicts.append(diff.verdict)
             if diff.verdict != HOLDS:
-                wrong.append(f"{m} {group}: {diff.verdict}")
+                wrong.append(f"{method_label(m)} {group}: {diff.verdict}")
     return Claim(name, "each group's summed push has the sign of the paper's table", all_of(verdicts),
                  "; ".join(wrong) or f"all {len(verdicts)} (run, group) pairs")
 
@@ -104,7 +104,7 @@ def clipped_push(name: str, runs: dict, keeping: str = "ce_gppo") -> Claim:
     up = paired_difference(clipped[:, GROUPS.index("PA&LP")], 0.0)
     down = paired_difference(-clipped[:, GROUPS.index("NA&LP")], 0.0)
     verdict = all_of([up.verdict, down.verdict]) if others_zero else FAILS
-    return Claim(name, f"clipped tokens move H only under {keeping}: PA&LP up, NA&LP down", verdict,
+    return Claim(name, f"clipped tokens move H only under {method_label(keeping)}: PA&LP up, NA&LP down", verdict,
                  f"PA&LP {up.mean:+.2f}, NA&LP {-down.mean:+.2f}; zero under the others: {others_zero}")
 
 
