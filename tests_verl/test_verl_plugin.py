@@ -196,7 +196,8 @@ def test_rollout_correction_weights_multiply_each_token():
     ours, ours_grad = value_and_grad(lambda x: call_ppo_loss(config, x, old_logp, adv, mask, weights)[0], logp)
 
     def reference(x):
-        per_token = losses.ce_gppo_per_token(x, old_logp, adv, 0.2, 0.2, 0.5, 1.0, dual_clip=3.0)
+        per_token = losses.ce_gppo_per_token(x, old_logp, adv, eps_low=0.2, eps_high=0.2, beta1=0.5, beta2=1.0,
+                                             dual_clip=3.0)
         return losses.aggregate(per_token * weights, mask)
 
     ref, ref_grad = value_and_grad(reference, logp)
