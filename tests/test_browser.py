@@ -279,44 +279,64 @@ COLUMN_LAYOUT = """() => {
 }"""
 
 # Inside each plotly figure: the main title, every axis title and every legend lie inside the figure's svg, no
-# legend overlaps an axis title, and the figure is not wider than the text column.
-FIGURE_LAYOUT = """([left, right]) => {
-    const problems = [];
+# legend overlaps an axis title, and the figure is not wider than the text column; for a figure with a slider, at
+# every step of it (a step may change the title, e.g. to the value it shows), as a reader moving it would see.
+FIGURE_LAYOUT = """async ([left, right]) => {
+    const problems = new Map();  // one line per figure and kind of problem: the first slider step that shows it
     const rect = e => e.getBoundingClientRect();
     const fmt = r => `x ${r.left.toFixed(0)}..${r.right.toFixed(0)}, y ${r.top.toFixed(0)}..${r.bottom.toFixed(0)}`;
     const overlap = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1
                               && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
-    [...document.querySelectorAll('.plotly-graph-div')].forEach((gd, i) => {
-        const title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
-        const label = `figure ${i} (#${gd.id}, "${title.replace(/<[^>]+>/g, '').slice(0, 70)}")`;
+    const report = (key, text) => { if (!problems.has(key)) problems.set(key, text); };
+    const measure = (gd, label, step) => {
+        const at = step === null ? '' : ` (slider step ${step})`;
         const svg = gd.querySelector('.main-svg');
-        if (!svg) { problems.push(`${label}: not drawn`); return; }
+        if (!svg) { report(label, `${label}: not drawn`); return; }
         const area = rect(svg);
         if (area.left < left - 1 || area.right > right + 1)
-            problems.push(`${label}: ${area.width.toFixed(0)} px wide at x ${area.left.toFixed(0)}..`
-                          + `${area.right.toFixed(0)}, the column ${left.toFixed(0)}..${right.toFixed(0)}`);
+            report(`${label} width`, `${label}: ${area.width.toFixed(0)} px wide at x ${area.left.toFixed(0)}..`
+                   + `${area.right.toFixed(0)}, the column ${left.toFixed(0)}..${right.toFixed(0)}`);
         const inside = r => r.left >= area.left - 1 && r.right <= area.right + 1
                             && r.top >= area.top - 1 && r.bottom <= area.bottom + 1;
         const texts = sel => [...gd.querySelectorAll(sel)].filter(e => (e.textContent || '').trim()
                                                                        && rect(e).width > 0);
-        const axisTitles = texts('.infolayer text[class$="title"]').filter(e => /^[xy]\\d*title$/.test(e.getAttribute('class')));
+        const axisTitles = texts('.infolayer text[class$="title"]')
+            .filter(e => /^[xy]\\d*title$/.test(e.getAttribute('class')));
+        const legends = [...gd.querySelectorAll('.infolayer g.legend')].map(e => e.querySelector('rect.bg') || e)
+            .filter(e => rect(e).width > 0);
         const parts = [...texts('.infolayer text.gtitle').map(e => ['title', e]),
                        ...axisTitles.map(e => [`axis title ${e.getAttribute('class').replace('title', '')}`, e]),
-                       ...[...gd.querySelectorAll('.infolayer g.legend')].map(e => [`legend`, e.querySelector('rect.bg') || e])];
+                       ...legends.map(e => ['legend', e])];
         for (const [what, e] of parts) {
             const r = rect(e);
-            if (!inside(r)) problems.push(`${label}: the ${what} "${(e.textContent || '').trim().slice(0, 40)}" at `
-                                          + `${fmt(r)} leaves the figure's svg area ${fmt(area)}`);
+            if (!inside(r)) report(`${label} ${what}`, `${label}: the ${what} "${(e.textContent || '').trim()
+                .slice(0, 40)}" at ${fmt(r)} leaves the figure's svg area ${fmt(area)}${at}`);
         }
-        for (const legend of gd.querySelectorAll('.infolayer g.legend')) {
-            const lr = rect(legend.querySelector('rect.bg') || legend);
+        for (const legend of legends) {
             for (const t of axisTitles) {
-                if (overlap(lr, rect(t))) problems.push(`${label}: the legend at ${fmt(lr)} overlaps the axis title `
-                    + `"${t.textContent.trim().slice(0, 40)}" at ${fmt(rect(t))}`);
+                if (overlap(rect(legend), rect(t))) report(`${label} legend ${t.getAttribute('class')}`,
+                    `${label}: the legend at ${fmt(rect(legend))} overlaps the axis title `
+                    + `"${t.textContent.trim().slice(0, 40)}" at ${fmt(rect(t))}${at}`);
             }
         }
-    });
-    return problems;
+    };
+    const apply = async (gd, step) => {
+        const [data, layout] = step.args || [];
+        if (step.method === 'update') await Plotly.update(gd, data || {}, layout || {});
+        else if (step.method === 'restyle') await Plotly.restyle(gd, data || {});
+        else if (step.method === 'relayout') await Plotly.relayout(gd, data || {});
+    };
+    const figures = [...document.querySelectorAll('.plotly-graph-div')];
+    for (const [i, gd] of figures.entries()) {
+        const title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
+        const label = `figure ${i} (#${gd.id}, "${title.replace(/<[^>]+>/g, '').slice(0, 70)}")`;
+        measure(gd, label, null);
+        const slider = gd.layout && gd.layout.sliders && gd.layout.sliders[0];
+        if (!slider) continue;
+        for (const [k, step] of slider.steps.entries()) { await apply(gd, step); measure(gd, label, k); }
+        await apply(gd, slider.steps[slider.active || 0]);
+    }
+    return [...problems.values()];
 }"""
 
 
