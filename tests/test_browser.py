@@ -32,10 +32,17 @@ IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _toc_files() -> list[str]:
+    """Every page of the book in reading order: the root, then each part's chapters and their sections."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+
+    def walk(entries):
+        for entry in entries:
+            yield entry["file"]
+            yield from walk(entry.get("sections", []))
+
     files = [toc["root"]]
     for part in toc.get("parts", []):
-        files += [chapter["file"] for chapter in part.get("chapters", [])]
+        files += list(walk(part.get("chapters", [])))
     return files
 
 
@@ -43,7 +50,9 @@ CHAPTERS = [f for f in _toc_files() if f.startswith("notebooks/")]
 # Chapters whose point is their interactive figures: each must have at least 3 figures and a slider.
 VIZ_CHAPTERS = {"notebooks/01_clipping_quadrants", "notebooks/02_gradient_flow",
                 "notebooks/03_entropy_dynamics_bandit"}
-MATH_PAGES = [f for f in ("book/intro", "book/background", "book/key_equations") if f in _toc_files()]
+MATH_PAGES = [f for f in ("book/intro", "book/prerequisites", "book/background", "book/key_equations",
+                          "book/cheat_sheet", "book/paper_in_brief") if f in _toc_files()]
+PAGES = _toc_files()
 
 
 def _unavailable(reason: str):
@@ -215,5 +224,157 @@ def test_text_pages_render_math_without_errors(browser, base_url, name):
     try:
         assert _wait_for_math(page) > 0, f"{name}: MathJax rendered no formula"
         _check_math_screenshot_and_errors(page, name, errors)
+    finally:
+        page.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout at 1280 px: every <pre>, table and figure fits the text column; figure titles and legends fit the figure
+# --------------------------------------------------------------------------------------------------
+# The text column is the content box of the theme's <article class="bd-article"> (its padding excluded): the
+# paragraphs of the page end there. A <pre> must fit it and need no horizontal scroll; a table must fit it, or
+# be its own scroll box (a wrapper that scrolls and holds nothing but the table, inside the column).
+COLUMN_LAYOUT = """() => {
+    const article = document.querySelector('article.bd-article') || document.querySelector('article');
+    const cs = getComputedStyle(article), box = article.getBoundingClientRect();
+    const left = box.left + parseFloat(cs.paddingLeft) + parseFloat(cs.borderLeftWidth);
+    const right = box.right - parseFloat(cs.paddingRight) - parseFloat(cs.borderRightWidth);
+    const shown = e => e.getClientRects().length > 0 && e.getBoundingClientRect().width > 0;
+    const name = (e, i) => {
+        const where = e.closest('section[id]');
+        const text = (e.innerText || '').trim().replace(/\\s+/g, ' ').slice(0, 60);
+        return `${e.tagName.toLowerCase()} #${i}${e.className ? ' .' + String(e.className).split(' ').join('.') : ''}`
+            + ` in section "${where ? where.id : '-'}" ("${text}")`;
+    };
+    const scrollBox = e => {
+        for (let a = e.parentElement; a && a !== article; a = a.parentElement) {
+            const o = getComputedStyle(a).overflowX;
+            if (o === 'auto' || o === 'scroll' || o === 'hidden') return a;
+        }
+        return null;
+    };
+    const fits = r => r.left >= left - 1 && r.right <= right + 1;
+    const problems = [];
+    [...article.querySelectorAll('pre')].forEach((e, i) => {
+        if (!shown(e)) return;
+        const r = e.getBoundingClientRect();
+        if (!fits(r)) problems.push(`${name(e, i)}: spans x ${r.left.toFixed(0)}..${r.right.toFixed(0)}, `
+                                    + `the column ${left.toFixed(0)}..${right.toFixed(0)}`);
+        if (e.scrollWidth > e.clientWidth + 1) problems.push(`${name(e, i)}: needs a horizontal scroll `
+                                    + `(scrollWidth ${e.scrollWidth} > clientWidth ${e.clientWidth})`);
+    });
+    [...article.querySelectorAll('table')].forEach((e, i) => {
+        if (!shown(e) || e.parentElement.closest('table')) return;  // a nested table is its outer table's
+        const r = e.getBoundingClientRect(), holder = scrollBox(e);
+        if (fits(r) && (!holder || holder.scrollWidth <= holder.clientWidth + 1)) return;  // fits: no scroll
+        const own = holder && getComputedStyle(holder).overflowX !== 'hidden' && fits(holder.getBoundingClientRect())
+            && holder.querySelectorAll('table').length === e.querySelectorAll('table').length + 1
+            && (holder.innerText || '').trim() === (e.innerText || '').trim();
+        if (!own) problems.push(`${name(e, i)}: ${r.width.toFixed(0)} px wide, spans x ${r.left.toFixed(0)}..`
+            + `${r.right.toFixed(0)}, the column ${left.toFixed(0)}..${right.toFixed(0)}, and it is not its own `
+            + `scroll box (${holder ? 'its scrolling ancestor .' + holder.className + ' holds more or overflows'
+                                    : 'no scrolling ancestor'})`);
+    });
+    return {left, right, problems};
+}"""
+
+# Inside each plotly figure: the main title, every axis title and every legend lie inside the figure's svg, no
+# legend overlaps an axis title, and the figure is not wider than the text column; for a figure with a slider, at
+# every step of it (a step may change the title, e.g. to the value it shows), as a reader moving it would see.
+FIGURE_LAYOUT = """async ([left, right]) => {
+    const problems = new Map();  // one line per figure and kind of problem: the first slider step that shows it
+    const rect = e => e.getBoundingClientRect();
+    const fmt = r => `x ${r.left.toFixed(0)}..${r.right.toFixed(0)}, y ${r.top.toFixed(0)}..${r.bottom.toFixed(0)}`;
+    const overlap = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1
+                              && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+    const report = (key, text) => { if (!problems.has(key)) problems.set(key, text); };
+    const measure = (gd, label, step) => {
+        const at = step === null ? '' : ` (slider step ${step})`;
+        const svg = gd.querySelector('.main-svg');
+        if (!svg) { report(label, `${label}: not drawn`); return; }
+        const area = rect(svg);
+        if (area.left < left - 1 || area.right > right + 1)
+            report(`${label} width`, `${label}: ${area.width.toFixed(0)} px wide at x ${area.left.toFixed(0)}..`
+                   + `${area.right.toFixed(0)}, the column ${left.toFixed(0)}..${right.toFixed(0)}`);
+        const inside = r => r.left >= area.left - 1 && r.right <= area.right + 1
+                            && r.top >= area.top - 1 && r.bottom <= area.bottom + 1;
+        const texts = sel => [...gd.querySelectorAll(sel)].filter(e => (e.textContent || '').trim()
+                                                                       && rect(e).width > 0);
+        const axisTitles = texts('.infolayer text[class$="title"]')
+            .filter(e => /^[xy]\\d*title$/.test(e.getAttribute('class')));
+        const legends = [...gd.querySelectorAll('.infolayer g.legend')].map(e => e.querySelector('rect.bg') || e)
+            .filter(e => rect(e).width > 0);
+        const parts = [...texts('.infolayer text.gtitle').map(e => ['title', e]),
+                       ...axisTitles.map(e => [`axis title ${e.getAttribute('class').replace('title', '')}`, e]),
+                       ...legends.map(e => ['legend', e])];
+        for (const [what, e] of parts) {
+            const r = rect(e);
+            if (!inside(r)) report(`${label} ${what}`, `${label}: the ${what} "${(e.textContent || '').trim()
+                .slice(0, 40)}" at ${fmt(r)} leaves the figure's svg area ${fmt(area)}${at}`);
+        }
+        for (const legend of legends) {
+            for (const t of axisTitles) {
+                if (overlap(rect(legend), rect(t))) report(`${label} legend ${t.getAttribute('class')}`,
+                    `${label}: the legend at ${fmt(rect(legend))} overlaps the axis title `
+                    + `"${t.textContent.trim().slice(0, 40)}" at ${fmt(rect(t))}${at}`);
+            }
+        }
+    };
+    const apply = async (gd, step) => {
+        const [data, layout] = step.args || [];
+        if (step.method === 'update') await Plotly.update(gd, data || {}, layout || {});
+        else if (step.method === 'restyle') await Plotly.restyle(gd, data || {});
+        else if (step.method === 'relayout') await Plotly.relayout(gd, data || {});
+    };
+    const figures = [...document.querySelectorAll('.plotly-graph-div')];
+    for (const [i, gd] of figures.entries()) {
+        const title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
+        const label = `figure ${i} (#${gd.id}, "${title.replace(/<[^>]+>/g, '').slice(0, 70)}")`;
+        measure(gd, label, null);
+        const slider = gd.layout && gd.layout.sliders && gd.layout.sliders[0];
+        if (!slider) continue;
+        for (const [k, step] of slider.steps.entries()) { await apply(gd, step); measure(gd, label, k); }
+        await apply(gd, slider.steps[slider.active || 0]);
+    }
+    return [...problems.values()];
+}"""
+
+
+def _settle(page) -> None:
+    """Open every dropdown, wait for the figures to draw and the formulas to typeset: the layout is final."""
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))",
+        timeout=60_000)
+    if page.locator(".math").count():
+        _wait_for_math(page)
+    page.wait_for_timeout(200)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pre_blocks_and_tables_fit_the_text_column(browser, base_url, name):
+    """At 1280 × 900 no <pre> is wider than the text column or needs a horizontal scroll, and every table fits the
+    column or scrolls inside a box of its own."""
+    page, _errors = _open(browser, f"{base_url}/{name}.html")
+    try:
+        _settle(page)
+        layout = page.evaluate(COLUMN_LAYOUT)
+        assert not layout["problems"], f"{name}: " + "\n  ".join([""] + layout["problems"])
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_figure_titles_axis_titles_and_legends_are_not_cut_off(browser, base_url, name):
+    """Every plotly figure fits the text column; its title, axis titles and legend lie inside its svg; no legend
+    covers an axis title."""
+    page, _errors = _open(browser, f"{base_url}/{name}.html")
+    try:
+        if page.locator(".plotly-graph-div").count() == 0:
+            return
+        _settle(page)
+        layout = page.evaluate(COLUMN_LAYOUT)
+        problems = page.evaluate(FIGURE_LAYOUT, [layout["left"], layout["right"]])
+        assert not problems, f"{name}: " + "\n  ".join([""] + problems)
     finally:
         page.close()

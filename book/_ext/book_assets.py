@@ -1,4 +1,5 @@
-"""Sphinx extension of this book: serve plotly.js from the book itself, so figures draw offline.
+"""Sphinx extension of this book: serve plotly.js from the book itself, so figures draw offline, and the book's
+own style sheet (``book.css``: every code block and table fits the text column).
 
 The notebooks' figures are stored as ``text/html`` divs that call ``Plotly.newPlot`` (see
 ``cegppo_edu.viz.BookRenderer``); they need ``plotly.min.js`` on the page. We copy the copy that ships
@@ -15,11 +16,13 @@ import plotly
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 STATIC_NAME = "plotly.min.js"
+BOOK_CSS = Path(__file__).with_name("book.css")
 
 
-def _copy_plotly_js(app, exception) -> None:
+def _copy_static_files(app, exception) -> None:
     if exception is None and app.builder.format == "html":
         shutil.copyfile(PLOTLY_JS, Path(app.outdir) / "_static" / STATIC_NAME)
+        shutil.copyfile(BOOK_CSS, Path(app.outdir) / "_static" / BOOK_CSS.name)
 
 
 def _add_plotly_js(app, pagename, templatename, context, doctree) -> None:
@@ -51,5 +54,6 @@ def setup(app):
         raise RuntimeError(f"plotly.min.js not found at {PLOTLY_JS}; reinstall plotly (pip install plotly)")
     app.connect("html-page-context", _add_plotly_js)
     app.connect("html-page-context", _drop_duplicate_scripts, priority=900)
-    app.connect("build-finished", _copy_plotly_js)
+    app.add_css_file(BOOK_CSS.name, priority=900)  # after the theme's, so its rules win
+    app.connect("build-finished", _copy_static_files)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
