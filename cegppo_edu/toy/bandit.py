@@ -275,13 +275,25 @@ def _sample(z: torch.Tensor, rngs, cfg: Toy, repeats: int = 1):
 
     With ``repeats`` = R, ``z`` holds R copies of the seeds (rows ordered copy, seed); every copy of seed s uses
     seed s's uniforms.
-
-    Tokens by inverse-CDF sampling; reward 1 with probability success_low + (success_high − success_low) ×
-    (fraction of the relevant positions holding the target token), else 0.
     """
     u = [(rng.random((cfg.batch, cfg.positions)), rng.random(cfg.batch)) for rng in rngs]
-    u_tokens = torch.from_numpy(np.stack([ut for ut, _ in u])).repeat(repeats, 1, 1)  # (S, B, L)
-    u_reward = torch.from_numpy(np.stack([ur for _, ur in u])).repeat(repeats, 1)  # (S, B)
+    u_tokens = torch.from_numpy(np.stack([ut for ut, _ in u]))  # (seeds, B, L)
+    u_reward = torch.from_numpy(np.stack([ur for _, ur in u]))  # (seeds, B)
+    return _tokens_and_rewards(z, u_tokens.repeat(repeats, 1, 1), u_reward.repeat(repeats, 1), cfg)
+
+
+def _uniform_stream(rngs, cfg: Toy, steps: int) -> torch.Tensor:
+    """Every uniform ``_sample`` would draw in ``steps`` calls, drawn at once: ``(seeds, steps, B·L + B)``, per step
+    the B×L token uniforms then the B reward uniforms. A generator's stream does not depend on how it is cut
+    into calls, so these are the same numbers."""
+    per_step = cfg.batch * cfg.positions + cfg.batch
+    return torch.from_numpy(np.stack([rng.random((steps, per_step)) for rng in rngs]))
+
+
+def _tokens_and_rewards(z, u_tokens, u_reward, cfg: Toy):
+    """Tokens by inverse-CDF sampling; reward 1 with probability success_low + (success_high − success_low) ×
+    (fraction of the relevant positions holding the target token), else 0. ``z (S, L, K)``, ``u_tokens (S, B, L)``,
+    ``u_reward (S, B)`` -> ``(S, B, L), (S, B)``."""
     cdf = torch.softmax(z, dim=-1).cumsum(-1)  # (S, L, K)
     # the token is the number of CDF entries below u (a binary search per draw, not K comparisons)
     below = torch.searchsorted(cdf, u_tokens.transpose(1, 2).contiguous())  # (S, L, B)
@@ -332,19 +344,22 @@ def _run_vectorised(method, hyper, cfg: Toy, steps: int, rngs, betas=None) -> di
     rec = _recorder(S, steps)
     updates = cfg.minibatches * cfg.epochs
     chunk = max(1, _CHUNK_ELEMENTS // (updates * S * cfg.positions * cfg.minibatch))
+    uniforms = _uniform_stream(rngs, cfg, steps)  # (seeds, steps, B·L + B); every copy of a seed uses its own
     for first in range(0, steps, chunk):
         logs = []
-        for _ in range(first, min(first + chunk, steps)):
-            z, log = _step(z, rngs, cfg, R, weight)
+        for t in range(first, min(first + chunk, steps)):
+            z, log = _step(z, uniforms[:, t].repeat(R, 1), cfg, weight)
             logs.append(log)
         _record_chunk(rec, first, logs, z, hyper, cfg)
     return rec
 
 
-def _step(z, rngs, cfg: Toy, repeats: int, weight):
-    """One rollout batch: sample, group advantages, ``epochs`` × ``minibatches`` SGD updates. ``(new z, _StepLog)``."""
+def _step(z, uniforms, cfg: Toy, weight):
+    """One rollout batch: sample (with this step's ``uniforms``, ``(S, B·L + B)``), group advantages, ``epochs`` ×
+    ``minibatches`` SGD updates. ``(new z, _StepLog)``."""
     S, L, m = z.shape[0], cfg.positions, cfg.minibatch
-    tokens, reward = _sample(z, rngs, cfg, repeats)  # (S, B, L), (S, B)
+    u_tokens, u_reward = uniforms.split([cfg.batch * L, cfg.batch], dim=-1)
+    tokens, reward = _tokens_and_rewards(z, u_tokens.reshape(S, cfg.batch, L), u_reward, cfg)  # (S, B, L), (S, B)
     adv = group_advantages(reward.reshape(-1), cfg.group_size).double().reshape(S, 1, cfg.batch)  # (S, 1, B)
     tokens = tokens.transpose(1, 2).contiguous()  # (S, L, B): token layout of the whole update loop
     old_logp = torch.log_softmax(z, -1).gather(-1, tokens)  # (S, L, B)
