@@ -13,8 +13,13 @@ STAMP  := $(VENV)/.installed
 VERL_VENV  := .venv-verl
 VERL_BIN   := $(VERL_VENV)/bin
 VERL_STAMP := $(VERL_VENV)/.installed
+# TRL, the peer trainer of benchmarks/bench_vs_trl.py, gets its own environment too (pinned; never in make test).
+TRL_PIN    := trl==1.16.0
+TRL_VENV   := .venv-trl
+TRL_BIN    := $(TRL_VENV)/bin
+TRL_STAMP  := $(TRL_VENV)/.installed
 
-.PHONY: test check test-verl book notebooks venv browser lab clean help
+.PHONY: test check test-verl bench-trl book notebooks venv browser lab clean help
 
 help:
 	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
@@ -22,6 +27,7 @@ help:
 	@echo "make check  - the fast unit tests only (no notebooks, book, browser, verl, kernel sets): the edit-test loop"
 	@echo "make notebooks - re-execute every chapter notebook in place (rewrites their stored outputs)"
 	@echo "make test-verl - only the verl plugin tests (creates .venv-verl; also part of make test)"
+	@echo "make bench-trl - our trainer against TRL's GRPOTrainer, side by side (creates .venv-trl; not in make test)"
 	@echo "make lab    - open the notebooks in JupyterLab (installs it into .venv first)"
 	@echo "make venv   - only create/refresh .venv"
 	@echo "make clean  - remove _build and caches (keeps .venv)"
@@ -81,6 +87,21 @@ $(VERL_STAMP): $(VERL_BIN)/python pyproject.toml
 # tests_verl/ has its own pytest.ini: the main suite (testpaths tests, notebooks) never collects it.
 test-verl: $(VERL_STAMP)
 	$(VERL_BIN)/pytest -c tests_verl/pytest.ini tests_verl
+
+$(TRL_BIN)/python:
+	$(PYTHON) -m venv $(TRL_VENV)
+
+# CPU torch first, then the pinned TRL and this package, with a constraint that keeps that torch.
+$(TRL_STAMP): $(TRL_BIN)/python pyproject.toml
+	echo "$(TORCH_CPU)" > $(TRL_VENV)/constraints.txt
+	$(TRL_BIN)/python -c "import torch" 2>/dev/null || $(TRL_BIN)/pip install --quiet $(TORCH_CPU)
+	$(TRL_BIN)/pip install --quiet -c $(TRL_VENV)/constraints.txt "$(TRL_PIN)" -e .
+	touch $@
+
+# The side-by-side of issue 13: both trainers alternated in one process, at the chapter-4 geometry and at 4x the
+# batch with 32 new tokens. Minutes on 2 cores; pass e.g. BENCH_ARGS="--pairs 7".
+bench-trl: $(TRL_STAMP)
+	$(TRL_BIN)/python benchmarks/bench_vs_trl.py $(BENCH_ARGS)
 
 # The notebooks' ipywidgets panels need a live kernel and a front end: JupyterLab.
 lab: $(STAMP)

@@ -1,10 +1,11 @@
-"""Time the token bandit (cegppo_edu.toy.bandit): one 300-step × 8-seed simulation, the 5×5 (β1, β2) sweep of
-the chapter's slider figure, and the vectorised simulator against the plain per-seed autograd loop
-(``simulate_loop``) measured in the same run on the same machine.
+"""Time the token bandit (cegppo_edu.toy.bandit): one 300-step × 8-seed simulation (target <= 0.25 s on a 2-core
+CPU) and the 5×5 (β1, β2) sweep of the chapter's slider figure (target <= 3 s), each against the same call of the
+code before the speed work (``baseline.BEFORE_SPEED_WORK``, imported from git history) in the same process,
+alternating the two, medians over repeats. Also checks that both give bitwise the same history, and times the
+vectorised simulator against the plain per-seed autograd loop (``simulate_loop``).
 
-Usage: python benchmarks/bench_bandit.py [--repeats 5] [--loop-steps 5] [--threads 2]
-The per-seed loop is about two orders of magnitude slower, so the ratio is measured on a shorter run
-(--loop-steps steps, 8 seeds) and both simulators run exactly that configuration.
+Usage: python benchmarks/bench_bandit.py [--repeats 5] [--loop-steps 5] [--threads 2] [--baseline REV]
+Wall and CPU seconds are both printed: on a machine shared with other jobs wall time grows with the load.
 """
 
 from __future__ import annotations
@@ -15,24 +16,44 @@ import platform
 import statistics
 import time
 
+import numpy as np
 import torch
 
+import baseline
 from cegppo_edu import __version__
 from cegppo_edu.toy.bandit import simulate, simulate_loop, sweep
 
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def median_time(fn, repeats: int) -> tuple[float, list[float], float]:
-    """Median wall-clock seconds of ``repeats`` calls, all of them, and the median CPU seconds (on a machine
-    shared with other jobs, wall time grows with the load and CPU time much less)."""
-    times, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(times), times, statistics.median(cpu)
+def timed(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def alternate(new, old, repeats: int) -> dict:
+    """Median wall and CPU seconds of ``new`` and ``old``, called in turn (which goes first alternates too)."""
+    times = {"new": [], "old": []}
+    for i in range(repeats):
+        for name in (("new", "old") if i % 2 == 0 else ("old", "new")):
+            times[name].append(timed(new if name == "new" else old))
+    return {name: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts))
+            for name, ts in times.items()}
+
+
+def same_history(a, b) -> bool:
+    return all(np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True) for k, v in vars(a).items()
+               if isinstance(v, np.ndarray))
+
+
+def report(label: str, result: dict, target: float) -> None:
+    (new_wall, new_cpu), (old_wall, old_cpu) = result["new"], result["old"]
+    print(f"{label}: median {new_wall:.3f} s wall ({new_cpu:.3f} s CPU), before {old_wall:.3f} s wall "
+          f"({old_cpu:.3f} s CPU): {old_wall / new_wall:.1f}x faster in wall time, {old_cpu / new_cpu:.1f}x in CPU "
+          f"time; target <= {target} s -> {'met' if new_wall <= target else 'NOT met'} (load average "
+          f"{os.getloadavg()[0]:.2f})")
 
 
 def main() -> None:
@@ -40,27 +61,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads outside the simulator")
+    parser.add_argument("--baseline", default=baseline.BEFORE_SPEED_WORK, help="git revision to compare with")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    before = baseline.import_module(args.baseline, "toy.bandit")
     print(f"cegppo-edu {__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f}")
-    simulate(steps=5)  # warm-up: imports, allocator
+          f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f}; baseline {args.baseline}")
+    simulate(steps=5), before.simulate(steps=5)  # warm-up: imports, allocator
 
-    one, times, cpu = median_time(lambda: simulate("ce_gppo", steps=300, seeds=8), args.repeats)
-    print(f"simulate 300 steps x 8 seeds: median {one:.3f} s over {args.repeats} runs "
-          f"(min {min(times):.3f}, max {max(times):.3f}; CPU {cpu:.3f} s); target < 1 s")
-
-    grid, times, grid_cpu = median_time(lambda: sweep(BETAS, BETAS, steps=300, seeds=8), args.repeats // 2 + 1)
-    print(f"sweep 5x5 (beta1, beta2), 300 steps x 8 seeds each: median {grid:.2f} s over {len(times)} runs "
-          f"(CPU {grid_cpu:.2f} s); target < 30 s")
-    separate, _, _ = median_time(
-        lambda: [simulate("ce_gppo", b1, b2, steps=300, seeds=8) for b1 in BETAS for b2 in BETAS], 1)
-    print(f"the same 25 runs as separate simulate calls: {separate:.2f} s (1 run); "
-          f"ratio separate/batched sweep = {separate / grid:.1f}x")
+    same = same_history(simulate("ce_gppo", steps=300, seeds=8), before.simulate("ce_gppo", steps=300, seeds=8))
+    print(f"simulate(steps=300, seeds=8) gives bitwise the same history as {args.baseline}: {same}")
+    report("simulate 300 steps x 8 seeds", alternate(lambda: simulate("ce_gppo", steps=300, seeds=8),
+                                                     lambda: before.simulate("ce_gppo", steps=300, seeds=8),
+                                                     args.repeats), 0.25)
+    report("sweep 5x5 (beta1, beta2), 300 steps x 8 seeds each",
+           alternate(lambda: sweep(BETAS, BETAS, steps=300, seeds=8),
+                     lambda: before.sweep(BETAS, BETAS, steps=300, seeds=8), max(1, args.repeats // 2)), 3.0)
 
     n = args.loop_steps
-    vec, _, _ = median_time(lambda: simulate("ce_gppo", steps=n, seeds=8), args.repeats)
-    loop, _, _ = median_time(lambda: simulate_loop("ce_gppo", steps=n, seeds=8), max(1, args.repeats // 2))
+    vec = statistics.median(timed(lambda: simulate("ce_gppo", steps=n, seeds=8))[0] for _ in range(args.repeats))
+    loop = statistics.median(timed(lambda: simulate_loop("ce_gppo", steps=n, seeds=8))[0]
+                             for _ in range(max(1, args.repeats // 2)))
     print(f"{n} steps x 8 seeds: vectorised {vec:.3f} s, per-seed autograd loop {loop:.2f} s, "
           f"ratio loop/vectorised = {loop / vec:.0f}x")
 

@@ -30,10 +30,11 @@ HP_THRESHOLD = 0.5  # π at or above: high-probability (HP), below: LP (read off
 def classify(prob: torch.Tensor, adv: torch.Tensor, threshold: float = HP_THRESHOLD) -> torch.Tensor:
     """Index into ``CLASSES`` for every token: 0 PA&HP, 1 PA&LP, 2 NA&HP, 3 NA&LP, 4 ZA. Shape of ``prob``."""
     OPEN_UNIT.check("threshold", threshold)
-    adv = adv.expand_as(prob) if adv.dim() == prob.dim() else adv[:, None].expand_as(prob)
-    low_prob = (prob < threshold).long()
-    group = torch.where(adv > 0, low_prob, 2 + low_prob)
-    return torch.where(adv == 0, torch.full_like(group, len(GROUPS)), group)
+    adv = adv if adv.dim() == prob.dim() else adv[:, None]  # broadcasts against prob, never expanded
+    # LP adds 1, a non-positive advantage 2; Â = 0 then becomes ZA. Two passes over the tokens (the bandit
+    # classifies 200k token-updates a step in a β sweep), the advantage tests on the small adv tensor.
+    group = (prob < threshold).long() + 2 * (adv > 0).logical_not()
+    return group.masked_fill_((adv == 0).expand_as(group), len(GROUPS))
 
 
 def clip_region(ratio: torch.Tensor, eps_low: float, eps_high: float) -> torch.Tensor:

@@ -144,6 +144,17 @@ def test_vectorised_equals_per_seed_autograd_loop(method, kw):
         np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+def test_records_do_not_depend_on_how_many_steps_are_recorded_at_once(monkeypatch):
+    """The vectorised run keeps its records for chunks of steps (``_CHUNK_ELEMENTS``); one step per chunk gives
+    bitwise the numbers of one chunk for the whole run."""
+    whole = bandit.simulate("ce_gppo", steps=7, seeds=2, seed=4)
+    monkeypatch.setattr(bandit, "_CHUNK_ELEMENTS", 1)
+    stepwise = bandit.simulate("ce_gppo", steps=7, seeds=2, seed=4)
+    for name, value in vars(whole).items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(value, getattr(stepwise, name), err_msg=name)
+
+
 def test_sweep_equals_separate_simulate_runs():
     grid = bandit.sweep([0.0, 0.75], [0.25, 1.0], steps=25, seeds=3, seed=2, eps_high=0.28)
     for i, b1 in enumerate(grid.beta1s):

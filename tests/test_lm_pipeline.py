@@ -153,6 +153,29 @@ def test_sampler_log_probs_match_the_trainers_scoring():
         assert torch.allclose(logp[i, :len(lp)], torch.tensor(lp), atol=1e-4)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_entropy_with_shared_prompts_equals_the_plain_pass(temperature):
+    """Each prompt run once for its responses (KV cache copied to the rows) gives the entropies of the plain
+    [prompt | response] pass, up to float rounding, for prompts of different lengths, responses of different
+    lengths (one of a single token) and rows of one prompt that are not next to each other."""
+    from cegppo_edu.lm.batching import collate, collate_shared, entropy_with_shared_prompts, logp_entropy_influence
+
+    model, tok = build_tiny_model_and_tokenizer(seed=3)
+    with torch.no_grad():  # sharper than a fresh model's near-uniform logits, so that a wrong position shows
+        for p in model.parameters():
+            p.mul_(4.0)
+    short, long = encode_chat_prompt(tok, "1+2="), encode_chat_prompt(tok, "10+200=")
+    prompts = [short, short, long, short, long]
+    responses = [[5, 6, 7], [8], [9, 10, 11, 12], [13, 14], [15, 16]]
+    plain = collate(prompts, responses, tok.pad_token_id)
+    _, expected, _ = logp_entropy_influence(model.eval(), plain, temperature=temperature)
+    shared = collate_shared(prompts, responses, tok.pad_token_id)
+    assert shared.prompt_ids.shape[0] == 2 and shared.prompt_of_row.tolist() == [0, 0, 1, 0, 1]
+    got = entropy_with_shared_prompts(model, shared, temperature=temperature)
+    assert torch.equal(shared.mask, plain.mask)
+    torch.testing.assert_close(got * shared.mask, expected * plain.mask, rtol=1e-4, atol=2e-5)  # fp32 logits
+
+
 # ---------------------------------------------------------------- config
 BAD_FIELDS = [
     ("steps", 0), ("steps", 1.5), ("steps", "10"), ("seed", -1), ("group_size", 1), ("prompts_per_step", 0),

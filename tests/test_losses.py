@@ -320,3 +320,45 @@ def test_range_message_names_the_allowed_range():
         gradient_weight(1.0, 1.0, "gspo")
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
         gradient_weight(1.0, 1.0, "ce_gppo", beta=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# weight_function: gradient_weight resolved once (the token bandit's hot loop)
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", losses.token_level_methods())
+def test_weight_function_gives_the_numbers_of_gradient_weight(method):
+    ratio = torch.tensor([0.0, 1e-12, 0.5, 0.8, 1.0, 1.2, 1.28, 2.0, 1e12], dtype=torch.float64)[:, None]
+    adv = torch.tensor([-1.5, 0.0, 0.7], dtype=torch.float64)[None, :]
+    hyper = {"eps_high": 0.3} if method != "gppo" else {}
+    spec = losses.get_method(method)  # the plain path: the registered F at the clamped ratio
+    clamped = ratio.clamp(math.exp(-losses.LOG_RATIO_CLAMP), math.exp(losses.LOG_RATIO_CLAMP))
+    expected = spec.weight(clamped, adv, **spec.resolve(**hyper))
+    assert torch.equal(losses.weight_function(method, **hyper)(ratio, adv), expected)
+    assert torch.equal(gradient_weight(ratio, adv, method, **hyper), expected)
+
+
+def test_weight_function_per_row_betas_equal_one_call_per_row():
+    ratio = torch.linspace(0.5, 1.5, 11, dtype=torch.float64).expand(3, 11)
+    adv = torch.tensor([[1.0], [-1.0], [0.5]], dtype=torch.float64).expand(3, 11)
+    beta1, beta2 = torch.tensor([[0.0], [0.5], [1.0]]), torch.tensor([[1.0], [0.25], [0.0]])
+    together = losses.weight_function("ce_gppo", eps_low=0.2, eps_high=0.28)(ratio, adv, beta1=beta1.double(),
+                                                                             beta2=beta2.double())
+    for row in range(3):
+        alone = gradient_weight(ratio[row], adv[row], "ce_gppo", eps_low=0.2, eps_high=0.28,
+                                beta1=float(beta1[row]), beta2=float(beta2[row]))
+        assert torch.equal(together[row], alone)
+
+
+def test_weight_function_refuses_what_gradient_weight_refuses():
+    with pytest.raises(ValueError, match="no per-token weight"):
+        losses.weight_function("gspo")
+    with pytest.raises(ValueError, match="beta1=-1"):
+        losses.weight_function("ce_gppo", beta1=-1.0)
+
+
+def test_method_defaults_are_read_once_and_cannot_be_changed_by_a_caller():
+    spec = losses.get_method("ce_gppo")
+    spec.defaults["beta1"] = 99.0
+    spec.ranges.pop("beta1")
+    assert spec.defaults["beta1"] == 0.5 and "beta1" in spec.ranges
+    assert spec.resolve()["beta1"] == 0.5

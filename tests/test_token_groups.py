@@ -15,6 +15,20 @@ def test_classify_by_sign_and_probability():
         classify(prob, adv, threshold=1.0)
 
 
+@pytest.mark.parametrize("adv_shape", ["(B,)", "(B, T)", "(B, 1)"])
+def test_classify_equals_its_definition_for_every_advantage_shape(adv_shape):
+    """classify broadcasts Â instead of expanding it; the classes are those of the definition: PA/NA by the sign
+    of Â (Â = 0: ZA), HP/LP by π against the threshold."""
+    gen = torch.Generator().manual_seed(1)
+    prob = torch.rand(7, 9, generator=gen)
+    adv = torch.randn(7, generator=gen).round()  # -1, 0, 1, ...: every sign, zeros included
+    shaped = {"(B,)": adv, "(B, T)": adv[:, None].expand(7, 9), "(B, 1)": adv[:, None]}[adv_shape]
+    full = adv[:, None].expand(7, 9)
+    low = (prob < 0.5).long()
+    expected = torch.where(full == 0, 4, torch.where(full > 0, low, 2 + low))
+    assert torch.equal(classify(prob, shaped), expected)
+
+
 def test_clip_region_edges_count_as_inside():
     ratio = torch.tensor([0.79, 0.8, 1.0, 1.2, 1.21])
     assert clip_region(ratio, 0.2, 0.2).tolist() == [-1, 0, 0, 0, 1]

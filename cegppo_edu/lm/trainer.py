@@ -37,7 +37,7 @@ from ..losses import get_loss, get_method
 from ..token_groups import CLASSES, group_stats, merge_group_stats
 from . import checkpoint as ckpt
 from . import run_dir, setup
-from .batching import collate, logp_entropy_influence, pack_by_tokens
+from .batching import collate, collate_shared, entropy_with_shared_prompts, logp_entropy_influence, pack_by_tokens
 from .config import TrainConfig, from_dict, loss_kwargs, resolve, to_dict, validate
 from .run_dir import METRICS_FILE, TIMING_PREFIX, WARM_START_FILE
 from .tasks import TaskData, accuracy_of
@@ -173,7 +173,7 @@ class Trainer:
                 out["tokens"], 1.0)
         if c.measure_entropy_change:
             with timer("entropy_after"):
-                entropy_after, _, _ = self.old_logps(rows)
+                entropy_after = self.entropy_after_update(rows)
             out["entropy/after_update"] = entropy_after
             out["entropy/measured_change"] = entropy_after - entropy_before
         return out
@@ -199,12 +199,13 @@ class Trainer:
         return {"entropy/mean": entropy, "update/optimizer_steps": 0, "update/skipped_steps": 0}
 
     # ---------------------------------------------------------------- forward passes
-    def micro_batches(self, rows: list[Response], order: Sequence[int]):
-        """``(indices, batch)`` pairs: the rows of ``order`` cut to the ``micro_batch_tokens`` budget, collated."""
+    def micro_batches(self, rows: list[Response], order: Sequence[int], layout=collate):
+        """``(indices, batch)`` pairs: the rows of ``order`` cut to the ``micro_batch_tokens`` budget, collated by
+        ``layout`` (``batching.collate``, or ``batching.collate_shared``: smaller, so the budget still holds)."""
         for indices in pack_by_tokens([len(r.prompt) for r in rows], [len(r.response) for r in rows], order,
                                       self.config.micro_batch_tokens):
-            batch = collate([rows[i].prompt for i in indices], [rows[i].response for i in indices],
-                            self.tokenizer.pad_token_id, self.device)
+            batch = layout([rows[i].prompt for i in indices], [rows[i].response for i in indices],
+                           self.tokenizer.pad_token_id, self.device)
             yield indices, batch
 
     def _score(self, batch, *, with_entropy: bool, with_influence: bool):
@@ -227,6 +228,22 @@ class Trainer:
             n_tok += batch.mask.sum().item()
         self.model.train(was_training)
         return ent_sum / n_tok, old, n_tok
+
+    @torch.no_grad()
+    def entropy_after_update(self, rows: list[Response]) -> float:
+        """The token-mean entropy of the rows under the updated policy (the metric ``entropy/after_update``), each
+        prompt run once for its G responses (``batching.entropy_with_shared_prompts``): the pass ``old_logps``
+        makes, at a fraction of its cost, equal to it up to float rounding."""
+        was_training = self.model.training
+        self.model.eval()
+        ent_sum, n_tok = 0.0, 0.0
+        for _, batch in self.micro_batches(rows, range(len(rows)), layout=collate_shared):
+            entropy = entropy_with_shared_prompts(self.model, batch, chunk_size=self.config.logp_chunk,
+                                                  autocast_dtype=self.autocast, temperature=self.config.temperature)
+            ent_sum += (entropy * batch.mask).sum().item()
+            n_tok += batch.mask.sum().item()
+        self.model.train(was_training)
+        return ent_sum / n_tok
 
     def optimizer_step(self, rows: list[Response], old_logps, mini: list[int]):
         """One mini-batch: micro-batch forward/backward with exact token-mean weights, clip, AdamW step.

@@ -44,7 +44,7 @@ import torch
 
 from ..advantages import group_advantages
 from ..entropy import entropy_from_logits, entropy_influence
-from ..losses import clipped_sides, get_loss, get_method, gradient_weight, ratio_from_logps, token_level_methods
+from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps, token_level_methods, weight_function
 from ..summaries import FINAL_STEPS, final_mean
 from ..token_groups import GROUPS, HP_THRESHOLD, classify, group_stats
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT, Range, check_choice
@@ -275,94 +275,177 @@ def _sample(z: torch.Tensor, rngs, cfg: Toy, repeats: int = 1):
 
     With ``repeats`` = R, ``z`` holds R copies of the seeds (rows ordered copy, seed); every copy of seed s uses
     seed s's uniforms.
-
-    Tokens by inverse-CDF sampling; reward 1 with probability success_low + (success_high − success_low) ×
-    (fraction of the relevant positions holding the target token), else 0.
     """
     u = [(rng.random((cfg.batch, cfg.positions)), rng.random(cfg.batch)) for rng in rngs]
-    u_tokens = torch.from_numpy(np.stack([ut for ut, _ in u])).repeat(repeats, 1, 1)  # (S, B, L)
-    u_reward = torch.from_numpy(np.stack([ur for _, ur in u])).repeat(repeats, 1)  # (S, B)
+    u_tokens = torch.from_numpy(np.stack([ut for ut, _ in u]))  # (seeds, B, L)
+    u_reward = torch.from_numpy(np.stack([ur for _, ur in u]))  # (seeds, B)
+    return _tokens_and_rewards(z, u_tokens.repeat(repeats, 1, 1), u_reward.repeat(repeats, 1), cfg)
+
+
+def _uniform_stream(rngs, cfg: Toy, steps: int) -> torch.Tensor:
+    """Every uniform ``_sample`` would draw in ``steps`` calls, drawn at once: ``(seeds, steps, B·L + B)``, per step
+    the B×L token uniforms then the B reward uniforms. A generator's stream does not depend on how it is cut
+    into calls, so these are the same numbers."""
+    per_step = cfg.batch * cfg.positions + cfg.batch
+    return torch.from_numpy(np.stack([rng.random((steps, per_step)) for rng in rngs]))
+
+
+def _tokens_and_rewards(z, u_tokens, u_reward, cfg: Toy):
+    """Tokens by inverse-CDF sampling; reward 1 with probability success_low + (success_high − success_low) ×
+    (fraction of the relevant positions holding the target token), else 0. ``z (S, L, K)``, ``u_tokens (S, B, L)``,
+    ``u_reward (S, B)`` -> ``(S, B, L), (S, B)``."""
     cdf = torch.softmax(z, dim=-1).cumsum(-1)  # (S, L, K)
-    tokens = (cdf[:, None, :, :] < u_tokens[..., None]).sum(-1).clamp(max=cfg.vocab - 1)  # (S, B, L)
+    # the token is the number of CDF entries below u (a binary search per draw, not K comparisons)
+    below = torch.searchsorted(cdf, u_tokens.transpose(1, 2).contiguous())  # (S, L, B)
+    tokens = below.transpose(1, 2).clamp(max=cfg.vocab - 1)  # (S, B, L)
     right = (tokens[..., :cfg.relevant] == TARGET_TOKEN).double().mean(-1)  # (S, B)
     success = cfg.success_low + (cfg.success_high - cfg.success_low) * right
     return tokens, (u_reward < success).double()
 
 
 def _mean_entropy(z: torch.Tensor, cfg: Toy):
-    """(all positions, relevant, irrelevant) mean entropies. ``(S, L, K) -> 3 × (S,)``."""
-    h = entropy_from_logits(z).double()  # (S, L)
-    irrelevant = h[:, cfg.relevant:].mean(-1) if cfg.relevant < cfg.positions else torch.full_like(h[:, 0], math.nan)
-    return h.mean(-1), h[:, :cfg.relevant].mean(-1), irrelevant
+    """(all positions, relevant, irrelevant) mean entropies. ``(..., L, K) -> 3 × (...)``."""
+    h = entropy_from_logits(z).double()  # (..., L)
+    irrelevant = (h[..., cfg.relevant:].mean(-1) if cfg.relevant < cfg.positions
+                  else torch.full_like(h[..., 0], math.nan))
+    return h.mean(-1), h[..., :cfg.relevant].mean(-1), irrelevant
+
+
+@dataclass
+class _StepLog:
+    """What a step of the vectorised run keeps for its records (taken for many steps at once, ``_record_chunk``)."""
+
+    z: torch.Tensor  # (S, L, K): the logits that sampled the batch
+    tokens: torch.Tensor  # (S, L, B)
+    adv: torch.Tensor  # (S, 1, B)
+    reward: torch.Tensor  # (S, B)
+    logp: torch.Tensor  # (S, U, L, m): per update (epoch-major, then mini-batch), the mini-batch's log-probs
+    ratio: torch.Tensor  # (S, U, L, m)
+    coef: torch.Tensor  # (S, U, L, m): d loss / d logp = −coef
+
+
+# Stored update tensors per chunk of steps (elements of one (steps, U, S, L, m) stack): the records of a chunk are
+# computed in a few large operations instead of dozens of small ones per step, in bounded memory (a 5×5 sweep
+# has 25 times the rows of one simulate call).
+_CHUNK_ELEMENTS = 2 ** 18
 
 
 def _run_vectorised(method, hyper, cfg: Toy, steps: int, rngs, betas=None) -> dict:
     """All seeds at once. With ``betas`` (a list of R (β1, β2) pairs, CE-GPPO only) it runs every seed once per
-    pair, rows ordered (pair, seed), all pairs drawing the same random numbers (common random numbers)."""
+    pair, rows ordered (pair, seed), all pairs drawing the same random numbers (common random numbers).
+
+    The loop runs the dynamics only (sample, advantages, SGD updates); entropies, influences and token-group
+    sums do not feed back, so they are computed afterwards for a chunk of steps at a time (``_record_chunk``).
+    """
     R = 1 if betas is None else len(betas)
-    S, L, K, m = R * len(rngs), cfg.positions, cfg.vocab, cfg.minibatch
-    eps_low, eps_high, n_classes = hyper["eps_low"], hyper["eps_high"], len(GROUPS) + 1
+    S = R * len(rngs)
     weight = _weight_fn(method, hyper, betas, len(rngs))
     z = _init_logits(rngs, cfg).repeat(R, 1, 1)  # (S, L, K), S = R × seeds
     rec = _recorder(S, steps)
-    vocab_ids = torch.arange(K).expand(S, L, K)  # (S, L, K): every choice, for the influence table
-    ones = torch.ones(S, L, m, dtype=torch.float64)  # counts one token-update per token
-    for t in range(steps):
-        h_before = _mean_entropy(z, cfg)
-        tokens, reward = _sample(z, rngs, cfg, R)  # (S, B, L), (S, B)
-        adv = group_advantages(reward.reshape(-1), cfg.group_size).double().reshape(S, 1, cfg.batch)  # (S, 1, B)
-        tokens = tokens.transpose(1, 2).contiguous()  # (S, L, B): token layout of the whole update loop
-        old_logp = torch.log_softmax(z, -1).gather(-1, tokens)  # (S, L, B)
-        # I_a at the step's start for every sampled token; the step's first-order ΔH is
-        # Σ_updates Σ_tokens −η·coef·I_a, expanded around the policy that sampled the batch
-        table = z[:, :, None, :].expand(S, L, K, K)  # (S, L, K, K): row k asks about choice k
-        influence = entropy_influence(table, vocab_ids, chunk_size=S * L * K).double()  # (S, L, K)
-        token_influence = (-cfg.lr / L) * influence.gather(-1, tokens)  # (S, L, B); / L: mean over positions
-        acc = torch.zeros(4, S, n_classes, dtype=torch.float64)  # token-updates, clipped, ΔH, clipped ΔH
-        # mini-batch k = sequences [k·m, (k+1)·m) of the batch, whole groups, the same split in every epoch
-        minibatches = list(zip(*(x.split(m, -1) for x in (tokens, adv, adv / (m * L), old_logp, token_influence))))
-        for _ in range(cfg.epochs):
-            for tok, a, a_token_mean, old, infl in minibatches:  # (S, L, m), (S, 1, m) ×2, (S, L, m) ×2
-                logp_table = torch.log_softmax(z, -1)  # (S, L, K)
-                logp = logp_table.gather(-1, tok)  # (S, L, m)
-                ratio = ratio_from_logps(logp, old)
-                # d loss / d logp per token (token-mean over this seed's m·L tokens) is −coef
-                coef = weight(ratio, a) * a_token_mean  # (S, L, m)
-                # d logp_a / d z = onehot(a) − π  ⇒  SGD step Δz = η Σ_tokens coef·(onehot(a) − π)
-                pushed = torch.zeros_like(z).scatter_add_(-1, tok, coef)  # (S, L, K)
-                delta_z = cfg.lr * (pushed - logp_table.exp() * coef.sum(-1, keepdim=True))  # (S, L, K)
-                token_dh = coef * infl  # (S, L, m): first-order ΔH of the position-mean entropy (the paper in brief, §3)
-                group = classify(logp.exp(), a, cfg.hp_threshold)  # (S, L, m) index into CLASSES
-                clipped = torch.logical_or(*clipped_sides(ratio, a, eps_low, eps_high)).double()
-                per_token = torch.stack([ones, clipped, token_dh, token_dh * clipped])  # (4, S, L, m)
-                acc.scatter_add_(2, group.reshape(1, S, L * m).expand(4, S, L * m),
-                                 per_token.reshape(4, S, L * m))  # (4, S, 5)
-                z = z + delta_z
-        _record_step(rec, t, h_before, reward.mean(-1), _mean_entropy(z, cfg)[0], acc[:, :, :len(GROUPS)].numpy(),
-                     cfg)
+    updates = cfg.minibatches * cfg.epochs
+    chunk = max(1, _CHUNK_ELEMENTS // (updates * S * cfg.positions * cfg.minibatch))
+    uniforms = _uniform_stream(rngs, cfg, steps)  # (seeds, steps, B·L + B); every copy of a seed uses its own
+    for first in range(0, steps, chunk):
+        logs = []
+        for t in range(first, min(first + chunk, steps)):
+            z, log = _step(z, uniforms[:, t].repeat(R, 1), cfg, weight)
+            logs.append(log)
+        _record_chunk(rec, first, logs, z, hyper, cfg)
     return rec
 
 
-def _weight_fn(method, hyper, betas, seeds: int):
-    """F(r, Â) from ``losses.gradient_weight``: one call, or for a batch of (β1, β2) rows three calls.
+def _step(z, uniforms, cfg: Toy, weight):
+    """One rollout batch: sample (with this step's ``uniforms``, ``(S, B·L + B)``), group advantages, ``epochs`` ×
+    ``minibatches`` SGD updates. ``(new z, _StepLog)``."""
+    S, L, m = z.shape[0], cfg.positions, cfg.minibatch
+    u_tokens, u_reward = uniforms.split([cfg.batch * L, cfg.batch], dim=-1)
+    tokens, reward = _tokens_and_rewards(z, u_tokens.reshape(S, cfg.batch, L), u_reward, cfg)  # (S, B, L), (S, B)
+    adv = group_advantages(reward.reshape(-1), cfg.group_size).double().reshape(S, 1, cfg.batch)  # (S, 1, B)
+    tokens = tokens.transpose(1, 2).contiguous()  # (S, L, B): token layout of the whole update loop
+    old_logp = torch.log_softmax(z, -1).gather(-1, tokens)  # (S, L, B)
+    # mini-batch k = sequences [k·m, (k+1)·m) of the batch, whole groups, the same split in every epoch
+    minibatches = list(zip(*(x.split(m, -1) for x in (tokens, adv, adv / (m * L), old_logp))))
+    z_start, per_update = z, []
+    for _ in range(cfg.epochs):
+        for tok, a, a_token_mean, old in minibatches:  # (S, L, m), (S, 1, m) ×2, (S, L, m)
+            z, *kept = _sgd_update(z, tok, a, a_token_mean, old, weight, cfg.lr)
+            per_update.append(kept)
+    logp, ratio, coef = (torch.stack(x, dim=1) for x in zip(*per_update))  # (S, U, L, m) each
+    return z, _StepLog(z_start, tokens, adv, reward, logp, ratio, coef)
 
-    CE-GPPO's F is affine in (β1, β2): F(β1, β2) = F(0, 0) + β1·[F(1, 0) − F(0, 0)] + β2·[F(0, 1) − F(0, 0)]
-    (each clipped token's weight is β·(1±ε), every other token's r). The combination is exact in floating
-    point (the differences are 0 or exactly 1·(1±ε)), so a sweep gives the numbers of separate ``simulate`` runs.
+
+def _sgd_update(z, tok, a, a_token_mean, old, weight, lr: float):
+    """One plain SGD step on the logits for one mini-batch; ``(new z, logp, ratio, coef)``.
+
+    ``z (S, L, K)``; ``tok, old (S, L, m)``; ``a, a_token_mean (S, 1, m)`` (Â, and Â / tokens of the mini-batch).
+    """
+    logp_table = torch.log_softmax(z, -1)  # (S, L, K)
+    logp = logp_table.gather(-1, tok)  # (S, L, m)
+    ratio = ratio_from_logps(logp, old)
+    # d loss / d logp per token (token-mean over this seed's m·L tokens) is −coef
+    coef = weight(ratio, a) * a_token_mean  # (S, L, m)
+    # d logp_a / d z = onehot(a) − π  ⇒  SGD step Δz = η Σ_tokens coef·(onehot(a) − π)
+    pushed = torch.zeros_like(z).scatter_add_(-1, tok, coef)  # (S, L, K)
+    delta_z = lr * (pushed - logp_table.exp() * coef.sum(-1, keepdim=True))  # (S, L, K)
+    return z + delta_z, logp, ratio, coef
+
+
+def _record_chunk(rec, first: int, logs: list[_StepLog], z_end, hyper, cfg: Toy) -> None:
+    """Records of the C steps ``first, first + 1, ...`` from their logs; ``z_end``: the logits after the last."""
+    C = len(logs)
+    z = torch.stack([log.z for log in logs] + [z_end])  # (C + 1, S, L, K): each step's start, then the end
+    h_all, h_rel, h_irr = _mean_entropy(z, cfg)  # (C + 1, S) each; the entropy after step t is the one before t+1
+    reward = torch.stack([log.reward for log in logs]).mean(-1)  # (C, S)
+    acc = _token_group_sums(logs, z[:-1], hyper, cfg)[..., :len(GROUPS)]  # (4, C, S, 4)
+    _record_steps(rec, slice(first, first + C), tuple(h[:-1].T.numpy() for h in (h_all, h_rel, h_irr)),
+                  reward.T.numpy(), h_all[1:].T.numpy(), acc.transpose(1, 2).numpy(), cfg)
+
+
+def _token_group_sums(logs: list[_StepLog], z_start, hyper, cfg: Toy) -> torch.Tensor:
+    """Per step, seed and ``token_groups.CLASSES`` class, summed over the step's U updates: token-updates,
+    clipped token-updates, first-order ΔH, ΔH of the clipped tokens. ``z_start (C, S, L, K) -> (4, C, S, 5)``.
+
+    The first-order ΔH of a token is −η·coef·I_a / L (the paper in brief, §3), with I_a from
+    ``entropy.entropy_influence`` at the policy that sampled the batch; / L: mean over positions. Each bin adds
+    its numbers update by update in the order the updates ran.
+    """
+    C, S, L, K = z_start.shape
+    M, E, m = cfg.minibatches, cfg.epochs, cfg.minibatch
+    table = z_start[..., None, :].expand(C, S, L, K, K)  # (C, S, L, K, K): row k asks about choice k
+    choices = torch.arange(K).expand(C, S, L, K)
+    influence = entropy_influence(table, choices, chunk_size=C * S * L * K).double()  # (C, S, L, K)
+    tokens = torch.stack([log.tokens for log in logs])  # (C, S, L, B)
+    token_influence = (-cfg.lr / L) * influence.gather(-1, tokens)  # (C, S, L, B)
+
+    def per_update(x):  # (C, S, L', B) -> (C, S, U, L', m): mini-batch k of update u = e·M + k
+        return x.reshape(C, S, x.shape[2], M, m).transpose(2, 3).repeat(1, 1, E, 1, 1)
+
+    infl = per_update(token_influence)
+    a = per_update(torch.stack([log.adv for log in logs]))  # (C, S, U, 1, m)
+    logp, ratio, coef = (torch.stack([getattr(log, name) for log in logs]) for name in ("logp", "ratio", "coef"))
+    token_dh = coef * infl  # (C, S, U, L, m)
+    group = classify(logp.exp(), a, cfg.hp_threshold)  # (C, S, U, L, m) index into CLASSES
+    clipped = torch.logical_or(*clipped_sides(ratio, a, hyper["eps_low"], hyper["eps_high"])).double()
+    index = group.reshape(C * S, -1)  # (C·S, U·L·m): the token-updates of a (step, seed), update-major
+    sums = torch.zeros(4, C * S, len(GROUPS) + 1, dtype=torch.float64)
+    for row, value in zip(sums, (torch.ones_like(clipped), clipped, token_dh, token_dh * clipped)):
+        row.scatter_add_(1, index, value.reshape(C * S, -1))
+    return sums.reshape(4, C, S, len(GROUPS) + 1)
+
+
+def _weight_fn(method, hyper, betas, seeds: int):
+    """F(r, Â) from ``losses.weight_function`` (the numbers of ``gradient_weight``), for a batch of (β1, β2) rows
+    with one (β1, β2) pair per row.
+
+    CE-GPPO's β enter F only as β1·(1−ε_l) and β2·(1+ε_h) on the clipped tokens, so per-row β tensors give every
+    row exactly the numbers of a separate ``simulate`` run with its pair (each pair was checked by the caller).
     """
     if betas is None:
-        return lambda ratio, adv: gradient_weight(ratio, adv, method, **hyper)
-    eps = {"eps_low": hyper["eps_low"], "eps_high": hyper["eps_high"]}
+        return weight_function(method, **hyper)
     b = torch.tensor(betas, dtype=torch.float64).repeat_interleave(seeds, 0)  # (S, 2), rows (pair, seed)
     b1, b2 = b[:, 0, None, None], b[:, 1, None, None]  # (S, 1, 1) each
-
-    def weight(ratio, adv):
-        f00 = gradient_weight(ratio, adv, "ce_gppo", beta1=0.0, beta2=0.0, **eps)
-        f10 = gradient_weight(ratio, adv, "ce_gppo", beta1=1.0, beta2=0.0, **eps)
-        f01 = gradient_weight(ratio, adv, "ce_gppo", beta1=0.0, beta2=1.0, **eps)
-        return f00 + b1 * (f10 - f00) + b2 * (f01 - f00)
-
-    return weight
+    weight = weight_function("ce_gppo", eps_low=hyper["eps_low"], eps_high=hyper["eps_high"])
+    return lambda ratio, adv: weight(ratio, adv, beta1=b1, beta2=b2)
 
 
 def _recorder(S: int, steps: int) -> dict:
@@ -374,8 +457,10 @@ def _recorder(S: int, steps: int) -> dict:
     return rec
 
 
-def _record_step(rec, t, h_before, reward, h_after, acc, cfg: Toy) -> None:
-    """Store step t. ``acc`` (4, S, 4 groups): token-updates, clipped token-updates, ΔH, ΔH of clipped tokens.
+def _record_steps(rec, steps: slice, h_before, reward, h_after, acc, cfg: Toy) -> None:
+    """Store the C steps of ``steps``. ``h_before``: 3 × (S, C) (all, relevant, irrelevant positions);
+    ``reward``, ``h_after``: (S, C); ``acc`` (4, S, C, 4 groups): token-updates, clipped token-updates, ΔH, ΔH of
+    clipped tokens.
 
     A token clipped below has Â < 0 and one clipped above Â > 0, so the NA groups hold every lower clip and
     the PA groups every upper clip.
@@ -383,16 +468,16 @@ def _record_step(rec, t, h_before, reward, h_after, acc, cfg: Toy) -> None:
     count, clipped, dh, dh_clipped = acc
     n_updates = cfg.batch * cfg.positions * cfg.epochs  # token-updates per step and seed
     h_all, h_rel, h_irr = (np.asarray(h) for h in h_before)
-    rec["entropy"][:, t], rec["entropy_relevant"][:, t], rec["entropy_irrelevant"][:, t] = h_all, h_rel, h_irr
-    rec["reward"][:, t] = np.asarray(reward)
-    rec["dH_meas"][:, t] = np.asarray(h_after) - h_all
-    rec["dH_pred"][:, t] = dh.sum(-1)
-    rec["clip_low"][:, t] = clipped[:, [GROUPS.index("NA&HP"), GROUPS.index("NA&LP")]].sum(-1) / n_updates
-    rec["clip_high"][:, t] = clipped[:, [GROUPS.index("PA&HP"), GROUPS.index("PA&LP")]].sum(-1) / n_updates
-    rec["group_frac"][:, t] = count / n_updates
-    rec["group_clip_frac"][:, t] = np.divide(clipped, count, out=np.zeros_like(clipped), where=count > 0)
-    rec["group_dH_pred"][:, t] = dh
-    rec["group_dH_clipped"][:, t] = dh_clipped
+    rec["entropy"][:, steps], rec["entropy_relevant"][:, steps], rec["entropy_irrelevant"][:, steps] = h_all, h_rel, h_irr
+    rec["reward"][:, steps] = np.asarray(reward)
+    rec["dH_meas"][:, steps] = np.asarray(h_after) - h_all
+    rec["dH_pred"][:, steps] = dh.sum(-1)
+    rec["clip_low"][:, steps] = clipped[..., [GROUPS.index("NA&HP"), GROUPS.index("NA&LP")]].sum(-1) / n_updates
+    rec["clip_high"][:, steps] = clipped[..., [GROUPS.index("PA&HP"), GROUPS.index("PA&LP")]].sum(-1) / n_updates
+    rec["group_frac"][:, steps] = count / n_updates
+    rec["group_clip_frac"][:, steps] = np.divide(clipped, count, out=np.zeros_like(clipped), where=count > 0)
+    rec["group_dH_pred"][:, steps] = dh
+    rec["group_dH_clipped"][:, steps] = dh_clipped
 
 
 def _history(method, hyper, cfg, seed, seeds, steps, rec) -> History:
@@ -484,7 +569,8 @@ def _run_one_seed(method, hyper, cfg: Toy, steps: int, rng) -> dict:
                     z -= cfg.lr * grad
         with torch.no_grad():
             h_after = _mean_entropy(z[None], cfg)[0]
-        _record_step(rec, t, h_before, reward.mean()[None], h_after, acc, cfg)
+        _record_steps(rec, slice(t, t + 1), [h[:, None] for h in h_before], reward.mean()[None, None],
+                      h_after[:, None], acc[:, :, None], cfg)
         rec["clip_low"][0, t], rec["clip_high"][0, t] = clip_low, clip_high  # group_stats' own batch-wide count
     return rec
 
