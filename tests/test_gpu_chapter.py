@@ -53,6 +53,28 @@ def test_gpu_smoke_mode_reads_data_that_ships_with_the_package(name):
     assert len(task.train) >= smoke.prompts_per_step and len(task.heldout) >= 1
 
 
+@pytest.mark.parametrize("name", GPU_PRESETS)
+def test_gpu_smoke_model_has_positions_for_its_longest_sequence(name):
+    """The tiny model of smoke mode is built for its longest prompt plus response (else transformers warns on
+    every generate call past max_position_embeddings, in chapter 5's output too)."""
+    from cegppo_edu.lm import setup
+
+    smoke = cfg.get_preset(name, smoke=True)
+    model, tokenizer = setup.model_and_tokenizer(smoke, torch.device("cpu"), None)
+    encode = setup.make_prompt_encoder(smoke, tokenizer)
+    task = cfg.resolve("task", smoke.task)(smoke)
+    train_longest = max(len(encode(p.question)) for p in task.train + task.heldout) + smoke.max_new_tokens
+    from cegppo_edu.gpu import math_data
+    from cegppo_edu.gpu.presets import SMOKE_MATH_DATA
+    from cegppo_edu.gpu.prompts import encode_r1_prompt
+
+    benchmarks = [math_data.load_problems(evaluate.benchmark_source(n, SMOKE_MATH_DATA))
+                  for n in math_data.parse_benchmarks("aime24,aime25,math500")]
+    eval_longest = max(len(encode_r1_prompt(p.question, tokenizer)) for ps in benchmarks for p in ps) + \
+        evaluate.SMOKE_MAX_NEW_TOKENS
+    assert max(train_longest, eval_longest) <= model.config.max_position_embeddings == smoke.tiny_max_positions
+
+
 @pytest.mark.parametrize("field, value", [("micro_batch_tokens", -1), ("mini_batches", 0),
                                           ("vllm_gpu_memory_utilization", 1.5), ("reward_workers", 0),
                                           ("eval_top_p", 0.0), ("max_prompt_tokens", 0)])

@@ -136,7 +136,8 @@ def build_hf(model_path: str | None, smoke: bool, seed: int, batch_sequences: in
 
         model, tokenizer = build_tiny_model_and_tokenizer(
             seed=seed, hidden_size=s["tiny_hidden_size"], num_layers=s["tiny_layers"], num_heads=s["tiny_heads"],
-            num_kv_heads=s["tiny_kv_heads"], intermediate_size=s["tiny_intermediate_size"], max_positions=2048)
+            num_kv_heads=s["tiny_kv_heads"], intermediate_size=s["tiny_intermediate_size"],
+            max_positions=s["tiny_max_positions"])
     else:
         model, tokenizer = load_model_and_tokenizer(model_path, "bfloat16" if device == "cuda" else "float32", device)
     return HFSampler(model.to(device), tokenizer, max_batch_sequences=batch_sequences), tokenizer, device

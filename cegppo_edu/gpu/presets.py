@@ -78,7 +78,8 @@ R1_DISTILL_1GPU = TrainConfig(
 # drop_zero_variance=False keeps them (all Â = 0), so the update phase still runs end to end.
 R1_DISTILL_SMOKE = {
     "steps": 3, "device": "cpu", "num_threads": 1, "model_path": "", "tiny_hidden_size": 64, "tiny_layers": 2,
-    "tiny_heads": 4, "tiny_kv_heads": 2, "tiny_intermediate_size": 192, "autocast_dtype": "none",
+    "tiny_heads": 4, "tiny_kv_heads": 2, "tiny_intermediate_size": 192, "tiny_max_positions": 2048,
+    "autocast_dtype": "none",
     "data_path": os.path.join(SMOKE_MATH_DATA, "mathsub30k_verl.jsonl"),
     "eval_data_path": os.path.join(SMOKE_MATH_DATA, "aime24_h4.parquet"),
     "sampler": "hf", "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 16, "max_prompt_tokens": 512,

@@ -51,6 +51,7 @@ class TrainConfig:
     tiny_heads: int = 4  # attention heads of the tiny Qwen2
     tiny_kv_heads: int = 2  # key/value heads (grouped-query attention, as in Qwen2)
     tiny_intermediate_size: int = 384  # SwiGLU width of the tiny Qwen2 (3× hidden)
+    tiny_max_positions: int = 256  # positions the tiny Qwen2 is built for (prompt + response; RoPE, no weights)
     dtype: str = "float32"  # weight dtype; float32 = fp32 master weights (DESIGN.md: bf16 weights lose updates)
     autocast_dtype: str = "none"  # "none" | "bfloat16" | "float16": autocast for forward passes (GPU memory/speed)
     gradient_checkpointing: bool = False  # recompute activations in backward (GPU memory); HF's implementation
@@ -161,6 +162,7 @@ UNIT_INTERVAL_OPEN_TOP = Range(0.0, 1.0, high_open=True)
 FIELD_RULES: dict[str, Range | tuple] = {
     **{name: POSITIVE_INT for name in (
         "steps", "tiny_hidden_size", "tiny_layers", "tiny_heads", "tiny_kv_heads", "tiny_intermediate_size",
+        "tiny_max_positions",
         "n_train", "n_heldout", "warm_start_batch_size", "prompts_per_step", "max_new_tokens", "max_prompt_tokens",
         "mini_batches", "update_epochs", "logp_chunk", "eval_samples", "keep_checkpoints", "reward_workers")},
     **{name: NON_NEGATIVE_INT for name in (

@@ -75,7 +75,8 @@ def model_and_tokenizer(config: TrainConfig, device: torch.device, resume_from: 
         model, tokenizer = build_tiny_model_and_tokenizer(
             seed=config.seed, hidden_size=config.tiny_hidden_size, num_layers=config.tiny_layers,
             num_heads=config.tiny_heads, num_kv_heads=config.tiny_kv_heads,
-            intermediate_size=config.tiny_intermediate_size)
+            intermediate_size=config.tiny_intermediate_size,
+            max_positions=config.tiny_max_positions)
         model = model.to(DTYPES[config.dtype])
     if tokenizer is None:
         raise ValueError("a model passed in needs its tokenizer too")
