@@ -56,8 +56,13 @@ def _flat_pairs(logits: torch.Tensor, tokens: torch.Tensor):
     return logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1)
 
 
+def _at_least_fp32(z: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits in fp32; fp32 and fp64 ones as they are (a float64 model's entropy stays float64)."""
+    return z.to(torch.promote_types(z.dtype, torch.float32))
+
+
 def _entropy_of_chunk(z: torch.Tensor) -> torch.Tensor:
-    z = z.float()  # (n, V) in fp32, whatever the model's dtype
+    z = _at_least_fp32(z)  # (n, V)
     log_norm = torch.logsumexp(z, dim=-1)  # (n,)
     probs = torch.softmax(z, dim=-1)  # (n, V): the one fp32 probability buffer of this chunk
     if torch.isneginf(z).any():  # a masked vocabulary: π_a z_a = 0·(−inf) must count as 0
@@ -67,7 +72,7 @@ def _entropy_of_chunk(z: torch.Tensor) -> torch.Tensor:
 
 
 def _logp_of_chunk(z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    z = z.float()  # (n, V)
+    z = _at_least_fp32(z)  # (n, V)
     return z.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)  # (n,)
 
 

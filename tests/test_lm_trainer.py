@@ -54,6 +54,7 @@ def fast_config(**extra):
 # same ones (this machine's kind) every training number is bitwise the same; the entropy re-measure after an update
 # phase now runs each prompt once (the one operation order that changed) and agrees within float32 rounding.
 # Elsewhere the run is compared with the measured cross-machine tolerance of lm.reproducibility.
+WARM_START = os.path.join(ROOT, "notebooks", "data", "ch04", "warm_start")
 BEFORE_SPEED_WORK = os.path.join(ROOT, "tests", "data", "fast_run_before_speed_work.json")
 REORDERED = ("entropy/after_update", "entropy/measured_change")
 
@@ -75,6 +76,44 @@ def test_the_trainer_computes_what_it_computed_before_the_speed_work(tmp_path):
         for key in REORDERED:
             if key in old:
                 assert fresh[key] == pytest.approx(old[key], rel=1e-5, abs=1e-7), (old["step"], key)
+
+
+PARAM_PRED = ("entropy/param_pred/step", "entropy/param_pred/trapezoid", "entropy/param_pred/phase",
+              "entropy/param_pred/measured")
+
+
+def test_entropy_predictor_changes_no_training_number_and_measures_the_trainers_change(tmp_path):
+    """The parameter-space predictor (every 2nd step) only reads the model: every other metric is bitwise the
+    run without it. Its measured ΔH̄ is the trainer's entropy re-measure, up to the shared-prompt pass's rounding."""
+    plain = strip_timings(Trainer(fast_config(), str(tmp_path / "plain"), progress=False).train())
+    watched = strip_timings(Trainer(fast_config(entropy_predictor_every=2), str(tmp_path / "watched"),
+                                    progress=False).train())
+    assert [{k: v for k, v in m.items() if k not in PARAM_PRED} for m in watched] == plain
+    assert [m["step"] for m in watched if all(k in m for k in PARAM_PRED)] == [2, 4]
+    for m in watched:
+        if "entropy/param_pred/measured" in m:
+            assert m["entropy/param_pred/measured"] == pytest.approx(m["entropy/measured_change"], abs=1e-6)
+
+
+@pytest.mark.parametrize("step", [1, 2])
+def test_entropy_predictor_converges_on_the_warm_started_transformer(tmp_path, step):
+    """Chapter 4's warm-started Qwen2 in float64, K = 4 AdamW steps per phase: the trapezoid form's relative error
+    falls like lr² (AdamW moves every weight by about lr, so the error per step is O(lr³) against a change O(lr)).
+    Measured: 1.3e-2 -> 1.5e-3 (step 1) and 5.8e-3 -> 2.4e-5 (step 2) from lr 1e-5 to 3e-6."""
+    from cegppo_edu.lm.models import load_model_and_tokenizer
+
+    def relative_error(lr):
+        config = apply_overrides(get_preset("tiny-arith"), dict(
+            model_path=WARM_START, warm_start_steps=0, steps=step, prompts_per_step=8, group_size=4,
+            max_new_tokens=8, mini_batches=4, eval_every=0, checkpoint_every=0, num_threads=1, lr=lr,
+            warmup_steps=0, entropy_predictor_every=1))
+        model, tokenizer = load_model_and_tokenizer(WARM_START)
+        m = Trainer(config, str(tmp_path / f"lr{lr}"), model=model.double(), tokenizer=tokenizer,
+                    progress=False).train()[-1]
+        return abs(m["entropy/param_pred/trapezoid"] / m["entropy/param_pred/measured"] - 1)
+
+    coarse, fine = relative_error(1e-5), relative_error(3e-6)
+    assert fine < coarse / 5 and fine < 5e-3, (coarse, fine)
 
 
 def test_one_step_changes_parameters_with_finite_metrics_and_complete_token_groups(tmp_path):

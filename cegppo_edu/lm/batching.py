@@ -85,6 +85,24 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def response_logits(model, batch: Batch, autocast_dtype: torch.dtype | None = None,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """The logits that predict each response token, divided by the sampling temperature. ``(B, R, V)``."""
+    width_r = batch.response_ids.shape[1]
+    with autocast_context(batch.input_ids.device, autocast_dtype):
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, logits_to_keep=width_r + 1, use_cache=False)
+    logits = out.logits[:, :-1]  # (B, R, V): position t predicts response token t
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def response_entropy_sum(model, batch: Batch, *, chunk_size: int = DEFAULT_CHUNK,
+                         autocast_dtype: torch.dtype | None = None, temperature: float = 1.0) -> torch.Tensor:
+    """Σ of the entropy over the batch's response tokens, a scalar with its autograd graph (for ∇θH̄)."""
+    logits = response_logits(model, batch, autocast_dtype, temperature)
+    return (entropy_from_logits(logits, chunk_size) * batch.mask).sum()
+
+
 def logp_entropy_influence(model, batch: Batch, *, chunk_size: int = DEFAULT_CHUNK, with_entropy: bool = True,
                            with_influence: bool = False, autocast_dtype: torch.dtype | None = None,
                            temperature: float = 1.0):
@@ -95,13 +113,7 @@ def logp_entropy_influence(model, batch: Batch, *, chunk_size: int = DEFAULT_CHU
 
     Returns ``(logp, entropy, influence)``, each ``(B, R)`` fp32; entropy/influence are None unless asked for.
     """
-    width_r = batch.response_ids.shape[1]
-    with autocast_context(batch.input_ids.device, autocast_dtype):
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids, logits_to_keep=width_r + 1, use_cache=False)
-    logits = out.logits[:, :-1]  # (B, R, V): position t predicts response token t
-    if temperature != 1.0:
-        logits = logits / temperature
+    logits = response_logits(model, batch, autocast_dtype, temperature)  # (B, R, V)
     logp, entropy = token_logp_and_entropy(logits, batch.response_ids, chunk_size, with_entropy)
     influence = entropy_influence(logits.detach(), batch.response_ids, chunk_size) if with_influence else None
     return logp, entropy, influence

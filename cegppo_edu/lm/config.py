@@ -127,6 +127,7 @@ class TrainConfig:
     hp_threshold: float = HP_THRESHOLD  # probability splitting HP from LP tokens (token_groups.HP_THRESHOLD)
     token_group_stats: bool = True  # per-group counts, clip fractions, weights and entropy pushes each step
     measure_entropy_change: bool = True  # one extra no-grad pass: entropy of the batch after the update phase
+    entropy_predictor_every: int = 0  # every N RL steps, ∇θH̄·Δθ per optimizer step (param_entropy); 0 = off
 
     # ---- checkpoints ----
     checkpoint_every: int = 50  # RL steps between checkpoints (one is always written at the end); 0 = end only
@@ -166,7 +167,7 @@ FIELD_RULES: dict[str, Range | tuple] = {
         "n_train", "n_heldout", "warm_start_batch_size", "prompts_per_step", "max_new_tokens", "max_prompt_tokens",
         "mini_batches", "update_epochs", "logp_chunk", "eval_samples", "keep_checkpoints", "reward_workers")},
     **{name: NON_NEGATIVE_INT for name in (
-        "seed", "num_threads", "warm_start_steps", "sampler_batch_sequences", "max_kept_prompts", "warmup_steps",
+        "seed", "num_threads", "warm_start_steps", "entropy_predictor_every", "sampler_batch_sequences", "max_kept_prompts", "warmup_steps",
         "micro_batch_tokens", "eval_every", "eval_problems", "checkpoint_every")},
     "group_size": Range(2, integer=True, note="group advantages need 2 responses"),
     "n_digits": Range(1, 9, integer=True),

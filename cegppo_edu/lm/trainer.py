@@ -34,10 +34,12 @@ import torch
 
 from ..advantages import group_advantages, zero_variance_groups
 from ..losses import get_loss, get_method
+from ..param_entropy import PhasePredictor
 from ..token_groups import CLASSES, group_stats, merge_group_stats
 from . import checkpoint as ckpt
 from . import run_dir, setup
-from .batching import collate, collate_shared, entropy_with_shared_prompts, logp_entropy_influence, pack_by_tokens
+from .batching import (collate, collate_shared, entropy_with_shared_prompts, logp_entropy_influence, pack_by_tokens,
+                       response_entropy_sum)
 from .config import TrainConfig, from_dict, loss_kwargs, resolve, to_dict, validate
 from .run_dir import METRICS_FILE, TIMING_PREFIX, WARM_START_FILE
 from .tasks import TaskData, accuracy_of
@@ -64,8 +66,9 @@ class Timer:
         start = time.perf_counter()
         try:
             yield
-        finally:
-            self.seconds[TIMING_PREFIX + name] = time.perf_counter() - start
+        finally:  # a phase timed in several pieces (the update's mini-batches) adds them up
+            key = TIMING_PREFIX + name
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
 
 
 class Trainer:
@@ -158,14 +161,20 @@ class Trainer:
         c = self.config
         with timer("old_logp"):
             entropy_before, old_logps, n_tokens = self.old_logps(rows)
-        with timer("update"):
-            shuffle = torch.Generator().manual_seed(setup.derive_seed(c.seed, "shuffle", step))
-            results = []
-            for _ in range(c.update_epochs):
-                order = torch.randperm(len(rows), generator=shuffle)
-                for mini in torch.tensor_split(order, min(c.mini_batches, len(rows))):
-                    results.append(self.optimizer_step(rows, old_logps, mini.tolist()))
+        predictor = self.entropy_predictor(rows, step)
+        results = []
+        for mini in self.mini_batch_order(len(rows), step):
+            if predictor:
+                with timer("entropy_predictor"):
+                    predictor.before_step()
+            with timer("update"):
+                results.append(self.optimizer_step(rows, old_logps, mini))
+            if predictor:
+                with timer("entropy_predictor"):
+                    predictor.after_step()
         out = {"entropy/mean": entropy_before, **update_metrics(results), "update/tokens": n_tokens}
+        if predictor:
+            out.update(predictor.result().as_metrics("entropy/param_pred"))
         stats = [s for _, _, token_stats in results for s in token_stats]
         if stats:
             out.update(merge_group_stats(stats))
@@ -177,6 +186,24 @@ class Trainer:
             out["entropy/after_update"] = entropy_after
             out["entropy/measured_change"] = entropy_after - entropy_before
         return out
+
+    def mini_batch_order(self, rows: int, step: int):
+        """The row indices of each optimizer step: ``update_epochs`` shuffles of the rows, each cut into
+        ``mini_batches`` parts (fewer when there are fewer rows)."""
+        shuffle = torch.Generator().manual_seed(setup.derive_seed(self.config.seed, "shuffle", step))
+        for _ in range(self.config.update_epochs):
+            order = torch.randperm(rows, generator=shuffle)
+            for mini in torch.tensor_split(order, min(self.config.mini_batches, rows)):
+                yield mini.tolist()
+
+    def entropy_predictor(self, rows: list[Response], step: int) -> PhasePredictor | None:
+        """The parameter-space predictor of this phase's entropy change (``param_entropy``), on the steps that
+        ``entropy_predictor_every`` picks: H̄ and ∇θH̄ of the phase's rows before and after every optimizer step."""
+        every = self.config.entropy_predictor_every
+        if not every or step % every:
+            return None
+        return PhasePredictor([p for p in self.model.parameters() if p.requires_grad],
+                              lambda: self.entropy_and_gradient(rows))
 
     def end_update_phase(self) -> float:
         """Advance the learning-rate schedule, free the gradients and give the sampler the new weights; the lr.
@@ -244,6 +271,24 @@ class Trainer:
             n_tok += batch.mask.sum().item()
         self.model.train(was_training)
         return ent_sum / n_tok
+
+    def entropy_and_gradient(self, rows: list[Response]) -> tuple[float, list[torch.Tensor]]:
+        """H̄, the token-mean entropy of the rows (eval mode, as ``old_logps`` measures it), and ∇θH̄ for the
+        parameters that train, micro-batch by micro-batch (one graph at a time; ``p.grad`` is left alone)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        total = sum(len(r.response) for r in rows)
+        value, grads = 0.0, [torch.zeros_like(p) for p in params]
+        was_training = self.model.training
+        self.model.eval()
+        for _, batch in self.micro_batches(rows, range(len(rows))):
+            h = response_entropy_sum(self.model, batch, chunk_size=self.config.logp_chunk,
+                                     autocast_dtype=self.autocast, temperature=self.config.temperature) / total
+            for g, d in zip(grads, torch.autograd.grad(h, params, allow_unused=True)):
+                if d is not None:
+                    g += d
+            value += h.item()
+        self.model.train(was_training)
+        return value, grads
 
     def optimizer_step(self, rows: list[Response], old_logps, mini: list[int]):
         """One mini-batch: micro-batch forward/backward with exact token-mean weights, clip, AdamW step.
