@@ -19,11 +19,20 @@ The phase form treats K AdamW steps as one straight move; it fails when the step
 forward/backward passes over the batch), so it also gives the measured ΔH̄ of the same function, H̄(θ_K) − H̄(θ_0).
 What H̄ is (which responses, micro-batching, dtype) is the caller's ``entropy_and_gradient``; this module only
 does the bookkeeping, so that it serves the trainer and a test's small model alike.
+
+**Attribution.** Given its second-moment estimate v (set by the whole gradient), AdamW's step is linear in the
+gradient: with ĝ = c·Σ_j g_j the (clipped, c ≤ 1) gradient summed from parts j (e.g. one per token group),
+
+    Δθ = −lr·wd·θ  −  lr/(1−β1^t) · [β1·m_{t−1} + (1−β1)·c·Σ_j g_j] / (√(v_t/(1−β2^t)) + ε),
+
+so the step splits exactly into weight decay, the carried momentum and one term per part (``adamw_step_parts``),
+and ΔH̄ splits with it: each part's share is the predictor's gradient dotted with that part of the step. The
+parts add up to the whole prediction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -47,9 +56,11 @@ class Prediction:
     phase: float  # ∇θH̄(θ_0)·(θ_K − θ_0): one gradient for the whole phase
     measured: float  # H̄(θ_K) − H̄(θ_0)
     steps: int  # K
+    parts: dict = field(default_factory=dict)  # part -> its share of the trapezoid prediction (when attributed)
 
-    def as_metrics(self, prefix: str) -> dict:
-        return {f"{prefix}/{name}": getattr(self, name) for name in (*FORMS, "measured")}
+    def as_metrics(self, prefix: str, parts_prefix: str) -> dict:
+        return {**{f"{prefix}/{name}": getattr(self, name) for name in (*FORMS, "measured")},
+                **{f"{parts_prefix}/{name}": value for name, value in self.parts.items()}}
 
 
 class PhasePredictor:
@@ -65,6 +76,7 @@ class PhasePredictor:
         self.entropy_and_gradient = entropy_and_gradient
         self.start_entropy = self.entropy = self.gradient = self.start_gradient = None
         self.sums = {"step": 0.0, "trapezoid": 0.0, "phase": 0.0}
+        self.part_sums: dict[str, float] = {}
         self.steps, self.theta = 0, None
 
     def _measure(self):
@@ -81,7 +93,9 @@ class PhasePredictor:
         self.theta = [p.detach().clone() for p in self.params]
         return dot(self.gradient, self.gradient) ** 0.5
 
-    def after_step(self) -> None:
+    def after_step(self, parts: dict[str, list[torch.Tensor]] | None = None) -> None:
+        """Takes θ_{k+1}, H̄ and ∇θH̄ there. ``parts``: the step split into named parts that add up to Δθ_k
+        (``adamw_step_parts``); each gets its trapezoid share of ΔH̄, summed over the phase under its name."""
         if self.theta is None:
             raise RuntimeError("after_step() without before_step()")
         delta = [p.detach() - t for p, t in zip(self.params, self.theta)]
@@ -90,13 +104,45 @@ class PhasePredictor:
         self.sums["step"] += before
         self.sums["trapezoid"] += 0.5 * (before + after)
         self.sums["phase"] += dot(self.start_gradient, delta)  # Σ_k g_0·Δθ_k = g_0·(θ_K − θ_0)
+        for name, part in (parts or {}).items():
+            share = 0.5 * (dot(self.gradient, part) + dot(gradient, part))
+            self.part_sums[name] = self.part_sums.get(name, 0.0) + share
         self.entropy, self.gradient, self.theta = entropy, gradient, None
         self.steps += 1
 
     def result(self) -> Prediction:
         if not self.steps:
             raise RuntimeError("no optimizer step was recorded")
-        return Prediction(**self.sums, measured=self.entropy - self.start_entropy, steps=self.steps)
+        return Prediction(**self.sums, measured=self.entropy - self.start_entropy, steps=self.steps,
+                          parts=dict(self.part_sums))
+
+
+def adamw_step_parts(optimizer: torch.optim.AdamW, params: Sequence[torch.Tensor], theta_before: Sequence[torch.Tensor],
+                     grad_parts: dict[str, list[torch.Tensor]], grad_scale: float) -> dict[str, list[torch.Tensor]]:
+    """The step ``optimizer`` (``torch.optim.AdamW``, amsgrad off) has just taken, split into ``weight_decay``,
+    ``momentum`` and one part per entry of ``grad_parts`` (gradients, one per parameter of ``params``, that sum to
+    the gradient before clipping); ``grad_scale``: the clipping factor c the gradient was multiplied by.
+    ``theta_before``: the parameters before the step. The parts add up to the step (up to float rounding)."""
+    if optimizer.defaults.get("amsgrad") or optimizer.defaults.get("maximize"):
+        raise ValueError("adamw_step_parts needs AdamW with amsgrad=False and maximize=False")
+    index = {id(p): i for i, p in enumerate(params)}
+    parts = {name: [torch.zeros_like(p) for p in params] for name in (*grad_parts, "momentum", "weight_decay")}
+    for group in optimizer.param_groups:
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        for p in group["params"]:
+            i = index.get(id(p))
+            if i is None or p not in optimizer.state or p.grad is None:
+                continue  # not tracked, or not stepped (no gradient)
+            state = optimizer.state[p]
+            t = float(state["step"])
+            denom = (state["exp_avg_sq"] / (1 - b2 ** t)).sqrt() + eps
+            scale = lr / (1 - b1 ** t)
+            carried = state["exp_avg"] - (1 - b1) * p.grad  # β1·m_{t−1}: m_t minus this step's gradient share
+            parts["momentum"][i] = -scale * carried / denom
+            parts["weight_decay"][i] = -lr * wd * theta_before[i]
+            for name, grads in grad_parts.items():
+                parts[name][i] = -scale * (1 - b1) * grad_scale * grads[i] / denom
+    return parts
 
 
 FORMS = ("step", "trapezoid", "phase")  # the three predictions, in the order the chapter explains them
@@ -130,4 +176,17 @@ def agreement(metrics: Sequence[dict], prefix: str = "entropy/param_pred") -> li
     return out
 
 
-__all__ = ["Agreement", "FORMS", "Prediction", "PhasePredictor", "agreement", "dot"]
+def attribution_totals(metrics: Sequence[dict], prefix: str = "entropy/param_attr") -> dict[str, float]:
+    """Each part's share of ΔH̄ summed over the attributed phases of a run (``prefix/<part>`` keys; shares of
+    clipped tokens, ``..._share_...``, are not parts and are left out)."""
+    totals: dict[str, float] = {}
+    for m in metrics:
+        for key, value in m.items():
+            if key.startswith(prefix + "/") and "_share_" not in key:
+                name = key[len(prefix) + 1:]
+                totals[name] = totals.get(name, 0.0) + value
+    return totals
+
+
+__all__ = ["Agreement", "FORMS", "Prediction", "PhasePredictor", "adamw_step_parts", "agreement",
+           "attribution_totals", "dot"]

@@ -83,16 +83,45 @@ PARAM_PRED = ("entropy/param_pred/step", "entropy/param_pred/trapezoid", "entrop
 
 
 def test_entropy_predictor_changes_no_training_number_and_measures_the_trainers_change(tmp_path):
-    """The parameter-space predictor (every 2nd step) only reads the model: every other metric is bitwise the
-    run without it. Its measured ΔH̄ is the trainer's entropy re-measure, up to the shared-prompt pass's rounding."""
+    """The parameter-space predictor (every 2nd step, with its attribution) only reads the model: every other
+    metric is bitwise the run without it. Its measured ΔH̄ is the trainer's entropy re-measure, up to the shared-prompt pass's rounding."""
     plain = strip_timings(Trainer(fast_config(), str(tmp_path / "plain"), progress=False).train())
-    watched = strip_timings(Trainer(fast_config(entropy_predictor_every=2), str(tmp_path / "watched"),
-                                    progress=False).train())
-    assert [{k: v for k, v in m.items() if k not in PARAM_PRED} for m in watched] == plain
+    watched = strip_timings(Trainer(fast_config(entropy_predictor_every=2, entropy_attribution=True),
+                                    str(tmp_path / "watched"), progress=False).train())
+    assert [{k: v for k, v in m.items() if not k.startswith(("entropy/param_pred/", "entropy/param_attr/"))}
+            for m in watched] == plain
     assert [m["step"] for m in watched if all(k in m for k in PARAM_PRED)] == [2, 4]
     for m in watched:
         if "entropy/param_pred/measured" in m:
             assert m["entropy/param_pred/measured"] == pytest.approx(m["entropy/measured_change"], abs=1e-6)
+
+
+def test_entropy_attribution_parts_add_up_to_the_prediction(tmp_path):
+    """Every token cell (class by π_old × inside/clipped), the carried momentum and weight decay: their shares of
+    ΔH̄ add up to the trapezoid prediction (float32 parts). CE-GPPO at a large lr over 3 epochs clips tokens (24-33 %
+    of them here), so a clipped cell
+    carries a share, and the clipped tokens' LP shares by π_old and by the current policy are fractions."""
+    from cegppo_edu.token_groups import CLASSES
+
+    metrics = Trainer(fast_config(lr=1e-2, update_epochs=3, weight_decay=0.1, entropy_predictor_every=1,
+                                  entropy_attribution=True),
+                      str(tmp_path), progress=False).train()
+    cells = [f"{c}/{side}" for c in CLASSES for side in ("inside", "clipped")] + ["momentum", "weight_decay"]
+    clipped_seen = False
+    for m in metrics[1:]:
+        parts = {name: m[f"entropy/param_attr/{name}"] for name in cells}
+        assert sum(parts.values()) == pytest.approx(m["entropy/param_pred/trapezoid"], rel=1e-4, abs=1e-9)
+        assert parts["weight_decay"] != 0 and parts["ZA/inside"] == 0 == parts["ZA/clipped"]
+        if any(parts[f"{c}/clipped"] for c in CLASSES):
+            clipped_seen = True
+            for key in ("old", "current"):
+                assert 0 <= m[f"entropy/param_attr/clipped_lp_share_{key}"] <= 1
+    assert clipped_seen
+
+
+def test_entropy_attribution_needs_the_predictor():
+    with pytest.raises(ValueError, match="entropy_attribution=True needs entropy_predictor_every"):
+        fast_config(entropy_attribution=True)
 
 
 @pytest.mark.parametrize("step", [1, 2])

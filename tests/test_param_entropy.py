@@ -13,7 +13,7 @@ import torch
 
 from cegppo_edu.entropy import entropy_from_logits
 from cegppo_edu.lm.run_dir import read_metrics
-from cegppo_edu.param_entropy import PhasePredictor, agreement
+from cegppo_edu.param_entropy import PhasePredictor, adamw_step_parts, agreement
 
 PREDICTOR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks", "data", "ch04",
                          "predictor")
@@ -93,6 +93,38 @@ def test_adamw_predictions_converge_to_the_measured_change(lr):
     r = run_phase(lr, 4, "adamw", seed=1)
     assert math.isclose(r.step, r.measured, rel_tol=30 * lr)
     assert math.isclose(r.trapezoid, r.measured, rel_tol=lr)
+
+
+@pytest.mark.parametrize("weight_decay, max_norm", [(0.0, 100.0), (0.1, 0.05)])
+def test_adamw_step_splits_exactly_into_momentum_decay_and_one_part_per_gradient(weight_decay, max_norm):
+    """Three AdamW steps (momentum carried), the loss split into its positive- and negative-advantage tokens; with
+    weight decay and a clipped gradient too. The parts add up to the step taken, and their entropy shares to the
+    trapezoid prediction."""
+    model = SharedPolicy(3)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=0.01, weight_decay=weight_decay)
+    predictor = PhasePredictor(params, model.entropy_and_gradient)
+    for _ in range(3):
+        predictor.before_step()
+        logp = torch.log_softmax(model.logits(), -1).gather(-1, model.tokens[:, None]).squeeze(-1)
+        per_token = -(model.adv * logp) / CONTEXTS
+        split = {name: list(torch.autograd.grad(per_token[keep].sum(), params, retain_graph=True))
+                 for name, keep in (("positive", model.adv > 0), ("negative", model.adv <= 0))}
+        opt.zero_grad()
+        per_token.sum().backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+        scale = min(1.0, max_norm / (norm + 1e-6))
+        theta = [t.clone() for t in predictor.theta]
+        opt.step()
+        parts = adamw_step_parts(opt, params, theta, split, scale)
+        for i, p in enumerate(params):
+            total = sum(part[i] for part in parts.values())
+            assert torch.allclose(total, p.detach() - theta[i], rtol=1e-9, atol=1e-12)
+        predictor.after_step(parts)
+    r = predictor.result()
+    assert set(r.parts) == {"positive", "negative", "momentum", "weight_decay"}
+    assert math.isclose(sum(r.parts.values()), r.trapezoid, rel_tol=1e-9)
+    assert (r.parts["weight_decay"] != 0) == (weight_decay > 0) and r.parts["momentum"] != 0
 
 
 def test_predictor_refuses_a_gradient_list_of_the_wrong_length():

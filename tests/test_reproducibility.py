@@ -70,6 +70,17 @@ def test_compare_prefix_rejects_a_real_change(change):
         assert (agreement.worst_key, agreement.worst_step) == ("grad_norm/mean", 2) and "DISAGREES" in str(agreement)
 
 
+@pytest.mark.parametrize("shift, ok", [(0.5, True), (2.0, False)])
+def test_attribution_keys_are_compared_in_absolute_terms(shift, ok):
+    """A cell's share of ΔH̄ may move by a token's share when a token changes cell: within ATTRIBUTION_ATOL it
+    agrees (even where the share is tiny and its relative change large), beyond it it does not."""
+    committed = read_metrics(os.path.join(DATA, "predictor", "chapter", "metrics.jsonl"))[:repro.PREFIX_STEPS]
+    fresh = copy.deepcopy(committed)
+    fresh[1]["entropy/param_attr/PA&LP/inside"] += shift * repro.ATTRIBUTION_ATOL
+    assert repro.compare_with_committed(fresh, committed).ok is ok
+    assert not repro.compare_with_committed(fresh, committed, rtol=0.0, atol=0.0).ok  # bitwise sees any change
+
+
 def test_kernel_sets_follow_the_cpu_flags():
     assert repro.kernel_sets(set()) == ["default", "mkl-compatible"]
     assert repro.kernel_sets({"avx2", "fma"}) == ["avx2", "default", "mkl-compatible"]

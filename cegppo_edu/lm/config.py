@@ -128,6 +128,7 @@ class TrainConfig:
     token_group_stats: bool = True  # per-group counts, clip fractions, weights and entropy pushes each step
     measure_entropy_change: bool = True  # one extra no-grad pass: entropy of the batch after the update phase
     entropy_predictor_every: int = 0  # every N RL steps, ∇θH̄·Δθ per optimizer step (param_entropy); 0 = off
+    entropy_attribution: bool = False  # on those steps, ΔH̄ split by token group (HP/LP by π_old) × inside/clipped
 
     # ---- checkpoints ----
     checkpoint_every: int = 50  # RL steps between checkpoints (one is always written at the end); 0 = end only
@@ -224,6 +225,8 @@ def _check_relations(c: TrainConfig) -> None:
     if not c.reward_correct > c.reward_wrong:
         raise ValueError(f"reward_correct={c.reward_correct!r} is outside the allowed range: greater than "
                          f"reward_wrong={c.reward_wrong}")
+    if c.entropy_attribution and not c.entropy_predictor_every:
+        raise ValueError("entropy_attribution=True needs entropy_predictor_every >= 1 (the steps it splits)")
     check_choice("method", c.method, sorted(METHODS))
     method = get_method(c.method)
     for name in LOSS_FIELDS:

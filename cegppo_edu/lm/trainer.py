@@ -34,8 +34,9 @@ import torch
 
 from ..advantages import group_advantages, zero_variance_groups
 from ..losses import get_loss, get_method
-from ..param_entropy import PhasePredictor
-from ..token_groups import CLASSES, group_stats, merge_group_stats
+from ..param_entropy import PhasePredictor, adamw_step_parts
+from ..losses import clipped_sides, ratio_from_logps
+from ..token_groups import CLASSES, classify, group_stats, merge_group_stats
 from . import checkpoint as ckpt
 from . import run_dir, setup
 from .batching import (collate, collate_shared, entropy_with_shared_prompts, logp_entropy_influence, pack_by_tokens,
@@ -162,19 +163,21 @@ class Trainer:
         with timer("old_logp"):
             entropy_before, old_logps, n_tokens = self.old_logps(rows)
         predictor = self.entropy_predictor(rows, step)
-        results = []
+        results, clipped_counts = [], {}
         for mini in self.mini_batch_order(len(rows), step):
             if predictor:
                 with timer("entropy_predictor"):
                     predictor.before_step()
+            cells = {} if predictor and c.entropy_attribution else None
             with timer("update"):
-                results.append(self.optimizer_step(rows, old_logps, mini))
+                results.append(self.optimizer_step(rows, old_logps, mini, cells=cells))
             if predictor:
                 with timer("entropy_predictor"):
-                    predictor.after_step()
+                    predictor.after_step(self.step_parts(predictor, cells, clipped_counts))
         out = {"entropy/mean": entropy_before, **update_metrics(results), "update/tokens": n_tokens}
         if predictor:
-            out.update(predictor.result().as_metrics("entropy/param_pred"))
+            out.update(predictor.result().as_metrics("entropy/param_pred", "entropy/param_attr"))
+            out.update(clipped_lp_shares(clipped_counts))
         stats = [s for _, _, token_stats in results for s in token_stats]
         if stats:
             out.update(merge_group_stats(stats))
@@ -204,6 +207,16 @@ class Trainer:
             return None
         return PhasePredictor([p for p in self.model.parameters() if p.requires_grad],
                               lambda: self.entropy_and_gradient(rows))
+
+    def step_parts(self, predictor: PhasePredictor, cells: dict | None, clipped_counts: dict):
+        """The optimizer step just taken, split by token cell (``optimizer_step(cells=...)``), momentum and weight
+        decay (``param_entropy.adamw_step_parts``); None without attribution or when the step was skipped."""
+        if not cells or "grad_scale" not in cells:
+            return None
+        for key, count in cells.pop("clipped_counts").items():
+            clipped_counts[key] = clipped_counts.get(key, 0) + count
+        scale = cells.pop("grad_scale")
+        return adamw_step_parts(self.optimizer, predictor.params, predictor.theta, cells, scale)
 
     def end_update_phase(self) -> float:
         """Advance the learning-rate schedule, free the gradients and give the sampler the new weights; the lr.
@@ -290,9 +303,10 @@ class Trainer:
         self.model.train(was_training)
         return value, grads
 
-    def optimizer_step(self, rows: list[Response], old_logps, mini: list[int]):
+    def optimizer_step(self, rows: list[Response], old_logps, mini: list[int], cells: dict | None = None):
         """One mini-batch: micro-batch forward/backward with exact token-mean weights, clip, AdamW step.
-        Returns ``(loss, grad norm, [token-group stats of each micro-batch])``."""
+        Returns ``(loss, grad norm, [token-group stats of each micro-batch])``. ``cells``: a dict to fill with
+        the gradient of each token cell (``token_cell_gradients``), the clipping factor and clipped-token counts."""
         c = self.config
         token_level = get_method(c.method).level == "token"
         total_tokens = sum(len(rows[i].response) for i in mini)
@@ -312,6 +326,8 @@ class Trainer:
             if c.nll_coef and total_correct:
                 correct = torch.tensor([rows[i].correct for i in indices], dtype=logp.dtype, device=logp.device)
                 loss = loss - c.nll_coef * (logp * batch.mask * correct[:, None]).sum() / total_correct
+            if cells is not None:
+                self.token_cell_gradients(loss, logp, old, adv, batch.mask, cells)
             loss.backward()
             loss_value += loss.item()
             if c.token_group_stats:
@@ -319,10 +335,39 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm).item()
         if np.isfinite(norm):
+            if cells is not None:  # torch's clipping factor (clip_grad_norm_): max_norm / (norm + 1e-6), at most 1
+                cells["grad_scale"] = min(1.0, c.max_grad_norm / (norm + 1e-6))
             self.optimizer.step()
         else:  # never apply a NaN/inf gradient; drop it and carry on (counted in update/skipped_steps)
             self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm, stats
+
+    def token_cell_gradients(self, loss, logp, old, adv, mask, cells: dict) -> None:
+        """Add to ``cells`` the gradient of each token cell's part of ``loss``: the cells are the token classes
+        (HP/LP by π_old, as the paper classifies) × inside / clipped (PPO's zeroed sides). The loss is linear in
+        each token's log-prob through d loss / d logp, so the parts sum to the loss's gradient. Also counts the
+        clipped tokens that are LP by π_old and by the current policy (they differ once a token has moved)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        coef = torch.autograd.grad(loss, logp, retain_graph=True)[0].detach()  # (b, R) d loss / d logp
+        ratio = ratio_from_logps(logp.detach(), old)
+        lower, upper = clipped_sides(ratio, adv[:, None], self.loss_kwargs["eps_low"], self.loss_kwargs["eps_high"])
+        clipped = (lower | upper) & (mask > 0)
+        by_old = classify(old.exp(), adv, self.config.hp_threshold)  # (b, R) index into CLASSES
+        counts = cells.setdefault("clipped_counts", {})
+        for key, prob in (("old", old.exp()), ("current", logp.detach().exp())):
+            counts[f"lp_{key}"] = counts.get(f"lp_{key}", 0) + int((clipped & (prob < self.config.hp_threshold)).sum())
+        counts["clipped"] = counts.get("clipped", 0) + int(clipped.sum())
+        for k, name in enumerate(CLASSES):
+            for side, keep in (("inside", ~clipped), ("clipped", clipped)):
+                select = (by_old == k) & keep & (mask > 0)
+                total = cells.setdefault(f"{name}/{side}", [torch.zeros_like(p) for p in params])
+                if not (select & (coef != 0)).any():
+                    continue  # no token of this cell carries gradient here (its share stays 0): no backward pass
+                grads = torch.autograd.grad((coef * logp * select).sum(), params, retain_graph=True,
+                                            allow_unused=True)
+                for t, g in zip(total, grads):
+                    if g is not None:
+                        t += g
 
     def _token_group_stats(self, logp, old, adv, mask, influence) -> dict:
         c = self.config
@@ -493,6 +538,15 @@ def rollout_metrics(rollout, rewards: torch.Tensor, keep: torch.Tensor, config: 
             "response/truncated_frac": float(np.mean(rollout.truncated)),
             "groups/kept_frac": keep.view(-1, config.group_size)[:, 0].float().mean().item(),
             "responses/kept": int(keep.sum().item())}
+
+
+def clipped_lp_shares(counts: dict) -> dict:
+    """The share of clipped token-updates that are LP by π_old (the paper's classification) and by the current
+    policy, over an attributed phase; {} without attribution or clipped tokens."""
+    if not counts.get("clipped"):
+        return {}
+    return {f"entropy/param_attr/clipped_lp_share_{key}": counts[f"lp_{key}"] / counts["clipped"]
+            for key in ("old", "current")}
 
 
 def update_metrics(results: list[tuple[float, float, list]]) -> dict:

@@ -2,7 +2,7 @@
 warm-started tiny Qwen2, with the chapter's RL settings (CE-GPPO β1 = 0.5, β2 = 1; 16 prompts × 8 responses; K = 4
 AdamW steps per phase; lr 3e-4 after a 10-step warm-up; one CPU thread), the predictor on at every step:
 
-    chapter/      30 RL steps at the chapter's lr: metrics.jsonl + config.json
+    chapter/      30 RL steps at the chapter's lr, ΔH̄ attributed to token cells: metrics.jsonl + config.json
     lr_<lr>/      10 RL steps at each lr of the scan (3e-4 ... 1e-5), no warm-up: does predicted/measured -> 1?
     summary.txt   what ``param_entropy.agreement`` says about each
 
@@ -20,7 +20,9 @@ import time
 from cegppo_edu.lm.config import apply_overrides, get_preset
 from cegppo_edu.lm.run_dir import read_metrics
 from cegppo_edu.lm.trainer import Trainer
-from cegppo_edu.param_entropy import agreement
+import numpy as np
+
+from cegppo_edu.param_entropy import agreement, attribution_totals
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
@@ -46,9 +48,26 @@ def run(name: str, cfg) -> list[dict]:
     return read_metrics(os.path.join(kept, "metrics.jsonl"))
 
 
+def attribution_lines(metrics: list[dict]) -> list[str]:
+    """The summed share of ΔH̄ of every part over the phases, largest first, and the clipped tokens' LP shares."""
+    totals = attribution_totals(metrics)
+    lines = ["  trapezoid ΔH̄ summed over the phases, by part (token class by π_old × inside/clipped):"]
+    lines += [f"    {name:16s} {value:+.4f}" for name, value in sorted(totals.items(), key=lambda kv: -abs(kv[1]))]
+    measured = sum(m["entropy/param_pred/measured"] for m in metrics if "entropy/param_pred/measured" in m)
+    lines.append(f"    {'all parts':16s} {sum(totals.values()):+.4f}  (measured {measured:+.4f})")
+    for key in ("old", "current"):
+        shares = [m[f"entropy/param_attr/clipped_lp_share_{key}"] for m in metrics
+                  if f"entropy/param_attr/clipped_lp_share_{key}" in m]
+        lines.append(f"  clipped token-updates that are LP by π_{key}: {np.mean(shares):.3f} "
+                     f"(mean over {len(shares)} phases)")
+    return lines
+
+
 def main() -> None:
-    lines = [f"chapter settings (lr 3e-4, 30 phases):"]
-    lines += [f"  {a}" for a in agreement(run("chapter", config(30)))]
+    chapter = run("chapter", config(30, entropy_attribution=True))
+    lines = ["chapter settings (lr 3e-4, 30 phases):"]
+    lines += [f"  {a}" for a in agreement(chapter)]
+    lines += attribution_lines(chapter)
     for lr in SCAN:
         lines.append(f"lr {lr:g}, no warm-up (10 phases):")
         lines += [f"  {a}" for a in agreement(run(f"lr_{lr:g}", config(10, lr=lr, warmup_steps=0)))]
