@@ -11,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..param_entropy import FORMS, attribution_totals
 from ..summaries import FINAL_STEPS, final_mean
 from ..token_groups import GROUPS
 from ..losses import METHODS, method_label
@@ -117,6 +118,44 @@ def entropy_prediction_figure(runs: dict[str, list[dict]]) -> go.Figure:
                                  marker=dict(color=colors[label], size=5, opacity=0.6)))
     fig.update_layout(xaxis_title="predicted push (Σ −F·Â·I per token)", yaxis_title="measured ΔH (nats)",
                       height=400, title="First-order entropy predictor vs measured change", template=TEMPLATE)
+    return finish(fig)
+
+
+FORM_LABELS = {"step": "gradient before each step", "trapezoid": "trapezoid", "phase": "one gradient per phase"}
+FORM_COLORS = {"step": "#0072B2", "trapezoid": "#000000", "phase": "#D55E00"}
+
+
+def param_prediction_figure(metrics: list[dict]) -> go.Figure:
+    """Measured ΔH̄ of each update phase against the three parameter-space predictions (``param_entropy``), with
+    the diagonal where a prediction is exact."""
+    rows = [m for m in metrics if "entropy/param_pred/measured" in m]
+    measured = [m["entropy/param_pred/measured"] for m in rows]
+    fig = go.Figure()
+    for form in FORMS:
+        fig.add_trace(go.Scatter(x=[m[f"entropy/param_pred/{form}"] for m in rows], y=measured, mode="markers",
+                                 name=FORM_LABELS[form], marker=dict(color=FORM_COLORS[form], size=6, opacity=0.7)))
+    ends = [min(measured + [m[f"entropy/param_pred/{f}"] for m in rows for f in FORMS]),
+            max(measured + [m[f"entropy/param_pred/{f}"] for m in rows for f in FORMS])]
+    fig.add_trace(go.Scatter(x=ends, y=ends, mode="lines", name="exact", line=dict(color="#999999", dash="dot")))
+    fig.update_layout(xaxis_title="predicted ΔH̄ (nats)", yaxis_title="measured ΔH̄ (nats)", height=420,
+                      title="Parameter-space predictions of each update phase's entropy change", template=TEMPLATE)
+    return finish(fig)
+
+
+def entropy_attribution_figure(metrics: list[dict]) -> go.Figure:
+    """Each part's share of ΔH̄ summed over a run's attributed phases: the token classes (by π_old) split into
+    inside and clipped, then the carried momentum (weight decay when it is on)."""
+    totals = attribution_totals(metrics)
+    fig = go.Figure()
+    for side, pattern in (("inside the interval", None), ("clipped", "/")):
+        shares = [totals.get(f"{g}/{'clipped' if pattern else 'inside'}", 0.0) for g in GROUPS]
+        fig.add_trace(go.Bar(x=list(GROUPS), y=shares, name=side, marker=dict(
+            color=[GROUP_COLORS[g] for g in GROUPS], pattern_shape=pattern, line=dict(color="#333333", width=1))))
+    rest = [name for name in ("momentum", "weight_decay") if totals.get(name)]
+    fig.add_trace(go.Bar(x=rest, y=[totals[n] for n in rest], name="AdamW's momentum",
+                         marker=dict(color="#BBBBBB", line=dict(color="#333333", width=1))))
+    fig.update_layout(barmode="relative", yaxis_title="share of ΔH̄ over the run (nats)", height=420,
+                      title="Where the entropy change comes from (trapezoid shares)", template=TEMPLATE)
     return finish(fig)
 
 
