@@ -77,10 +77,15 @@ def _logp_of_chunk(z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def entropy_from_logits(logits: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """Entropy (nats) of softmax(logits) over the last axis. ``(..., V) -> (...)``, fp32."""
+    """Entropy (nats) of softmax(logits) over the last axis. ``(..., V) -> (...)``, at least fp32.
+
+    Differentiable; under autograd each chunk is checkpointed (its probabilities are recomputed in the backward
+    pass), so that ∇θH̄ of a long batch does not keep one (n, V) fp32 buffer per chunk."""
     check_logits("logits", logits)
     flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
-    out = torch.cat([_entropy_of_chunk(flat[a:b]) for a, b in _chunks(flat.shape[0], chunk_size)])
+    grad = flat.requires_grad and torch.is_grad_enabled()
+    out = torch.cat([checkpoint(_entropy_of_chunk, flat[a:b], use_reentrant=False) if grad
+                     else _entropy_of_chunk(flat[a:b]) for a, b in _chunks(flat.shape[0], chunk_size)])
     return out.reshape(logits.shape[:-1])
 
 
