@@ -9,6 +9,8 @@ cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-.venv/bin/python}
 DATA=notebooks/data/ch04
 STEPS=${STEPS:-150}
+DEST=${DEST:-$DATA/runs}  # where the runs' metrics and configs are kept (tests point it elsewhere)
+SCRATCH=${SCRATCH:-runs/ch04}  # the full run folders (checkpoints and all), not committed
 
 if [ "${SKIP_WARM_START:-0}" != 1 ]; then
   rm -rf "$DATA/warm_start"
@@ -18,11 +20,11 @@ fi
 
 run() {  # name, then cegppo train arguments
   local name=$1; shift
-  rm -rf "runs/ch04/$name"
-  $PY -m cegppo_edu.lm.trainer --preset tiny-arith --steps "$STEPS" --out "runs/ch04/$name" --no-progress \
+  rm -rf "${SCRATCH:?}/$name"
+  $PY -m cegppo_edu train --preset tiny-arith --steps "$STEPS" --out "$SCRATCH/$name" --no-progress \
     --set model_path=$DATA/warm_start --set warm_start_steps=0 --set checkpoint_every=0 "$@"
-  mkdir -p "$DATA/runs/$name"
-  cp "runs/ch04/$name/metrics.jsonl" "runs/ch04/$name/config.json" "$DATA/runs/$name/"
+  mkdir -p "$DEST/$name"
+  cp "$SCRATCH/$name/metrics.jsonl" "$SCRATCH/$name/config.json" "$DEST/$name/"
 }
 
 run grpo --method grpo &
