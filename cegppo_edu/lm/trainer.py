@@ -33,9 +33,8 @@ import numpy as np
 import torch
 
 from ..advantages import group_advantages, zero_variance_groups
-from ..losses import get_loss, get_method
+from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps
 from ..param_entropy import PhasePredictor, adamw_step_parts
-from ..losses import clipped_sides, ratio_from_logps
 from ..token_groups import CLASSES, classify, group_stats, merge_group_stats
 from . import checkpoint as ckpt
 from . import run_dir, setup
@@ -158,7 +157,9 @@ class Trainer:
 
     def update_phase(self, rows: list[Response], step: int, timer: Timer) -> dict:
         """Old log-probs, then ``update_epochs`` × ``mini_batches`` optimizer steps in a shuffled order, then
-        (``measure_entropy_change``) the entropy of the same responses under the updated policy."""
+        (``measure_entropy_change``) the entropy of the same responses under the updated policy. On the steps
+        ``entropy_predictor_every`` picks, the parameter-space prediction of that change is taken around every
+        optimizer step (and, with ``entropy_attribution``, split by token cell)."""
         c = self.config
         with timer("old_logp"):
             entropy_before, old_logps, n_tokens = self.old_logps(rows)
