@@ -157,3 +157,23 @@ def test_summary_text_is_what_the_committed_runs_say():
     for name in ("chapter", "lr_1e-05"):
         for a in agreement(read_metrics(os.path.join(PREDICTOR, name, "metrics.jsonl"))):
             assert str(a) in text
+
+
+def test_collapse_summary_is_what_its_script_prints_from_the_committed_runs(capsys):
+    """notebooks/data/ch04/predictor/collapse/summary.txt (quoted by the closing note and the docs) must be what
+    collapse.py computes from the committed seed runs."""
+    import importlib.util
+
+    path = os.path.join(PREDICTOR, "collapse", "collapse.py")
+    spec = importlib.util.spec_from_file_location("collapse", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import sys
+
+    argv, sys.argv = sys.argv, [path]
+    try:
+        module.main()
+    finally:
+        sys.argv = argv
+    with open(os.path.join(PREDICTOR, "collapse", "summary.txt")) as f:
+        assert capsys.readouterr().out == f.read()
