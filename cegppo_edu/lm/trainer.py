@@ -17,6 +17,7 @@ line is in ``lm.command``; reading what a run wrote is in ``lm.run_dir``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import json
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -53,6 +54,17 @@ class Response:
     response: list[int]
     adv: float
     correct: bool
+
+
+@dataclass
+class CellSplit:
+    """One optimizer step's gradient split by token cell (``Trainer.token_cell_gradients``): per cell the summed
+    gradient of its tokens' part of the loss, the clipping factor the step applied (None: the step was skipped) and
+    counts of the clipped tokens (all, LP by π_old, LP by the current policy)."""
+
+    grads: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    grad_scale: float | None = None
+    counts: collections.Counter = field(default_factory=collections.Counter)
 
 
 class Timer:
@@ -164,17 +176,17 @@ class Trainer:
         with timer("old_logp"):
             entropy_before, old_logps, n_tokens = self.old_logps(rows)
         predictor = self.entropy_predictor(rows, step)
-        results, clipped_counts = [], {}
+        results, clipped_counts = [], collections.Counter()
         for mini in self.mini_batch_order(len(rows), step):
             if predictor:
                 with timer("entropy_predictor"):
                     predictor.before_step()
-            cells = {} if predictor and c.entropy_attribution else None
+            split = CellSplit() if predictor and c.entropy_attribution else None
             with timer("update"):
-                results.append(self.optimizer_step(rows, old_logps, mini, cells=cells))
+                results.append(self.optimizer_step(rows, old_logps, mini, split=split))
             if predictor:
                 with timer("entropy_predictor"):
-                    predictor.after_step(self.step_parts(predictor, cells, clipped_counts))
+                    predictor.after_step(self.step_parts(predictor, split, clipped_counts))
         out = {"entropy/mean": entropy_before, **update_metrics(results), "update/tokens": n_tokens}
         if predictor:
             out.update(predictor.result().as_metrics("entropy/param_pred", "entropy/param_attr"))
@@ -206,18 +218,18 @@ class Trainer:
         every = self.config.entropy_predictor_every
         if not every or step % every:
             return None
-        return PhasePredictor([p for p in self.model.parameters() if p.requires_grad],
-                              lambda: self.entropy_and_gradient(rows))
+        return PhasePredictor(self.trainable_parameters(), lambda: self.entropy_and_gradient(rows))
 
-    def step_parts(self, predictor: PhasePredictor, cells: dict | None, clipped_counts: dict):
-        """The optimizer step just taken, split by token cell (``optimizer_step(cells=...)``), momentum and weight
+    def step_parts(self, predictor: PhasePredictor, split: CellSplit | None, clipped_counts: collections.Counter):
+        """The optimizer step just taken, split by token cell (``optimizer_step(split=...)``), momentum and weight
         decay (``param_entropy.adamw_step_parts``); None without attribution or when the step was skipped."""
-        if not cells or "grad_scale" not in cells:
+        if split is None or split.grad_scale is None:
             return None
-        for key, count in cells.pop("clipped_counts").items():
-            clipped_counts[key] = clipped_counts.get(key, 0) + count
-        scale = cells.pop("grad_scale")
-        return adamw_step_parts(self.optimizer, predictor.params, predictor.theta, cells, scale)
+        clipped_counts.update(split.counts)
+        return adamw_step_parts(self.optimizer, predictor.params, predictor.theta, split.grads, split.grad_scale)
+
+    def trainable_parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def end_update_phase(self) -> float:
         """Advance the learning-rate schedule, free the gradients and give the sampler the new weights; the lr.
@@ -289,7 +301,7 @@ class Trainer:
     def entropy_and_gradient(self, rows: list[Response]) -> tuple[float, list[torch.Tensor]]:
         """H̄, the token-mean entropy of the rows (eval mode, as ``old_logps`` measures it), and ∇θH̄ for the
         parameters that train, micro-batch by micro-batch (one graph at a time; ``p.grad`` is left alone)."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self.trainable_parameters()
         total = sum(len(r.response) for r in rows)
         value, grads = 0.0, [torch.zeros_like(p) for p in params]
         was_training = self.model.training
@@ -304,10 +316,10 @@ class Trainer:
         self.model.train(was_training)
         return value, grads
 
-    def optimizer_step(self, rows: list[Response], old_logps, mini: list[int], cells: dict | None = None):
+    def optimizer_step(self, rows: list[Response], old_logps, mini: list[int], split: CellSplit | None = None):
         """One mini-batch: micro-batch forward/backward with exact token-mean weights, clip, AdamW step.
-        Returns ``(loss, grad norm, [token-group stats of each micro-batch])``. ``cells``: a dict to fill with
-        the gradient of each token cell (``token_cell_gradients``), the clipping factor and clipped-token counts."""
+        Returns ``(loss, grad norm, [token-group stats of each micro-batch])``. ``split``: filled with the gradient
+        of each token cell (``token_cell_gradients``), the clipping factor and the clipped-token counts."""
         c = self.config
         token_level = get_method(c.method).level == "token"
         total_tokens = sum(len(rows[i].response) for i in mini)
@@ -327,8 +339,8 @@ class Trainer:
             if c.nll_coef and total_correct:
                 correct = torch.tensor([rows[i].correct for i in indices], dtype=logp.dtype, device=logp.device)
                 loss = loss - c.nll_coef * (logp * batch.mask * correct[:, None]).sum() / total_correct
-            if cells is not None:
-                self.token_cell_gradients(loss, logp, old, adv, batch.mask, cells)
+            if split is not None:
+                self.token_cell_gradients(loss, logp, old, adv, batch.mask, split)
             loss.backward()
             loss_value += loss.item()
             if c.token_group_stats:
@@ -336,32 +348,32 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm).item()
         if np.isfinite(norm):
-            if cells is not None:  # torch's clipping factor (clip_grad_norm_): max_norm / (norm + 1e-6), at most 1
-                cells["grad_scale"] = min(1.0, c.max_grad_norm / (norm + 1e-6))
+            if split is not None:  # torch's clipping factor (clip_grad_norm_): max_norm / (norm + 1e-6), at most 1
+                split.grad_scale = min(1.0, c.max_grad_norm / (norm + 1e-6))
             self.optimizer.step()
         else:  # never apply a NaN/inf gradient; drop it and carry on (counted in update/skipped_steps)
             self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm, stats
 
-    def token_cell_gradients(self, loss, logp, old, adv, mask, cells: dict) -> None:
-        """Add to ``cells`` the gradient of each token cell's part of ``loss``: the cells are the token classes
+    def token_cell_gradients(self, loss, logp, old, adv, mask, split: CellSplit) -> None:
+        """Add to ``split`` the gradient of each token cell's part of ``loss``: the cells are the token classes
         (HP/LP by π_old, as the paper classifies) × inside / clipped (PPO's zeroed sides). The loss is linear in
         each token's log-prob through d loss / d logp, so the parts sum to the loss's gradient. Also counts the
         clipped tokens that are LP by π_old and by the current policy (they differ once a token has moved)."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self.trainable_parameters()
         coef = torch.autograd.grad(loss, logp, retain_graph=True)[0].detach()  # (b, R) d loss / d logp
         ratio = ratio_from_logps(logp.detach(), old)
         lower, upper = clipped_sides(ratio, adv[:, None], self.loss_kwargs["eps_low"], self.loss_kwargs["eps_high"])
         clipped = (lower | upper) & (mask > 0)
-        by_old = classify(old.exp(), adv, self.config.hp_threshold)  # (b, R) index into CLASSES
-        counts = cells.setdefault("clipped_counts", {})
-        for key, prob in (("old", old.exp()), ("current", logp.detach().exp())):
-            counts[f"lp_{key}"] = counts.get(f"lp_{key}", 0) + int((clipped & (prob < self.config.hp_threshold)).sum())
-        counts["clipped"] = counts.get("clipped", 0) + int(clipped.sum())
+        old_prob, threshold = old.exp(), self.config.hp_threshold
+        by_old = classify(old_prob, adv, threshold)  # (b, R) index into CLASSES
+        split.counts.update({"clipped": int(clipped.sum()),
+                             "lp_old": int((clipped & (old_prob < threshold)).sum()),
+                             "lp_current": int((clipped & (logp.detach().exp() < threshold)).sum())})
         for k, name in enumerate(CLASSES):
             for side, keep in (("inside", ~clipped), ("clipped", clipped)):
                 select = (by_old == k) & keep & (mask > 0)
-                total = cells.setdefault(f"{name}/{side}", [torch.zeros_like(p) for p in params])
+                total = split.grads.setdefault(f"{name}/{side}", [torch.zeros_like(p) for p in params])
                 if not (select & (coef != 0)).any():
                     continue  # no token of this cell carries gradient here (its share stays 0): no backward pass
                 grads = torch.autograd.grad((coef * logp * select).sum(), params, retain_graph=True,
@@ -541,7 +553,7 @@ def rollout_metrics(rollout, rewards: torch.Tensor, keep: torch.Tensor, config: 
             "responses/kept": int(keep.sum().item())}
 
 
-def clipped_lp_shares(counts: dict) -> dict:
+def clipped_lp_shares(counts: collections.Counter) -> dict:
     """The share of clipped token-updates that are LP by π_old (the paper's classification) and by the current
     policy, over an attributed phase; {} without attribution or clipped tokens."""
     if not counts.get("clipped"):
