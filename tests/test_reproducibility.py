@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -113,6 +114,16 @@ def test_the_regeneration_script_makes_the_committed_runs(tmp_path):
         assert [m["step"] for m in fresh] == [0, 1]
         agreement = repro.compare_with_committed(fresh, read_metrics(os.path.join(RUNS, run, "metrics.jsonl")))
         assert agreement.ok, f"{run}: {agreement}"
+
+
+def test_committed_configs_name_no_path_of_the_machine_that_made_them():
+    """A committed run is re-run from its config.json on other machines: a path in it must be relative to the
+    project root (the predictor runs once held /work/main/..., which exists on one machine only)."""
+    configs = sorted(Path(DATA).rglob("config.json"))
+    assert len(configs) >= 12
+    for path in configs:
+        absolute = {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, str) and os.path.isabs(v)}
+        assert not absolute, f"{path.relative_to(ROOT)}: {absolute}"
 
 
 def test_committed_warm_start_agrees_here_within_the_tolerance():

@@ -6,7 +6,7 @@ AdamW steps per phase; lr 3e-4 after a 10-step warm-up; one CPU thread), the pre
     lr_<lr>/      10 RL steps at each lr of the scan (3e-4 ... 1e-5), no warm-up: does predicted/measured -> 1?
     summary.txt   what ``param_entropy.agreement`` says about each
 
-About 2 minutes on one thread of a 2-core CPU (2 min 9 s measured). Run from the project root:
+About 3 minutes on one thread of a 2-core CPU (2 min 57 s measured). Run from the project root:
     .venv/bin/python notebooks/data/ch04/predictor/regenerate.py
 """
 
@@ -26,7 +26,7 @@ from cegppo_edu.param_entropy import agreement, attribution_totals
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
-WARM = os.path.join(ROOT, "notebooks", "data", "ch04", "warm_start")
+WARM = os.path.join("notebooks", "data", "ch04", "warm_start")  # relative: configs are committed, read from the root
 SCAN = (3e-4, 1e-4, 3e-5, 1e-5)
 
 
@@ -64,6 +64,7 @@ def attribution_lines(metrics: list[dict]) -> list[str]:
 
 
 def main() -> None:
+    os.chdir(ROOT)  # the relative model path, as reproducibility.rerun_prefix resolves it
     chapter = run("chapter", config(30, entropy_attribution=True))
     lines = ["chapter settings (lr 3e-4, 30 phases):"]
     lines += [f"  {a}" for a in agreement(chapter)]
