@@ -4,8 +4,10 @@ trapezoid's like η³, and over several AdamW steps trapezoid < step < phase for
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -162,14 +164,10 @@ def test_summary_text_is_what_the_committed_runs_say():
 def test_collapse_summary_is_what_its_script_prints_from_the_committed_runs(capsys):
     """notebooks/data/ch04/predictor/collapse/summary.txt (quoted by the closing note and the docs) must be what
     collapse.py computes from the committed seed runs."""
-    import importlib.util
-
     path = os.path.join(PREDICTOR, "collapse", "collapse.py")
     spec = importlib.util.spec_from_file_location("collapse", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    import sys
-
     argv, sys.argv = sys.argv, [path]
     try:
         module.main()
