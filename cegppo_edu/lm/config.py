@@ -40,6 +40,8 @@ _REGISTRIES = {"task": TASKS, "sampler": SAMPLERS, "reward": REWARDS}
 class TrainConfig:
     # ---- run ----
     seed: int = 0  # seeds everything (model init, problem order, sampling); same seed, same metrics
+    data_seed: int | None = None  # seed of the task's problems and train/held-out split; None = seed (fix it to
+    #                               vary the RL seed over one warm start, whose held-out set must stay held out)
     steps: int = 200  # RL steps; one step = one rollout batch of P×G responses (the paper's "training step")
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default (1 is fastest on a shared 2-core box)
@@ -135,6 +137,11 @@ class TrainConfig:
     keep_checkpoints: int = 2  # complete checkpoints kept on disk (older ones are deleted)
 
 
+def task_seed(config: TrainConfig) -> int:
+    """The seed a task factory draws its problems with: ``data_seed``, or ``seed`` where that is None."""
+    return config.seed if config.data_seed is None else config.data_seed
+
+
 def _field_types() -> dict[str, typing.Any]:
     return typing.get_type_hints(TrainConfig)
 
@@ -225,6 +232,8 @@ def _check_relations(c: TrainConfig) -> None:
     if not c.reward_correct > c.reward_wrong:
         raise ValueError(f"reward_correct={c.reward_correct!r} is outside the allowed range: greater than "
                          f"reward_wrong={c.reward_wrong}")
+    if c.data_seed is not None:
+        NON_NEGATIVE_INT.check("data_seed", c.data_seed)
     if c.entropy_attribution and not c.entropy_predictor_every:
         raise ValueError("entropy_attribution=True needs entropy_predictor_every >= 1 (the steps it splits)")
     check_choice("method", c.method, sorted(METHODS))

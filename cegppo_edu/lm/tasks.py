@@ -138,7 +138,9 @@ def accuracy_of(rewards: Sequence[float], correct_value: float) -> float:
 
 def make_addition_task_from_config(config) -> TaskData:
     """Factory for the trainer's task registry (``config.task = "arith"``)."""
-    task = make_addition_task(config.n_train, config.n_heldout, n_digits=config.n_digits, seed=config.seed,
+    from .config import task_seed
+
+    task = make_addition_task(config.n_train, config.n_heldout, n_digits=config.n_digits, seed=task_seed(config),
                               min_digits=config.min_digits)
     if config.prompt_template == "{problem}":
         return task
