@@ -64,14 +64,13 @@ def warm_start(model, tokenizer, examples: Sequence[tuple[Problem, str]], *, ste
 
 
 def warm_start_from_config(config, steps: int | None = None):
-    """The preset's tiny model, built and warm-started as ``config`` says (``steps`` overrides
-    ``warm_start_steps``): exactly what ``Trainer`` does at step 0. Returns ``(model, tokenizer, history)``."""
+    """The preset's tiny model (or the saved model at ``config.model_path``, to continue an earlier warm start on
+    another task), warm-started as ``config`` says (``steps`` overrides ``warm_start_steps``): exactly what
+    ``Trainer`` does at step 0. Returns ``(model, tokenizer, history)``."""
     from .config import resolve, validate
     from .setup import derive_seed, make_prompt_encoder, model_and_tokenizer, seed_and_device
 
     config = validate(config)
-    if config.model_path:
-        raise ValueError(f"model_path={config.model_path!r}: the warm start builds the tiny model; leave it empty")
     seed_and_device(config)
     model, tok = model_and_tokenizer(config, torch.device("cpu"), None)
     task = resolve("task", config.task)(config)
@@ -82,7 +81,7 @@ def warm_start_from_config(config, steps: int | None = None):
 
 
 def build_warm_start(config, out_dir: str) -> dict:
-    """Warm-start the preset's tiny model (``warm_start_from_config``) and save it to ``out_dir`` (model,
+    """Warm-start the preset's tiny model or ``config.model_path`` (``warm_start_from_config``) and save it to ``out_dir`` (model,
     tokenizer, ``warm_start.jsonl``); RL runs then start from it with ``model_path=out_dir``, which equals a run
     that warm-starts by itself. Returns ``{"path", "steps", "final_nll"}``."""
     import json
