@@ -6,6 +6,8 @@
 - ``paired_difference``: a claim "A is above B" over paired seeds (seed s of A and of B start from the same
   draw): the mean difference with its Student-t confidence interval, and a verdict — ``holds`` (the interval is
   above 0), ``does not hold`` (below 0) or ``not resolved at n seeds`` (it contains 0).
+- ``seed_interval``: a curve over seeds as its mean with a Student-t interval, step by step.
+- ``Claim``: a claim as a chapter tests it (statement, verdict, numbers).
 - ``all_of``: the verdict of a claim made of several such comparisons.
 - ``sign_agreement``: how often a predictor gets the sign of a change right, next to its base rate (what always
   guessing the commoner sign scores) — a predictor is only informative where it beats that.
@@ -120,6 +122,31 @@ def paired_difference(a, b, level: float = CONFIDENCE, unit: str = "seeds") -> P
     mean, sem = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
     half = student_t_quantile(0.5 + level / 2.0, d.size - 1) * sem
     return Paired(mean, mean - half, mean + half, int(d.size), int((d > 0).sum()), level, unit)
+
+
+def seed_interval(values, level: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds (the first axis) with its Student-t interval, per entry of the other axes:
+    ``(seeds, ...) -> (mean, low, high)``, each of shape ``(...)``. The seeds are taken as independent runs."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 0 or values.shape[0] < 2:
+        raise ValueError(f"values has shape {values.shape}; an interval needs at least 2 seeds on the first axis")
+    mean = values.mean(0)
+    half = student_t_quantile(0.5 + level / 2.0, values.shape[0] - 1) * values.std(0, ddof=1) / math.sqrt(
+        values.shape[0])
+    return mean, mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper as a chapter tests it: its statement, its verdict and the numbers behind it."""
+
+    name: str
+    statement: str
+    verdict: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"claim {self.name:12s} {self.verdict:24s} {self.statement}  [{self.detail}]"
 
 
 def all_of(verdicts) -> str:

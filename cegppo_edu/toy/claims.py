@@ -23,22 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..losses import get_method, method_label
-from ..summaries import FAILS, FINAL_STEPS, HOLDS, Paired, all_of, final_mean, paired_difference
+from ..summaries import FAILS, FINAL_STEPS, HOLDS, Claim, Paired, all_of, final_mean, paired_difference
 from ..token_groups import GROUP_ENTROPY_EFFECT, GROUPS
 from . import bandit
 
 PREDICTION_CORRELATION = 0.9  # claim 5: how closely "tracks" is meant
-
-
-@dataclass(frozen=True)
-class Claim:
-    name: str
-    statement: str
-    verdict: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"claim {self.name:12s} {self.verdict:24s} {self.statement}  [{self.detail}]"
 
 
 def _final(history, field: str = "entropy") -> np.ndarray:
