@@ -146,6 +146,10 @@ def adamw_step_parts(optimizer: torch.optim.AdamW, params: Sequence[torch.Tensor
 
 
 FORMS = ("step", "trapezoid", "phase")  # the three predictions, in the order the chapter explains them
+# What "the predictor works" means in the book: over the update phases of a run, correlation with the measured
+# change at least this, and the median predicted/measured within this of 1.
+TARGET_CORRELATION = 0.95
+TARGET_RATIO_ERROR = 0.10
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,11 @@ class Agreement:
     def __str__(self) -> str:
         return (f"{self.form:9s} over {self.phases} phases: correlation {self.correlation:.3f}, "
                 f"median predicted/measured {self.median_ratio:.3f}")
+
+    @property
+    def meets_targets(self) -> bool:
+        """Correlation at least ``TARGET_CORRELATION`` and median ratio within ``TARGET_RATIO_ERROR`` of 1."""
+        return self.correlation >= TARGET_CORRELATION and abs(self.median_ratio - 1) <= TARGET_RATIO_ERROR
 
 
 def agreement(metrics: Sequence[dict], prefix: str = "entropy/param_pred") -> list[Agreement]:
@@ -188,5 +197,5 @@ def attribution_totals(metrics: Sequence[dict], prefix: str = "entropy/param_att
     return totals
 
 
-__all__ = ["Agreement", "FORMS", "Prediction", "PhasePredictor", "adamw_step_parts", "agreement",
+__all__ = ["Agreement", "FORMS", "TARGET_CORRELATION", "TARGET_RATIO_ERROR", "Prediction", "PhasePredictor", "adamw_step_parts", "agreement",
            "attribution_totals", "dot"]
