@@ -236,7 +236,7 @@ def test_an_unknown_field_gets_a_suggestion(field, suggestion):
 
 
 def test_an_unknown_field_without_a_close_name_lists_the_fields():
-    with pytest.raises(ValueError, match="the fields are: seed, steps"):
+    with pytest.raises(ValueError, match="the fields are: seed, data_seed, steps"):
         apply_overrides(fast_config(), ["zzzz=1"])
 
 

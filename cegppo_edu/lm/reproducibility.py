@@ -60,7 +60,10 @@ ATOL = 1e-6
 ATTRIBUTION_KEYS = r"^entropy/param_attr/"
 ATTRIBUTION_ATOL = 1e-3
 WARM_START_PREFIX_STEPS = 5
-WARM_START_LOG = os.path.join("notebooks", "data", "ch04", "warm_start", "warm_start.jsonl")
+# The committed warm starts, by name: chapter 4's (from the tiny-arith preset) and the many-seed study's, which
+# continues chapter 4's on the study's task (``study.warm_start_config``). Each keeps its SFT log.
+WARM_STARTS = {"chapter": os.path.join("notebooks", "data", "ch04", "warm_start"),
+               "study": os.path.join("notebooks", "data", "ch04", "seeds", "warm_start")}
 
 
 def cpu_flags() -> set[str]:
@@ -205,20 +208,36 @@ def check_committed_run(run_dir: str, root: str, out_dir: str, *, steps: int = P
     return compare_with_committed(fresh, read_metrics(os.path.join(run_dir, "metrics.jsonl")))
 
 
-def rerun_warm_start(root: str, steps: int = WARM_START_PREFIX_STEPS) -> list[dict]:
-    """The first ``steps`` supervised steps of the committed warm start, re-run from the same seed."""
+def warm_start_config(which: str, root: str):
+    """The config that made committed warm start ``which`` (a key of ``WARM_STARTS``), paths resolved from ``root``."""
+    from dataclasses import replace
+
     from .config import get_preset
+    from .study import warm_start_config as study_warm_start
+
+    if which not in WARM_STARTS:
+        raise ValueError(f"warm start {which!r} is not one of {', '.join(WARM_STARTS)}")
+    config = get_preset("tiny-arith") if which == "chapter" else study_warm_start()
+    if config.model_path and not os.path.isabs(config.model_path):
+        config = replace(config, model_path=os.path.join(root, config.model_path))
+    return config
+
+
+def rerun_warm_start(root: str, steps: int = WARM_START_PREFIX_STEPS, which: str = "chapter") -> list[dict]:
+    """The first ``steps`` supervised steps of a committed warm start, re-run from the same seed."""
     from .warm_start import warm_start_from_config
 
-    return warm_start_from_config(get_preset("tiny-arith"), steps)[2]
+    return warm_start_from_config(warm_start_config(which, root), steps)[2]
 
 
-def check_committed_warm_start(root: str, steps: int = WARM_START_PREFIX_STEPS) -> Agreement:
-    """Kind-2 check of the committed warm start (``notebooks/data/ch04/warm_start/warm_start.jsonl``)."""
-    committed = read_metrics(os.path.join(root, WARM_START_LOG))[:steps]
-    return compare_prefix(rerun_warm_start(root, steps), committed)
+def check_committed_warm_start(root: str, steps: int = WARM_START_PREFIX_STEPS, which: str = "chapter") -> Agreement:
+    """Kind-2 check of a committed warm start (its ``warm_start.jsonl``)."""
+    from .run_dir import WARM_START_FILE
+
+    committed = read_metrics(os.path.join(root, WARM_STARTS[which], WARM_START_FILE))[:steps]
+    return compare_prefix(rerun_warm_start(root, steps, which), committed)
 
 
 __all__ = ["ATOL", "Agreement", "KERNEL_SETS", "PREFIX_STEPS", "RTOL", "check_committed_run",
-           "check_committed_warm_start", "compare_prefix", "compare_with_committed", "cpu_flags", "kernel_env",
+           "WARM_STARTS", "check_committed_warm_start", "compare_prefix", "compare_with_committed", "cpu_flags", "kernel_env",
            "kernel_sets", "rerun_prefix", "rerun_warm_start"]

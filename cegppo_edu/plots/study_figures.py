@@ -1,0 +1,66 @@
+"""Figures of chapter 4's many-seed comparison (``lm.study``): curves as a mean over seeds with a 95 % band, and
+the β grid's final entropy and accuracy as two annotated heatmaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..lm import study as st
+from ..summaries import FINAL_STEPS, seed_interval
+from .style import FALLBACK_COLORS, METHOD_COLORS, TEMPLATE, finish
+
+
+def _smoothed(steps: np.ndarray, values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Moving average over ``window`` steps of each seed's series: ``(seeds, T) -> (seeds, T − window + 1)``."""
+    if window <= 1 or values.shape[1] < window:
+        return steps, values
+    kernel = np.ones(window) / window
+    return steps[window - 1:], np.array([np.convolve(v, kernel, mode="valid") for v in values])
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def seed_curves_figure(study: st.Study, names=("grpo", "dapo", st.CE_GPPO), smooth: int = 5) -> go.Figure:
+    """Entropy (moving average over ``smooth`` steps, per seed first) and held-out accuracy of each configuration:
+    the mean over seeds as a line, its 95 % Student-t interval as a band."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        f"token entropy of the rollouts (nats, {smooth}-step average)", "held-out accuracy (greedy)"))
+    spare = iter(FALLBACK_COLORS)
+    for name in names:
+        color = METHOD_COLORS.get(name) or next(spare)
+        for col, key, window in ((1, st.ENTROPY, smooth), (2, st.ACCURACY, 1)):
+            steps, values = _smoothed(*study.series(name, key), window)
+            mean, low, high = seed_interval(values)
+            fig.add_trace(go.Scatter(x=np.concatenate([steps, steps[::-1]]), y=np.concatenate([high, low[::-1]]),
+                                     fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=name), row=1, col=col)
+            fig.add_trace(go.Scatter(x=steps, y=mean, mode="lines", name=st.label(name), legendgroup=name,
+                                     showlegend=col == 1, line=dict(color=color, width=2)), row=1, col=col)
+    fig.update_xaxes(title_text="RL step")
+    fig.update_layout(height=400, template=TEMPLATE, margin_b=40,
+                      legend=dict(orientation="h", y=-0.25, x=0))
+    return finish(fig)
+
+
+def beta_grid_figure(study: st.Study) -> go.Figure:
+    """Final entropy and final held-out accuracy of CE-GPPO on the β grid: mean over seeds, with the 95 % interval
+    written in each cell."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16, subplot_titles=(
+        f"final entropy (nats, last {FINAL_STEPS} steps)", "final held-out accuracy"))
+    for col, key, scale in ((1, st.ENTROPY, "Blues"), (2, st.ACCURACY, "Greens")):
+        cells = [[seed_interval(study.final(st.ce_gppo_name(b1, b2), key)) for b2 in st.BETA2S] for b1 in st.BETA1S]
+        mean = np.array([[float(c[0]) for c in row] for row in cells])
+        text = [[f"{float(m):.3f}<br>[{float(lo):.3f}, {float(hi):.3f}]" for m, lo, hi in row] for row in cells]
+        fig.add_trace(go.Heatmap(z=mean, x=[f"β2={b:g}" for b in st.BETA2S], y=[f"β1={b:g}" for b in st.BETA1S],
+                                 text=text, texttemplate="%{text}", colorscale=scale, showscale=False),
+                      row=1, col=col)
+    fig.update_layout(height=360, template=TEMPLATE, margin_b=40)
+    return finish(fig)
+
+
+__all__ = ["beta_grid_figure", "seed_curves_figure"]
