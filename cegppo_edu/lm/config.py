@@ -131,6 +131,8 @@ class TrainConfig:
     measure_entropy_change: bool = True  # one extra no-grad pass: entropy of the batch after the update phase
     entropy_predictor_every: int = 0  # every N RL steps, ∇θH̄·Δθ per optimizer step (param_entropy); 0 = off
     entropy_attribution: bool = False  # on those steps, ΔH̄ split by token group (HP/LP by π_old) × inside/clipped
+    entropy_attribution_by: str = "old"  # whose probability makes a token HP or LP there: "old" (π_old, the
+    #                                      paper's: the policy that sampled it) or "current" (the policy stepped)
 
     # ---- checkpoints ----
     checkpoint_every: int = 50  # RL steps between checkpoints (one is always written at the end); 0 = end only
@@ -197,6 +199,7 @@ FIELD_RULES: dict[str, Range | tuple] = {
     "eval_temperature": TEMPERATURE,
     "eval_top_p": TOP_P,
     "hp_threshold": OPEN_UNIT,
+    "entropy_attribution_by": ("old", "current"),
 }
 
 

@@ -357,7 +357,8 @@ class Trainer:
 
     def token_cell_gradients(self, loss, logp, old, adv, mask, split: CellSplit) -> None:
         """Add to ``split`` the gradient of each token cell's part of ``loss``: the cells are the token classes
-        (HP/LP by π_old, as the paper classifies) × inside / clipped (PPO's zeroed sides). The loss is linear in
+        (HP/LP by π_old, as the paper classifies, or by the current policy with ``entropy_attribution_by``) ×
+        inside / clipped (PPO's zeroed sides). The loss is linear in
         each token's log-prob through d loss / d logp, so the parts sum to the loss's gradient. Also counts the
         clipped tokens that are LP by π_old and by the current policy (they differ once a token has moved)."""
         params = self.trainable_parameters()
@@ -366,13 +367,14 @@ class Trainer:
         lower, upper = clipped_sides(ratio, adv[:, None], self.loss_kwargs["eps_low"], self.loss_kwargs["eps_high"])
         clipped = (lower | upper) & (mask > 0)
         old_prob, threshold = old.exp(), self.config.hp_threshold
-        by_old = classify(old_prob, adv, threshold)  # (b, R) index into CLASSES
+        by_current = self.config.entropy_attribution_by == "current"
+        cell = classify(logp.detach().exp() if by_current else old_prob, adv, threshold)  # (b, R) into CLASSES
         split.counts.update({"clipped": int(clipped.sum()),
                              "lp_old": int((clipped & (old_prob < threshold)).sum()),
                              "lp_current": int((clipped & (logp.detach().exp() < threshold)).sum())})
         for k, name in enumerate(CLASSES):
             for side, keep in (("inside", ~clipped), ("clipped", clipped)):
-                select = (by_old == k) & keep & (mask > 0)
+                select = (cell == k) & keep & (mask > 0)
                 total = split.grads.setdefault(f"{name}/{side}", [torch.zeros_like(p) for p in params])
                 if not (select & (coef != 0)).any():
                     continue  # no token of this cell carries gradient here (its share stays 0): no backward pass
