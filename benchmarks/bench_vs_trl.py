@@ -18,6 +18,7 @@ measure_entropy_change=False`` (what the diagnostics cost: target default <= 1.1
 Needs TRL: ``make bench-trl`` builds ``.venv-trl`` (pinned TRL, CPU torch, this package) and runs this file.
 
     .venv-trl/bin/python benchmarks/bench_vs_trl.py [--pairs 5] [--threads 2] [--geometry chapter4 big]
+    .venv/bin/python benchmarks/bench_vs_trl.py --without-trl   # only the diagnostics ratio, no TRL needed
 """
 
 from __future__ import annotations
@@ -174,12 +175,13 @@ def median_split(splits: list[dict]) -> dict:
     return {k: statistics.median(s.get(k, 0.0) for s in splits) for k in splits[0]}
 
 
-def compare(name: str, geometry: dict, pairs: int, threads: int) -> dict:
-    problems, prompts = prompt_sequence(geometry, threads)
-    check_same_prompts(problems, prompts, geometry, threads)
+def compare(name: str, geometry: dict, pairs: int, threads: int, with_trl: bool = True) -> dict:
     contenders = {"ours": lambda: run_ours(geometry, threads),
-                  "ours-bare": lambda: run_ours(geometry, threads, diagnostics=False),
-                  "trl": lambda: run_trl(geometry, problems, threads)}
+                  "ours-bare": lambda: run_ours(geometry, threads, diagnostics=False)}
+    if with_trl:
+        problems, prompts = prompt_sequence(geometry, threads)
+        check_same_prompts(problems, prompts, geometry, threads)
+        contenders["trl"] = lambda: run_trl(geometry, problems, threads)
     order = list(contenders)
     for run in contenders.values():  # warm-up round, not counted
         run()
@@ -191,6 +193,10 @@ def compare(name: str, geometry: dict, pairs: int, threads: int) -> dict:
                   flush=True)
     walls = {k: [w for w, _ in v] for k, v in results.items()}
     med = {k: statistics.median(v) for k, v in walls.items()}
+    if not with_trl:
+        print(f"\n{name}: ours {med['ours']:.2f} s, ours-bare {med['ours-bare']:.2f} s (medians of {pairs}); "
+              f"diagnostics cost: default / bare = {med['ours'] / med['ours-bare']:.3f}x (target <= 1.15x)")
+        return med
     ratio_rounds = [t / o for t, o in zip(walls["trl"], walls["ours"])]
     rows = geometry["prompts_per_step"] * geometry["group_size"]
     print(f"\n{name}: {geometry['prompts_per_step']} prompts x {geometry['group_size']} = {rows} responses, "
@@ -215,8 +221,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--geometry", nargs="+", default=list(GEOMETRIES), choices=list(GEOMETRIES))
     parser.add_argument("--batches", type=int, default=0, help="rollout batches per run (0: the geometry's own)")
+    parser.add_argument("--without-trl", action="store_true",
+                        help="only our trainer with and without its diagnostics (no TRL needed: runs in .venv)")
     args = parser.parse_args()
     import transformers
+
+    if args.without_trl:
+        print(f"torch {torch.__version__}, transformers {transformers.__version__}, {os.cpu_count()} CPUs, load "
+              f"average {os.getloadavg()[0]:.2f}; TRL not run")
+        for name in args.geometry:
+            compare(name, {**GEOMETRIES[name], **({"batches": args.batches} if args.batches else {})}, args.pairs,
+                    args.threads, with_trl=False)
+        return
     import trl
 
     warnings.filterwarnings("ignore")
