@@ -27,15 +27,19 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 def seed_curves_figure(study: st.Study, names=("grpo", "dapo", st.CE_GPPO), smooth: int = 5) -> go.Figure:
     """Entropy (moving average over ``smooth`` steps, per seed first) and held-out accuracy of each configuration:
-    the mean over seeds as a line, its 95 % Student-t interval as a band."""
+    the mean over seeds as a line, its 95 % Student-t interval as a band (cut at 0 and 1 for the accuracy)."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
         f"token entropy of the rollouts (nats, {smooth}-step average)", "held-out accuracy (greedy)"))
-    spare = iter(FALLBACK_COLORS)
+    spare, used = iter(c for c in FALLBACK_COLORS if c not in METHOD_COLORS.values()), set()
     for name in names:
-        color = METHOD_COLORS.get(name) or next(spare)
+        color = METHOD_COLORS.get(st.CONFIGS[name]["method"])  # the method's colour, for its first configuration
+        color = next(spare) if color is None or color in used else color
+        used.add(color)
         for col, key, window in ((1, st.ENTROPY, smooth), (2, st.ACCURACY, 1)):
             steps, values = _smoothed(*study.series(name, key), window)
             mean, low, high = seed_interval(values)
+            if key == st.ACCURACY:  # the band is drawn within the accuracy's range [0, 1]
+                low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
             fig.add_trace(go.Scatter(x=np.concatenate([steps, steps[::-1]]), y=np.concatenate([high, low[::-1]]),
                                      fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
                                      hoverinfo="skip", showlegend=False, legendgroup=name), row=1, col=col)
@@ -57,7 +61,8 @@ def beta_grid_figure(study: st.Study) -> go.Figure:
         mean = np.array([[float(c[0]) for c in row] for row in cells])
         text = [[f"{float(m):.3f}<br>[{float(lo):.3f}, {float(hi):.3f}]" for m, lo, hi in row] for row in cells]
         fig.add_trace(go.Heatmap(z=mean, x=[f"β2={b:g}" for b in st.BETA2S], y=[f"β1={b:g}" for b in st.BETA1S],
-                                 text=text, texttemplate="%{text}", colorscale=scale, showscale=False),
+                                 text=text, texttemplate="%{text}", textfont=dict(size=12), colorscale=scale,
+                                 showscale=False),
                       row=1, col=col)
     fig.update_layout(height=360, template=TEMPLATE, margin_b=40)
     return finish(fig)
