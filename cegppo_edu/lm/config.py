@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ..entropy import DEFAULT_CHUNK
 from ..losses import AGG_MODES, HYPER_RANGES, METHODS, get_method
+from ..schedules import SCHEDULES, scheduled
 from ..token_groups import HP_THRESHOLD
 from ..validation import (LEARNING_RATE, NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT,
                           SAMPLING_TEMPERATURE, TEMPERATURE, TOP_P, Range, check_choice)
@@ -105,6 +106,9 @@ class TrainConfig:
     beta1: float | None = None  # β1, weight of lower-side (Â<0) clipped tokens; CE-GPPO only; None = 0.5
     beta2: float | None = None  # β2, weight of upper-side (Â>0) clipped tokens; CE-GPPO only; None = 1.0
     dual_clip: float | None = None  # dual-clip c for Â<0 (authors' code: 10); None = off
+    beta_schedule: str = "constant"  # schedules.SCHEDULES: β1, β2 from beta1/beta2 at step 1 to *_final at the end
+    beta1_final: float | None = None  # β1 at the last step under a schedule; None = beta1 (no change)
+    beta2_final: float | None = None  # β2 at the last step under a schedule; None = beta2 (no change)
     loss_agg: str = "token-mean"  # losses.AGG_MODES; token-mean as in DAPO and CE-GPPO
     nll_coef: float = 0.0  # weight of an NLL term on correct responses (authors' code: 0.1; off in the paper's eq.)
 
@@ -156,6 +160,17 @@ def _base_type(annotation):
 LOSS_FIELDS = tuple(HYPER_RANGES)  # the config fields that are a loss's hyper-parameters (None = its default)
 
 
+def step_loss_kwargs(config: TrainConfig, step: int) -> dict:
+    """``loss_kwargs`` at RL step ``step``: β1 and β2 where ``beta_schedule`` moves them (``schedules.scheduled``)."""
+    kwargs = loss_kwargs(config)
+    if config.beta_schedule != "constant":
+        for name in ("beta1", "beta2"):
+            final = getattr(config, f"{name}_final")
+            kwargs[name] = scheduled(config.beta_schedule, kwargs[name], kwargs[name] if final is None else final,
+                                     step, config.steps)
+    return kwargs
+
+
 def loss_kwargs(config: TrainConfig) -> dict:
     """Keyword arguments for ``get_loss(config.method)``: config values where set, else the method's defaults."""
     method = get_method(config.method)
@@ -200,6 +215,7 @@ FIELD_RULES: dict[str, Range | tuple] = {
     "eval_top_p": TOP_P,
     "hp_threshold": OPEN_UNIT,
     "entropy_attribution_by": ("old", "current"),
+    "beta_schedule": SCHEDULES,
 }
 
 
@@ -221,6 +237,27 @@ def _check_rule(name: str, value, rule) -> None:
         rule.check(name, value)
     else:
         check_choice(name, value, rule)
+
+
+def _check_beta_schedule(c: TrainConfig, method) -> None:
+    """A schedule or a final β needs a method with β1 and β2, and each final β in its range."""
+    scheduled_fields = [f for f in ("beta1_final", "beta2_final") if getattr(c, f) is not None]
+    if c.beta_schedule != "constant":
+        scheduled_fields.insert(0, "beta_schedule")
+    if not scheduled_fields:
+        return
+    if not {"beta1", "beta2"} <= set(method.defaults):
+        takers = [name for name, m in METHODS.items() if {"beta1", "beta2"} <= set(m.defaults)]
+        raise ValueError(f"{scheduled_fields[0]}={getattr(c, scheduled_fields[0])!r} needs a method with β1 and β2 "
+                         f"({', '.join(takers)}); method {c.method!r} has none")
+    if c.beta_schedule == "constant" and scheduled_fields:
+        raise ValueError(f"{scheduled_fields[0]}={getattr(c, scheduled_fields[0])!r} has no effect with "
+                         f"beta_schedule='constant'; choose one of {', '.join(SCHEDULES[1:])} (or leave it None)")
+    ranges = method.ranges
+    for name in ("beta1", "beta2"):
+        final = getattr(c, f"{name}_final")
+        if final is not None:
+            ranges[name].check(f"{name}_final", final)
 
 
 def _check_relations(c: TrainConfig) -> None:
@@ -248,6 +285,7 @@ def _check_relations(c: TrainConfig) -> None:
     if c.loss_agg != "token-mean" and not method.takes_agg:
         raise ValueError(f"loss_agg={c.loss_agg!r}: method {c.method!r} fixes its own aggregation (token-mean)")
     method.resolve(**{k: v for k, v in loss_kwargs(c).items() if k != "agg"})  # each value in its method's range
+    _check_beta_schedule(c, method)
     Range(1, c.prompts_per_step * c.group_size, integer=True,
           note="at most prompts_per_step × group_size").check("mini_batches", c.mini_batches)
     check_samples_per_prompt(c.eval_samples, c.eval_temperature, "eval_samples", "eval_temperature")

@@ -41,7 +41,7 @@ from . import checkpoint as ckpt
 from . import run_dir, setup
 from .batching import (collate, collate_shared, entropy_with_shared_prompts, logp_entropy_influence, pack_by_tokens,
                        response_entropy_sum)
-from .config import TrainConfig, from_dict, loss_kwargs, resolve, to_dict, validate
+from .config import TrainConfig, from_dict, loss_kwargs, resolve, step_loss_kwargs, to_dict, validate
 from .run_dir import METRICS_FILE, TIMING_PREFIX, WARM_START_FILE
 from .tasks import TaskData, accuracy_of
 
@@ -134,6 +134,7 @@ class Trainer:
     def train_step(self) -> dict:
         """One RL step: sample, grade, select, update, hand the weights to the sampler, (evaluate)."""
         c, step, timer = self.config, self.step + 1, Timer()
+        self.loss_kwargs = step_loss_kwargs(c, step)  # β1, β2 of this step where beta_schedule moves them
         with timer("step"):
             problems = [self.train_problems[i] for i in self.step_problem_indices(step)]
             with timer("generate"):
@@ -145,6 +146,8 @@ class Trainer:
                 rewards = torch.tensor(self.reward_fn(rollout.texts, answers), dtype=torch.float32)
             rows, keep = select_responses(rollout, rewards, c)
             metrics = {"step": step, **rollout_metrics(rollout, rewards, keep, c)}
+            if c.beta_schedule != "constant":
+                metrics.update({f"loss/{name}": self.loss_kwargs[name] for name in ("beta1", "beta2")})
             if rows:
                 metrics.update(self.update_phase(rows, step, timer))
             else:  # every group had equal rewards: nothing to learn from this batch (logged, not an error)
@@ -440,6 +443,9 @@ class Trainer:
         differing = [k for k, v in to_dict(saved).items() if k != "steps" and to_dict(self.config)[k] != v]
         if differing:
             raise ValueError(f"cannot resume {path}: config fields {differing} differ from the checkpoint's")
+        if self.config.steps != saved.steps and saved.beta_schedule != "constant":
+            raise ValueError(f"steps={self.config.steps}: a run with beta_schedule={saved.beta_schedule!r} keeps its "
+                             f"steps={saved.steps}, over which its β(t) is defined (start a new run to go further)")
         if self.config.steps < saved.steps:
             raise ValueError(f"steps={self.config.steps} is below the run's steps={saved.steps}: a resume may "
                              f"extend a run, never shorten its record (stop early with Ctrl-C instead)")
