@@ -106,9 +106,13 @@ class Paired:
             return FAILS
         return f"not resolved at {self.n} {self.unit}"
 
+    @property
+    def interval(self) -> str:
+        """``+mean [+low, +high]``, to three decimals."""
+        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
     def __str__(self) -> str:
-        return (f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] ({self.level:.0%} CI; A above B in "
-                f"{self.wins} of {self.n} {self.unit})")
+        return f"{self.interval} ({self.level:.0%} CI; A above B in {self.wins} of {self.n} {self.unit})"
 
 
 def paired_difference(a, b, level: float = CONFIDENCE, unit: str = "seeds") -> Paired:
@@ -119,9 +123,8 @@ def paired_difference(a, b, level: float = CONFIDENCE, unit: str = "seeds") -> P
     d = d.reshape(-1)
     if d.size < 2 or not np.isfinite(d).all():
         raise ValueError(f"a paired comparison needs at least 2 finite paired values, got {d.size}")
-    mean, sem = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
-    half = student_t_quantile(0.5 + level / 2.0, d.size - 1) * sem
-    return Paired(mean, mean - half, mean + half, int(d.size), int((d > 0).sum()), level, unit)
+    mean, low, high = (float(x) for x in seed_interval(d, level))
+    return Paired(mean, low, high, int(d.size), int((d > 0).sum()), level, unit)
 
 
 def seed_interval(values, level: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,9 +133,8 @@ def seed_interval(values, level: float = CONFIDENCE) -> tuple[np.ndarray, np.nda
     values = np.asarray(values, dtype=float)
     if values.ndim == 0 or values.shape[0] < 2:
         raise ValueError(f"values has shape {values.shape}; an interval needs at least 2 seeds on the first axis")
-    mean = values.mean(0)
-    half = student_t_quantile(0.5 + level / 2.0, values.shape[0] - 1) * values.std(0, ddof=1) / math.sqrt(
-        values.shape[0])
+    mean, sem = values.mean(0), values.std(0, ddof=1) / math.sqrt(values.shape[0])
+    half = student_t_quantile(0.5 + level / 2.0, values.shape[0] - 1) * sem
     return mean, mean - half, mean + half
 
 

@@ -250,7 +250,7 @@ def _check_beta_schedule(c: TrainConfig, method) -> None:
         takers = [name for name, m in METHODS.items() if {"beta1", "beta2"} <= set(m.defaults)]
         raise ValueError(f"{scheduled_fields[0]}={getattr(c, scheduled_fields[0])!r} needs a method with β1 and β2 "
                          f"({', '.join(takers)}); method {c.method!r} has none")
-    if c.beta_schedule == "constant" and scheduled_fields:
+    if c.beta_schedule == "constant":  # a final β was given without a schedule
         raise ValueError(f"{scheduled_fields[0]}={getattr(c, scheduled_fields[0])!r} has no effect with "
                          f"beta_schedule='constant'; choose one of {', '.join(SCHEDULES[1:])} (or leave it None)")
     ranges = method.ranges

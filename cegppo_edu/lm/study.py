@@ -179,8 +179,7 @@ def _above(name: str, statement: str, high: np.ndarray, low: np.ndarray) -> Clai
 
 def _all(name: str, statement: str, parts: dict[str, Paired]) -> Claim:
     return Claim(name, statement, all_of(d.verdict for d in parts.values()),
-                 "; ".join(f"{what}: {d.verdict}, {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
-                           for what, d in parts.items()))
+                 "; ".join(f"{what}: {d.verdict}, {d.interval}" for what, d in parts.items()))
 
 
 def drift(study: Study, name: str) -> np.ndarray:
@@ -254,8 +253,7 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
 
 def collapsed(study: Study, name: str) -> np.ndarray:
     """Per seed, whether held-out accuracy fell below ``COLLAPSE_FRACTION`` × its step-0 value after step 0."""
-    steps, acc = study.series(name, ACCURACY)
-    return (acc[:, steps > 0] < COLLAPSE_FRACTION * acc[:, steps == 0]).any(1)
+    return np.array([collapse_step(study, name, i) is not None for i in range(len(study.seeds))])
 
 
 def rows(study: Study) -> list[Row]:
@@ -290,9 +288,7 @@ def summary_lines(study: Study) -> list[str]:
     lines += [f"  {a}" for a in pooled_agreement(study)]
     lines.append(f"  {predictor_claim(study)}")
     lines.append("  trapezoid form by configuration (phases of its seeds pooled):")
-    for name in study.runs:
-        a = {x.form: x for x in agreement([m for log in study.runs[name] for m in log])}["trapezoid"]
-        lines.append(f"    {label(name):34s} {a}")
+    lines += [f"    {label(name):34s} {a}" for name, a in trapezoid_by_config(study).items()]
     lines.append(f"before a collapse: the {PRECURSOR_STEPS} steps before it minus the same steps of the same seed "
                  f"under GRPO (seeds that collapse):")
     for name in study.runs:
@@ -379,11 +375,16 @@ def lr_claims(study: Study) -> list[Claim]:
     ]
 
 
+def trapezoid_by_config(study: Study) -> dict:
+    """The trapezoid form's ``param_entropy.Agreement`` per configuration, the phases of its seeds pooled."""
+    return {name: {a.form: a for a in agreement([m for log in logs for m in log])}["trapezoid"]
+            for name, logs in study.runs.items()}
+
+
 def predictor_claim(study: Study) -> Claim:
     """T1: the trapezoid form meets the book's targets (``param_entropy.TARGET_*``) in every configuration, its
     seeds' phases pooled. A count, not an interval: each configuration passes or not."""
-    forms = {name: {a.form: a for a in agreement([m for log in logs for m in log])}["trapezoid"]
-             for name, logs in study.runs.items()}
+    forms = trapezoid_by_config(study)
     passing = [name for name, a in forms.items() if a.meets_targets]
     return Claim("T1", f"the trapezoid prediction has correlation >= {TARGET_CORRELATION} and median ratio within "
                        f"{TARGET_RATIO_ERROR:.0%} in every configuration",
