@@ -9,20 +9,8 @@ from plotly.subplots import make_subplots
 
 from ..lm import study as st
 from ..summaries import FINAL_STEPS, seed_interval
-from .style import FALLBACK_COLORS, METHOD_COLORS, TEMPLATE, finish
-
-
-def _smoothed(steps: np.ndarray, values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Moving average over ``window`` steps of each seed's series: ``(seeds, T) -> (seeds, T − window + 1)``."""
-    if window <= 1 or values.shape[1] < window:
-        return steps, values
-    kernel = np.ones(window) / window
-    return steps[window - 1:], np.array([np.convolve(v, kernel, mode="valid") for v in values])
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
-    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
+from .run_figures import run_colors
+from .style import BAND_OPACITY, TEMPLATE, finish, hex_to_rgba, moving_average
 
 
 def seed_curves_figure(study: st.Study, names=("grpo", "dapo", st.CE_GPPO), smooth: int = 5) -> go.Figure:
@@ -30,18 +18,17 @@ def seed_curves_figure(study: st.Study, names=("grpo", "dapo", st.CE_GPPO), smoo
     the mean over seeds as a line, its 95 % Student-t interval as a band (cut at 0 and 1 for the accuracy)."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
         f"token entropy of the rollouts (nats, {smooth}-step average)", "held-out accuracy (greedy)"))
-    spare, used = iter(c for c in FALLBACK_COLORS if c not in METHOD_COLORS.values()), set()
+    # the method's colour for its first configuration (run_colors reads the method from the label's head)
+    colors = run_colors([f"{st.CONFIGS[name]['method']} {name}" for name in names])
     for name in names:
-        color = METHOD_COLORS.get(st.CONFIGS[name]["method"])  # the method's colour, for its first configuration
-        color = next(spare) if color is None or color in used else color
-        used.add(color)
+        color = colors[f"{st.CONFIGS[name]['method']} {name}"]
         for col, key, window in ((1, st.ENTROPY, smooth), (2, st.ACCURACY, 1)):
-            steps, values = _smoothed(*study.series(name, key), window)
-            mean, low, high = seed_interval(values)
+            steps, values = study.series(name, key)
+            mean, low, high = seed_interval([moving_average(v, window) for v in values])
             if key == st.ACCURACY:  # the band is drawn within the accuracy's range [0, 1]
                 low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
             fig.add_trace(go.Scatter(x=np.concatenate([steps, steps[::-1]]), y=np.concatenate([high, low[::-1]]),
-                                     fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
+                                     fill="toself", fillcolor=hex_to_rgba(color, BAND_OPACITY), line=dict(width=0),
                                      hoverinfo="skip", showlegend=False, legendgroup=name), row=1, col=col)
             fig.add_trace(go.Scatter(x=steps, y=mean, mode="lines", name=st.label(name), legendgroup=name,
                                      showlegend=col == 1, line=dict(color=color, width=2)), row=1, col=col)
