@@ -9,6 +9,12 @@ Every objective here is "a per-token weight F(r, Â) on Â·∇log π" (see ``gr
     GPPO        | r                        | (1-ε_l)      | (1+ε_h)
     CE-GPPO     | r                        | β1·(1-ε_l)   | β2·(1+ε_h)
     CISPO       | clip(r) on every token, whatever the sign of Â
+    SAPO        | a smooth gate instead of a clip: F = 4·σ(τ(r−1))·(1−σ(τ(r−1)))·r, τ = τ_pos (Â>0) or τ_neg
+
+Two more methods of chapter 6 ("Steering entropy") pick tokens by a statistic of the whole batch, so their F is
+not a function of (r, Â) alone (their level is "batch"): Clip-Cov detaches the gradient of a few tokens whose
+covariance (Â − mean Â)(log π − mean log π) lies in a band; KL-Cov adds a penalty k·|log r| on the tokens of
+highest covariance (Cui et al., arXiv:2505.22617, §4; verl's ``clip_cov`` and ``kl_cov``).
 
 Each loss returns the scalar to *minimise* (the negative objective). Shapes (nanoGPT style):
 ``logp, old_logp, mask: (B, T)``; ``adv: (B,)`` (one advantage per response, broadcast over its
@@ -48,6 +54,12 @@ HYPER_RANGES = {
     "beta1": Range(0.0, math.inf),
     "beta2": Range(0.0, math.inf),
     "dual_clip": Range(1.0, math.inf, low_open=True, none=True),
+    "tau_pos": Range(0.0, math.inf, low_open=True),  # SAPO's gate temperatures
+    "tau_neg": Range(0.0, math.inf, low_open=True),
+    "cov_ratio": Range(0.0, 1.0, low_open=True),  # Clip-Cov / KL-Cov: fraction of the batch's tokens picked
+    "clip_cov_lb": Range(-math.inf, math.inf),  # Clip-Cov: the covariance band its picks come from
+    "clip_cov_ub": Range(-math.inf, math.inf),
+    "kl_cov_coef": Range(0.0, math.inf),  # KL-Cov: weight k of |log r| on its picks
 }
 
 
@@ -173,6 +185,53 @@ def cispo_per_token(logp, old_logp, adv, *, eps_low, eps_high):
     return -weight * adv * logp
 
 
+def sapo_per_token(logp, old_logp, adv, *, tau_pos, tau_neg):
+    """SAPO (arXiv:2511.20347, eq. 5) per token: −(4/τ)·σ(τ(r−1))·Â, τ = τ_pos where Â > 0, else τ_neg.
+
+    The gate's slope at r = 1 is 1, so on policy SAPO is the plain policy gradient; away from r = 1 the gradient
+    fades smoothly instead of stopping at a clip edge.
+    """
+    ratio = ratio_from_logps(logp, old_logp)
+    tau = _sapo_temperature(adv, tau_pos, tau_neg)
+    return -adv * torch.sigmoid(tau * (ratio - 1)) * (4 / tau)
+
+
+def _sapo_temperature(adv, tau_pos, tau_neg):
+    return torch.where(adv > 0, torch.as_tensor(tau_pos, dtype=adv.dtype), torch.as_tensor(tau_neg, dtype=adv.dtype))
+
+
+def token_covariance(logp, adv, mask):
+    """Each valid token's covariance term (Â − mean Â)·(log π − mean log π), the means over the valid tokens of
+    the batch (Cui et al., arXiv:2505.22617, eq. 9); no gradient. ``(B, T)`` in, ``(B, T)`` out, −inf on padding."""
+    valid = mask > 0
+    a, lp = adv.detach(), logp.detach()
+    cov = (a - a[valid].mean()) * (lp - lp[valid].mean())
+    return cov.masked_fill(~valid, -math.inf)
+
+
+def _picked_count(mask, cov_ratio: float) -> int:
+    return max(int(cov_ratio * mask.sum().item()), 1)  # at least one token, as verl picks
+
+
+def clip_cov_picks(logp, old_logp, adv, mask, *, eps_low, eps_high, cov_ratio, clip_cov_lb, clip_cov_ub):
+    """Boolean ``(B, T)`` mask of the tokens Clip-Cov detaches: ``max(1, ⌊cov_ratio·N⌋)`` tokens drawn at random
+    (``torch.randperm``, the global generator, as verl does) from the valid, unclipped tokens whose covariance lies
+    in (``clip_cov_lb``, ``clip_cov_ub``); fewer when fewer qualify."""
+    lower, upper = clipped_sides(ratio_from_logps(logp, old_logp).detach(), adv, eps_low, eps_high)
+    cov = token_covariance(logp, adv, mask)
+    candidates = ((mask > 0) & ~lower & ~upper & (cov > clip_cov_lb) & (cov < clip_cov_ub)).flatten().nonzero()[:, 0]
+    chosen = candidates[torch.randperm(len(candidates)).to(candidates.device)[:_picked_count(mask, cov_ratio)]]
+    return torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device).index_fill_(0, chosen, True).view_as(mask)
+
+
+def kl_cov_picks(logp, adv, mask, *, cov_ratio):
+    """Boolean ``(B, T)`` mask of the tokens KL-Cov penalises: the ``max(1, ⌊cov_ratio·N⌋)`` valid tokens of highest
+    covariance (``token_covariance``)."""
+    cov = token_covariance(logp, adv, mask).flatten()
+    top = torch.topk(cov, min(_picked_count(mask, cov_ratio), int((mask > 0).sum()))).indices
+    return torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device).index_fill_(0, top, True).view_as(mask)
+
+
 # --------------------------------------------------------------------------------------------------
 # Public losses: validate, compute per token, aggregate. The defaults of their signatures are the methods'
 # defaults (the registry reads them from here).
@@ -227,6 +286,56 @@ def cispo(logp, old_logp, adv, mask, eps_low=1.0, eps_high=0.28, agg="token-mean
     return aggregate(cispo_per_token(logp, old_logp, adv, eps_low=eps_low, eps_high=eps_high), mask, agg)
 
 
+def sapo(logp, old_logp, adv, mask, tau_pos=1.0, tau_neg=1.05, agg="token-mean"):
+    """SAPO (Soft Adaptive Policy Optimization, arXiv:2511.20347, eq. 5): a temperature-controlled sigmoid gate in
+    place of the clip, with a larger temperature (a faster fade) for Â < 0.
+
+    Defaults τ_pos = 1.0, τ_neg = 1.05: the values verl and Trinity-RFT ship for it. The paper averages over tokens
+    within a response, then over responses (``agg="seq-mean-token-mean"``); token-mean is this book's default for
+    every method (set the trainer's ``loss_agg`` to follow the paper).
+    """
+    check_hyper("sapo", tau_pos=tau_pos, tau_neg=tau_neg)
+    adv, mask = check_inputs(logp, old_logp, adv, mask)
+    return aggregate(sapo_per_token(logp, old_logp, adv, tau_pos=tau_pos, tau_neg=tau_neg), mask, agg)
+
+
+def clip_cov(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2, cov_ratio=2e-4, clip_cov_lb=1.0, clip_cov_ub=5.0,
+             agg="token-mean"):
+    """Clip-Cov (Cui et al., arXiv:2505.22617, §4.2): PPO-clip, with the gradient of the few tokens
+    ``clip_cov_picks`` draws detached (their loss and gradient are 0).
+
+    Defaults: ε = 0.2, ``cov_ratio`` = 2·10⁻⁴ of the tokens, covariance band (1, 5): the paper's and verl's. Which
+    tokens it picks depends on the batch and on torch's global random generator.
+    """
+    check_hyper("clip_cov", eps_low=eps_low, eps_high=eps_high, cov_ratio=cov_ratio, clip_cov_lb=clip_cov_lb,
+                clip_cov_ub=clip_cov_ub)
+    adv, mask = check_inputs(logp, old_logp, adv, mask)
+    picks = clip_cov_picks(logp, old_logp, adv, mask, eps_low=eps_low, eps_high=eps_high, cov_ratio=cov_ratio,
+                           clip_cov_lb=clip_cov_lb, clip_cov_ub=clip_cov_ub)
+    per_token = ppo_clip_per_token(logp, old_logp, adv, eps_low=eps_low, eps_high=eps_high)
+    return aggregate(per_token.masked_fill(picks, 0.0), mask, agg)
+
+
+def _check_covariance_band(hyper: dict) -> None:
+    if not hyper["clip_cov_lb"] < hyper["clip_cov_ub"]:
+        raise ValueError(f"clip_cov_lb={hyper['clip_cov_lb']!r} is outside the allowed range: below "
+                         f"clip_cov_ub={hyper['clip_cov_ub']!r}")
+
+
+def kl_cov(logp, old_logp, adv, mask, cov_ratio=2e-4, kl_cov_coef=1.0, agg="token-mean"):
+    """KL-Cov (Cui et al., arXiv:2505.22617, §4.2): the unclipped surrogate −r·Â on every token, plus
+    k·|log r| on the tokens of highest covariance (``kl_cov_picks``). There is no clip.
+
+    Defaults: ``cov_ratio`` = 2·10⁻⁴ of the tokens and k = 1: verl's (the paper uses 2·10⁻³ for Qwen2.5-7B).
+    """
+    check_hyper("kl_cov", cov_ratio=cov_ratio, kl_cov_coef=kl_cov_coef)
+    adv, mask = check_inputs(logp, old_logp, adv, mask)
+    log_ratio = clamped_log_ratio(logp, old_logp)
+    picks = kl_cov_picks(logp, adv, mask, cov_ratio=cov_ratio)
+    per_token = -adv * torch.exp(log_ratio) + kl_cov_coef * log_ratio.abs() * picks
+    return aggregate(per_token, mask, agg)
+
+
 def gspo(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
     """GSPO (arXiv:2507.18071, eq. 5-7): one ratio per response, clipped PPO-style, mean over responses.
 
@@ -260,6 +369,12 @@ def clip_weight(r, a, *, eps_low, eps_high, beta1, beta2, dual_clip=None):
 def cispo_weight(r, a, *, eps_low, eps_high):
     """F of CISPO: clip(r, 1−ε_l, 1+ε_h) on every token."""
     return torch.clamp(r, 1 - eps_low, 1 + eps_high) * torch.ones_like(a)
+
+
+def sapo_weight(r, a, *, tau_pos, tau_neg):
+    """F of SAPO: d/dr of the gate (4/τ)σ(τ(r−1)), times r: 4σ(1−σ)·r with σ = σ(τ(r−1)); F(1) = 1."""
+    gate = torch.sigmoid(_sapo_temperature(a, tau_pos, tau_neg) * (r - 1))
+    return 4 * gate * (1 - gate) * r
 
 
 def gradient_weight(ratio, adv, method: str = "ce_gppo", **hyper):
@@ -311,7 +426,11 @@ class Method:
 
     ``loss`` is the public loss; its signature's defaults are the method's ``defaults`` and its keyword
     parameters (but ``agg``) the accepted hyper-parameters, each with its range in ``ranges``. ``fixed`` holds
-    values the method sets itself (GPPO's β = 1), which ``weight`` also needs.
+    values the method sets itself (GPPO's β = 1), which ``weight`` also needs. A method's ``level`` is "token"
+    when it has a weight F(r, Â), "batch" when it treats apart tokens picked by a statistic of the whole batch
+    (``batch_picks``, Clip-Cov and KL-Cov: a token-mean loss whose per-token gradient depends on the batch), else
+    "sequence" (GSPO). ``compared``: chapters 1-3 compare it with CE-GPPO (the clip family); the other ways to
+    control entropy are chapter 6's baselines.
     """
 
     name: str
@@ -323,6 +442,9 @@ class Method:
     fixed: dict = field(default_factory=dict)
     range_overrides: dict = field(default_factory=dict)  # hyper -> Range where it differs from HYPER_RANGES
     alias_of: str | None = None  # the same objective under another name (ppo_clip is GRPO's)
+    batch_picks: Callable[..., torch.Tensor] | None = None  # batch-level: (logp, ..., mask, **hyper) -> picked tokens
+    compared: bool = True  # among the methods chapters 1-3 compare (``plots.style.compared_methods``)
+    check_together: Callable[[dict], None] | None = None  # rules that tie one hyper-parameter to another
 
     # Read once per method: ``resolve`` runs at every gradient_weight call (thousands in one bandit run), and
     # inspect.signature took most of the toy's time. A copy is returned so that a caller cannot change the cache.
@@ -345,7 +467,9 @@ class Method:
 
     @property
     def level(self) -> str:
-        return "token" if self.weight is not None else "sequence"
+        if self.weight is not None:
+            return "token"
+        return "batch" if self.batch_picks is not None else "sequence"
 
     @property
     def takes_agg(self) -> bool:
@@ -362,6 +486,8 @@ class Method:
         values = {**defaults, **hyper}
         for name, value in values.items():
             ranges[name].check(name, value)
+        if self.check_together is not None:
+            self.check_together(values)
         return {**values, **self.fixed}
 
 
@@ -391,9 +517,18 @@ def check_hyper(method: str, **hyper) -> dict:
     return get_method(method).resolve(**hyper)
 
 
-def token_level_methods(include_aliases: bool = True) -> list[str]:
-    """Names of the registered methods with a per-token weight F, in registration order."""
-    return [n for n, m in METHODS.items() if m.level == "token" and (include_aliases or m.alias_of is None)]
+def reference_clip(hyper: dict) -> tuple[float, float]:
+    """``(ε_l, ε_h)`` of resolved hyper-parameters, or PPO/GRPO's defaults for a method without a clip (SAPO,
+    KL-Cov): the interval clip fractions and token cells are counted against."""
+    grpo = METHODS["grpo"].defaults
+    return hyper.get("eps_low", grpo["eps_low"]), hyper.get("eps_high", grpo["eps_high"])
+
+
+def token_level_methods(include_aliases: bool = True, compared_only: bool = False) -> list[str]:
+    """Names of the registered methods with a per-token weight F, in registration order; ``compared_only``: those
+    chapters 1-3 compare (``Method.compared``, the clip family)."""
+    return [n for n, m in METHODS.items() if m.level == "token" and (include_aliases or m.alias_of is None)
+            and (m.compared or not compared_only)]
 
 
 def method_label(name: str) -> str:
@@ -436,12 +571,20 @@ register_method(Method("ce_gppo", "CE-GPPO", ce_gppo, ce_gppo_per_token, clip_we
 register_method(Method("cispo", "CISPO", cispo, cispo_per_token, cispo_weight, "CISPO (MiniMax-M1), arXiv:2506.13585, eq. 4",
                        range_overrides={"eps_low": Range(0.0, 1.0, low_open=True)}))
 register_method(Method("gspo", "GSPO", gspo, None, None, "GSPO, arXiv:2507.18071, eq. 5-7"))
+# Chapter 6's other ways to control entropy.
+register_method(Method("sapo", "SAPO", sapo, sapo_per_token, sapo_weight, "SAPO, arXiv:2511.20347, eq. 5",
+                       compared=False))
+register_method(Method("clip_cov", "Clip-Cov", clip_cov, None, None, "Clip-Cov, arXiv:2505.22617, §4.2",
+                       batch_picks=clip_cov_picks, compared=False, check_together=_check_covariance_band))
+register_method(Method("kl_cov", "KL-Cov", kl_cov, None, None, "KL-Cov, arXiv:2505.22617, §4.2",
+                       batch_picks=kl_cov_picks, compared=False))
 
 
 __all__ = [
     "AGG_MODES", "HYPER_RANGES", "LOG_RATIO_CLAMP", "LOSSES", "METHODS", "Method", "aggregate", "ce_gppo",
     "ce_gppo_per_token", "check_hyper", "check_inputs", "cispo", "cispo_per_token", "cispo_weight", "clamped_log_ratio",
-    "clip_weight", "clipped_sides", "dapo", "dual_clipped", "get_loss", "get_method", "gppo", "gradient_weight", "gspo",
-    "method_label", "ppo_clip", "ppo_clip_per_token", "ratio_from_logps", "register_method", "token_level_methods",
-    "weight_function",
+    "clip_cov", "clip_cov_picks", "clip_weight", "clipped_sides", "dapo", "dual_clipped", "get_loss", "get_method",
+    "gppo", "gradient_weight", "gspo", "kl_cov", "kl_cov_picks", "method_label", "ppo_clip", "ppo_clip_per_token",
+    "ratio_from_logps", "reference_clip", "register_method", "sapo", "sapo_per_token", "sapo_weight", "token_covariance",
+    "token_level_methods", "weight_function",
 ]

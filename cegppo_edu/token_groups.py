@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .losses import check_inputs, clipped_sides, get_method, gradient_weight, ratio_from_logps
+from .losses import check_inputs, clipped_sides, get_method, gradient_weight, ratio_from_logps, reference_clip
 from .validation import OPEN_UNIT
 
 GROUPS = ("PA&HP", "PA&LP", "NA&HP", "NA&LP")
@@ -67,7 +67,7 @@ def group_stats(logp, old_logp, adv, mask, method="ce_gppo", threshold=HP_THRESH
     prob = (logp if classify_by == "current" else old_logp).exp()
     valid = mask.bool()
     group = classify(prob, adv, threshold)
-    lower, upper = clipped_sides(ratio, adv, resolved["eps_low"], resolved["eps_high"])
+    lower, upper = clipped_sides(ratio, adv, *reference_clip(resolved))  # PPO's interval for a method without one
     coef = gradient_weight(ratio, adv, method, **hyper) * adv  # (B, T): coefficient on ∇log π
     n_valid = valid.sum().item()
     stats = {"tokens": float(n_valid),

@@ -78,6 +78,8 @@ TOKEN_LEVEL_CASES = [
     ("ce_gppo", ce_gppo, dict(eps_low=EPS_LOW, eps_high=EPS_HIGH, beta1=0.0, beta2=0.0)),
     ("cispo", losses.cispo, dict(eps_low=EPS_LOW, eps_high=EPS_HIGH)),
     ("cispo", losses.cispo, dict(eps_low=1.0, eps_high=EPS_HIGH)),
+    ("sapo", losses.sapo, dict(tau_pos=1.0, tau_neg=1.05)),
+    ("sapo", losses.sapo, dict(tau_pos=0.3, tau_neg=4.0)),
 ]
 
 
@@ -118,8 +120,11 @@ def test_forward_value_matches_formula(method, fn, hyper):
     logp, old_logp, adv, mask = make_batch()
     ratio = torch.exp(logp - old_logp)
     A = adv[:, None].expand_as(ratio)
-    lo, hi = 1 - hyper["eps_low"], 1 + hyper["eps_high"]
-    if method == "cispo":
+    lo, hi = 1 - hyper.get("eps_low", 0.0), 1 + hyper.get("eps_high", 0.0)
+    if method == "sapo":  # the gate (4/τ)σ(τ(r−1)), τ by the sign of Â
+        tau = torch.where(A > 0, torch.tensor(hyper["tau_pos"], dtype=A.dtype), torch.tensor(hyper["tau_neg"], dtype=A.dtype))
+        per_token = -A * 4 / tau / (1 + torch.exp(-tau * (ratio - 1)))
+    elif method == "cispo":
         per_token = -torch.clamp(ratio, lo, hi) * A * logp
     else:
         # PPO's clipped value on clipped tokens; CE-GPPO's β(1±ε)Â there; r·Â elsewhere.
@@ -168,11 +173,16 @@ def test_dapo_is_ppo_clip_with_eps_high_028():
 def test_on_policy_every_method_has_the_plain_policy_gradient(name):
     """logp == old_logp: r = 1 everywhere, nothing is clipped, F = 1 for every token (GSPO: s_i = 1 too)."""
     logp, _, adv, mask = make_batch(seed=5, exact=False)
+    torch.manual_seed(0)
     _, grad = grad_wrt_logp(get_loss(name), logp, logp.clone(), adv, mask)
     if name == "gspo":  # sequence mean: each token gets Â / (|o_i| · number of responses)
         expected = -adv[:, None] * mask / mask.sum(-1, keepdim=True) / mask.shape[0]
     else:
         expected = -adv[:, None] * mask / mask.sum()
+    if name == "clip_cov":  # its few picks are detached on policy too (none of them is clipped)
+        torch.manual_seed(0)
+        expected = expected * ~losses.clip_cov_picks(logp, logp, adv[:, None].expand_as(logp), mask,
+                                                     **losses.get_method(name).resolve())
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-15)
 
 
@@ -309,8 +319,9 @@ def test_bad_input_raises_value_error_naming_the_argument(label, change, name):
 def test_every_loss_validates_shapes_and_mask(name):
     with pytest.raises(ValueError, match="mask"):
         get_loss(name)(**{**_good(), "mask": torch.zeros(2, 3)})
-    with pytest.raises(ValueError, match="eps_high"):
-        get_loss(name)(**{**_good(), "eps_high": -1.0})
+    first = next(iter(losses.get_method(name).defaults))  # eps_low, or SAPO's tau_pos, KL-Cov's cov_ratio
+    with pytest.raises(ValueError, match=first):
+        get_loss(name)(**{**_good(), first: -1.0})
 
 
 def test_range_message_names_the_allowed_range():
@@ -329,7 +340,7 @@ def test_range_message_names_the_allowed_range():
 def test_weight_function_gives_the_numbers_of_gradient_weight(method):
     ratio = torch.tensor([0.0, 1e-12, 0.5, 0.8, 1.0, 1.2, 1.28, 2.0, 1e12], dtype=torch.float64)[:, None]
     adv = torch.tensor([-1.5, 0.0, 0.7], dtype=torch.float64)[None, :]
-    hyper = {"eps_high": 0.3} if method != "gppo" else {}
+    hyper = {"eps_high": 0.3} if "eps_high" in losses.get_method(method).ranges and method != "gppo" else {}
     spec = losses.get_method(method)  # the plain path: the registered F at the clamped ratio
     clamped = ratio.clamp(math.exp(-losses.LOG_RATIO_CLAMP), math.exp(losses.LOG_RATIO_CLAMP))
     expected = spec.weight(clamped, adv, **spec.resolve(**hyper))
@@ -362,3 +373,80 @@ def test_method_defaults_are_read_once_and_cannot_be_changed_by_a_caller():
     spec.ranges.pop("beta1")
     assert spec.defaults["beta1"] == 0.5 and "beta1" in spec.ranges
     assert spec.resolve()["beta1"] == 0.5
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chapter 6's baselines: SAPO's smooth gate, Clip-Cov and KL-Cov's tokens picked by covariance
+# ----------------------------------------------------------------------------------------------------------
+def test_sapo_weight_is_the_gates_derivative_and_fades_on_both_sides():
+    """F = r·d/dr[(4/τ)σ(τ(r−1))], checked by central differences; F(1) = 1; F → 0 far from r = 1, faster for the
+    larger τ (Â < 0 with the default τ_neg > τ_pos)."""
+    r = np.array([0.2, 0.7, 1.0, 1.3, 3.0])
+    for adv, tau in ((1.0, 1.0), (-1.0, 1.05)):
+        def gate(x):
+            return 4 / tau / (1 + np.exp(-tau * (x - 1)))
+        h = 1e-6
+        expected = r * (gate(r + h) - gate(r - h)) / (2 * h)
+        np.testing.assert_allclose(gradient_weight(r, np.full_like(r, adv), "sapo"), expected, rtol=1e-7)
+    assert gradient_weight(1.0, -1.0, "sapo") == pytest.approx(1.0)
+    far = gradient_weight(np.array([40.0, 40.0]), np.array([1.0, -1.0]), "sapo", tau_pos=0.5, tau_neg=2.0)
+    assert far[1] < far[0] < 1e-5
+
+
+def _covariance_batch():
+    logp, old_logp, adv, mask = make_batch(seed=8)
+    cov = losses.token_covariance(logp, adv[:, None].expand_as(logp), mask)
+    assert ((cov > 1.0) & (cov < 5.0)).sum() >= 4, "the batch must hold tokens in Clip-Cov's band"
+    return logp, old_logp, adv, mask
+
+
+def test_token_covariance_is_the_centred_product_over_valid_tokens():
+    logp, _, adv, mask = make_batch(seed=8, exact=False)
+    a = adv[:, None].expand_as(logp)
+    valid = mask.bool()
+    cov = losses.token_covariance(logp, a, mask)
+    expected = (a - a[valid].mean()) * (logp - logp[valid].mean())
+    torch.testing.assert_close(cov[valid], expected[valid], rtol=1e-12, atol=0)
+    assert torch.isinf(cov[~valid]).all() and (cov[~valid] < 0).all()
+
+
+def test_clip_cov_detaches_exactly_its_picks_and_otherwise_is_ppo_clip():
+    logp, old_logp, adv, mask = _covariance_batch()
+    hyper = dict(eps_low=EPS_LOW, eps_high=EPS_HIGH, cov_ratio=0.03, clip_cov_lb=1.0, clip_cov_ub=5.0)
+    torch.manual_seed(3)
+    _, grad = grad_wrt_logp(losses.clip_cov, logp, old_logp, adv, mask, **hyper)
+    torch.manual_seed(3)  # the same draw
+    picks = losses.clip_cov_picks(logp, old_logp, adv[:, None].expand_as(logp), mask, **hyper)
+    ratio = torch.exp(logp - old_logp)
+    expected = expected_grad(ratio, adv, mask, "grpo", eps_low=EPS_LOW, eps_high=EPS_HIGH) * ~picks
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-15)
+    cov = losses.token_covariance(logp, adv[:, None].expand_as(logp), mask)
+    lower, upper = losses.clipped_sides(ratio, adv[:, None], EPS_LOW, EPS_HIGH)
+    assert picks.sum() == int(0.03 * mask.sum()) >= 2  # the picked count, each in the band and unclipped
+    assert ((cov[picks] > 1.0) & (cov[picks] < 5.0)).all() and not (lower | upper)[picks].any()
+    # nothing in the band: Clip-Cov is PPO-clip, value and gradient
+    v_cc, g_cc = grad_wrt_logp(losses.clip_cov, logp, old_logp, adv, mask, **{**hyper, "clip_cov_lb": 50.0,
+                                                                             "clip_cov_ub": 60.0})
+    v_p, g_p = grad_wrt_logp(ppo_clip, logp, old_logp, adv, mask, eps_low=EPS_LOW, eps_high=EPS_HIGH)
+    assert torch.equal(v_cc, v_p) and torch.equal(g_cc, g_p)
+
+
+def test_kl_cov_penalises_its_top_covariance_tokens_and_never_clips():
+    logp, old_logp, adv, mask = _covariance_batch()
+    _, grad = grad_wrt_logp(losses.kl_cov, logp, old_logp, adv, mask, cov_ratio=0.05, kl_cov_coef=0.7)
+    a = adv[:, None].expand_as(logp)
+    picks = losses.kl_cov_picks(logp, a, mask, cov_ratio=0.05)
+    cov = losses.token_covariance(logp, a, mask)
+    assert picks.sum() == int(0.05 * mask.sum()) and cov[picks].min() >= cov[~picks].max()  # the top-k
+    log_ratio = logp - old_logp
+    expected = (-a * torch.exp(log_ratio) + 0.7 * torch.sign(log_ratio) * picks) * mask / mask.sum()
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name, change, field", [
+    ("sapo", {"tau_pos": 0.0}, "tau_pos"), ("sapo", {"tau_neg": -1.0}, "tau_neg"),
+    ("clip_cov", {"clip_cov_lb": 5.0, "clip_cov_ub": 1.0}, "clip_cov_lb=5.0 .*below clip_cov_ub=1.0"),
+    ("clip_cov", {"cov_ratio": 1.5}, "cov_ratio"), ("kl_cov", {"kl_cov_coef": -0.1}, "kl_cov_coef")])
+def test_baseline_hyper_parameters_are_validated(name, change, field):
+    with pytest.raises(ValueError, match=field):
+        get_loss(name)(**{**_good(), **change})

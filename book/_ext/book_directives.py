@@ -46,10 +46,11 @@ def corner_ratios(eps_low: float, eps_high: float) -> tuple[float | None, float]
 
 
 def method_defaults_table() -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per token-level method of the registry (aliases named in their original's row)."""
+    """Header and rows: one row per token-level method of the clip family in the registry (aliases named in their
+    original's row; chapter 6's baselines have their own table there)."""
     header = ["method", "ε_l", "ε_h", "β1", "β2", "dual clip c", "interval", "F clipped below", "F clipped above"]
     rows = []
-    for name in losses.token_level_methods(include_aliases=False):
+    for name in losses.token_level_methods(include_aliases=False, compared_only=True):
         spec = losses.get_method(name)
         p = spec.resolve()
         aliases = [a for a in losses.token_level_methods() if losses.get_method(a).alias_of == name]

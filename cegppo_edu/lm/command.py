@@ -38,7 +38,8 @@ def build_config(preset: str, method: str | None = None, steps: int | None = Non
 def add_cli(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", help="RL-train a language model with GRPO, DAPO, CE-GPPO, ... (one trainer, many presets)",
-        description="Train a causal LM with a PPO-clip-family loss (GRPO, DAPO, GPPO, CE-GPPO, CISPO, GSPO).\n"
+        description="Train a causal LM with a policy loss of the registry ("
+                    + ", ".join(dict.fromkeys(m.label for m in METHODS.values())) + ").\n"
                     "Writes OUT/metrics.jsonl (one JSON line per step), OUT/config.json, OUT/run.json and atomic\n"
                     "checkpoints under OUT/checkpoints/ (every checkpoint_every steps, at the end and after Ctrl-C).\n"
                     "One run per folder: a fresh run into a folder holding a run is refused (use --resume,\n"

@@ -109,6 +109,12 @@ class TrainConfig:
     beta_schedule: str = "constant"  # schedules.SCHEDULES: β1, β2 from beta1/beta2 at step 1 to *_final at the end
     beta1_final: float | None = None  # β1 at the last step under a schedule; None = beta1 (no change)
     beta2_final: float | None = None  # β2 at the last step under a schedule; None = beta2 (no change)
+    tau_pos: float | None = None  # SAPO: gate temperature where Â > 0; None = the method's default (1.0)
+    tau_neg: float | None = None  # SAPO: gate temperature where Â < 0; None = 1.05
+    cov_ratio: float | None = None  # Clip-Cov / KL-Cov: fraction of a micro-batch's tokens picked; None = 2e-4
+    clip_cov_lb: float | None = None  # Clip-Cov: lower end of the covariance band it picks from; None = 1.0
+    clip_cov_ub: float | None = None  # Clip-Cov: upper end of that band; None = 5.0
+    kl_cov_coef: float | None = None  # KL-Cov: weight k of |log r| on its picks; None = 1.0
     loss_agg: str = "token-mean"  # losses.AGG_MODES; token-mean as in DAPO and CE-GPPO
     nll_coef: float = 0.0  # weight of an NLL term on correct responses (authors' code: 0.1; off in the paper's eq.)
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..advantages import group_advantages, zero_variance_groups
-from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps
+from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps, reference_clip
 from ..param_entropy import PhasePredictor, adamw_step_parts
 from ..token_groups import CLASSES, classify, group_stats, merge_group_stats
 from . import checkpoint as ckpt
@@ -324,7 +324,7 @@ class Trainer:
         Returns ``(loss, grad norm, [token-group stats of each micro-batch])``. ``split``: filled with the gradient
         of each token cell (``token_cell_gradients``), the clipping factor and the clipped-token counts."""
         c = self.config
-        token_level = get_method(c.method).level == "token"
+        token_level = get_method(c.method).level in ("token", "batch")  # a token-mean over the mini-batch
         total_tokens = sum(len(rows[i].response) for i in mini)
         total_correct = sum(len(rows[i].response) for i in mini if rows[i].correct)
         self.optimizer.zero_grad(set_to_none=True)
@@ -367,7 +367,7 @@ class Trainer:
         params = self.trainable_parameters()
         coef = torch.autograd.grad(loss, logp, retain_graph=True)[0].detach()  # (b, R) d loss / d logp
         ratio = ratio_from_logps(logp.detach(), old)
-        lower, upper = clipped_sides(ratio, adv[:, None], self.loss_kwargs["eps_low"], self.loss_kwargs["eps_high"])
+        lower, upper = clipped_sides(ratio, adv[:, None], *reference_clip(self.loss_kwargs))
         clipped = (lower | upper) & (mask > 0)
         old_prob, threshold = old.exp(), self.config.hp_threshold
         by_current = self.config.entropy_attribution_by == "current"
@@ -393,9 +393,11 @@ class Trainer:
         if get_method(c.method).level == "token":
             return group_stats(logp, old, adv, mask, method=c.method, threshold=c.hp_threshold, influence=influence,
                                **hyper)
-        # A sequence-level method (GSPO) has no per-token weight: counts and PPO-style clip fractions of token
-        # ratios only.
-        stats = group_stats(logp, old, adv, mask, method="ppo_clip", threshold=c.hp_threshold, **hyper)
+        # A sequence- or batch-level method (GSPO, Clip-Cov, KL-Cov) has no per-token weight F(r, Â): counts and
+        # PPO-style clip fractions of token ratios only.
+        eps_low, eps_high = reference_clip(hyper)
+        stats = group_stats(logp, old, adv, mask, method="ppo_clip", threshold=c.hp_threshold, eps_low=eps_low,
+                            eps_high=eps_high)
         return {k: v for k, v in stats.items() if not k.endswith("/weight_sum")}
 
     # ---------------------------------------------------------------- evaluation

@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import plotly.io as pio
 
-from ..losses import LOG_RATIO_CLAMP, cispo_weight, clip_weight, get_method, gradient_weight, token_level_methods
+from ..losses import LOG_RATIO_CLAMP, cispo_weight, clip_weight, get_method, gradient_weight
 from ..token_groups import HP_THRESHOLD
 from ..validation import POSITIVE, Range, check_choice
 from .figures import weight_breakpoints
-from .style import DOWN_COLOR, GROUP_COLORS, HYPER_LABELS, TEMPLATE, UP_COLOR, method_color, method_label
+from .style import DOWN_COLOR, compared_methods, GROUP_COLORS, HYPER_LABELS, TEMPLATE, UP_COLOR, method_color, method_label
 
 LIVE_JS = Path(__file__).with_name("live.js")
 # The JS family of each weight function; a method whose weight is not here has no live figure.
@@ -82,7 +82,7 @@ class LiveFigure:
 def live_methods() -> list[str]:
     """The methods a live figure can compute: the token-level ones but aliases (``style.compared_methods``)
     whose weight function has a JS family in ``WEIGHT_FAMILIES``, in registration order."""
-    return [m for m in token_level_methods(include_aliases=False) if get_method(m).weight in WEIGHT_FAMILIES]
+    return [m for m in compared_methods() if get_method(m).weight in WEIGHT_FAMILIES]
 
 
 def _check_methods(methods) -> list[str]:

@@ -53,8 +53,9 @@ BAND_OPACITY = 0.18
 
 
 def compared_methods() -> list[str]:
-    """The methods the chapters compare: every registered token-level method but aliases (PPO-clip is GRPO)."""
-    return token_level_methods(include_aliases=False)
+    """The methods chapters 1-3 compare: every registered token-level method but aliases (PPO-clip is GRPO) and
+    chapter 6's baselines (``Method.compared``)."""
+    return token_level_methods(include_aliases=False, compared_only=True)
 
 
 def _canonical(name: str) -> str:

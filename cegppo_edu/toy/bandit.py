@@ -44,7 +44,8 @@ import torch
 
 from ..advantages import group_advantages
 from ..entropy import entropy_from_logits, entropy_influence
-from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps, token_level_methods, weight_function
+from ..losses import (clipped_sides, get_loss, get_method, ratio_from_logps, reference_clip, token_level_methods,
+                      weight_function)
 from ..summaries import FINAL_STEPS, final_mean
 from ..token_groups import GROUPS, HP_THRESHOLD, classify, group_stats
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT, Range, check_choice
@@ -425,7 +426,7 @@ def _token_group_sums(logs: list[_StepLog], z_start, hyper, cfg: Toy) -> torch.T
     logp, ratio, coef = (torch.stack([getattr(log, name) for log in logs]) for name in ("logp", "ratio", "coef"))
     token_dh = coef * infl  # (C, S, U, L, m)
     group = classify(logp.exp(), a, cfg.hp_threshold)  # (C, S, U, L, m) index into CLASSES
-    clipped = torch.logical_or(*clipped_sides(ratio, a, hyper["eps_low"], hyper["eps_high"])).double()
+    clipped = torch.logical_or(*clipped_sides(ratio, a, *reference_clip(hyper))).double()
     index = group.reshape(C * S, -1)  # (C·S, U·L·m): the token-updates of a (step, seed), update-major
     sums = torch.zeros(4, C * S, len(GROUPS) + 1, dtype=torch.float64)
     for row, value in zip(sums, (torch.ones_like(clipped), clipped, token_dh, token_dh * clipped)):
@@ -550,7 +551,7 @@ def _run_one_seed(method, hyper, cfg: Toy, steps: int, rng) -> dict:
                     influence = entropy_influence(logits, tok).double()  # (m, L)
                     stats = group_stats(logp, old, a, mask, method, cfg.hp_threshold, influence, **hyper)
                     ratio = ratio_from_logps(logp, old)
-                    low, high = clipped_sides(ratio, a[:, None], hyper["eps_low"], hyper["eps_high"])
+                    low, high = clipped_sides(ratio, a[:, None], *reference_clip(hyper))
                     clipped = low | high
                     clipped_stats = (group_stats(logp, old, a, clipped, method, cfg.hp_threshold, influence,
                                                  **hyper) if clipped.any() else None)
