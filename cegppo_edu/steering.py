@@ -1,0 +1,159 @@
+"""Steering entropy: a target H*(t) and the controllers that pick, step by step, what moves the entropy toward it.
+
+The paper fixes β1 and β2 for a run. Chapter 6 closes the loop. Four ways to do it, each a ``CONTROLLERS`` name:
+
+- ``predictive`` (this book's): CE-GPPO's first-order entropy change of a step is linear in β1 and β2 (the clipped
+  tokens get the constant weights β1(1−ε_l) and β2(1+ε_h), the paper in brief §3), so it splits into
+
+      ΔH(β1, β2) ≈ rest + β1·unit_low + β2·unit_high,
+
+  ``rest`` from the tokens inside the interval, ``unit_low`` / ``unit_high`` the clipped lower / upper tokens'
+  change per unit β. Given estimates of the three, ``solve_betas`` takes the (β1, β2) closest to the reference
+  pair that makes ΔH bring H to the next step's target, within the bounds. How the three are estimated before the
+  step is the caller's: the toy runs the step once on a copy (exact first order); the LM trainer reuses the last
+  update phase's attribution (one step late), because its clipped tokens only exist during the update phase.
+- ``pi``: a PI controller on the error e = H* − H, moving β2 up and β1 down by u = k_p·e + k_i·Σe (EntroPIC,
+  arXiv:2511.15248, runs one on the weights of positive and negative samples).
+- ``entropy_bonus``: a reactive entropy bonus −c·H̄ in the loss whose coefficient c moves by ±δ when H is below or
+  above the target (Skywork-OR1's adaptive entropy control; TRL 1.16 ships one).
+- ``none``: the run's β stay as configured (fixed β, or a ``schedules`` schedule).
+
+Targets are a constant or a curve that decays from ``target`` to ``target_final`` (``target_at``, the shapes of
+``schedules.SCHEDULES``). A target must lie in (0, log V]: no policy over V choices has entropy above log V.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .schedules import SCHEDULES, scheduled
+from .validation import NON_NEGATIVE, POSITIVE, Range, check_choice
+
+CONTROLLERS = ("none", "predictive", "pi", "entropy_bonus")
+BETA_CONTROLLERS = ("predictive", "pi")  # the ones that choose β1, β2 (they need a method that has them)
+_DIVISION_FLOOR = 1e-12  # |unit|² below this: the clipped tokens do not move H, so β is left at the reference
+
+
+def target_range(vocab: int) -> Range:
+    """Where an entropy target may lie for a policy over ``vocab`` choices: (0, log V]."""
+    return Range(0.0, math.log(vocab), low_open=True, note=f"log V with V = {vocab}")
+
+
+def check_target(name: str, value: float, vocab: int) -> float:
+    target_range(vocab).check(name, value)
+    return float(value)
+
+
+def target_at(step: int, steps: int, target: float, target_final: float | None = None,
+              shape: str = "cosine") -> float:
+    """H*(step) of a run of ``steps`` steps (1-based): ``target`` throughout, or from ``target`` at the first step to
+    ``target_final`` at the last along ``shape`` (one of ``schedules.SCHEDULES``)."""
+    if target_final is None:
+        return target
+    return scheduled(shape, target, target_final, step, steps)
+
+
+@dataclass(frozen=True)
+class BetaBounds:
+    """The box (β1, β2) ∈ [low, high]² a controller keeps to; the reference pair is where it starts from."""
+
+    low: float = 0.0
+    high: float = 2.0
+
+    def __post_init__(self):
+        NON_NEGATIVE.check("beta_min", self.low)
+        Range(self.low, math.inf, note=f"at least beta_min={self.low}").check("beta_max", self.high)
+
+    def clip(self, value: float) -> float:
+        return min(max(value, self.low), self.high)
+
+
+def solve_betas(need: float, rest: float, unit_low: float, unit_high: float, reference: tuple[float, float],
+                bounds: BetaBounds) -> tuple[float, float]:
+    """The (β1, β2) in ``bounds`` closest to ``reference`` with rest + β1·unit_low + β2·unit_high = ``need``.
+
+    Unconstrained, the closest pair moves from the reference along (unit_low, unit_high). When that leaves the
+    box, the coordinate that left is held at its bound and the other one alone makes up the rest (and is itself
+    held at its bound if it cannot): the predicted change then falls short of ``need``, by as little as the box
+    allows along that path.
+    """
+    b1, b2 = reference
+    norm = unit_low ** 2 + unit_high ** 2
+    if norm < _DIVISION_FLOOR:
+        return bounds.clip(b1), bounds.clip(b2)
+    shift = (need - rest - b1 * unit_low - b2 * unit_high) / norm
+    b1, b2 = b1 + shift * unit_low, b2 + shift * unit_high
+    if bounds.low <= b1 <= bounds.high and bounds.low <= b2 <= bounds.high:
+        return b1, b2
+    if not bounds.low <= b1 <= bounds.high:  # β1 left the box: hold it, let β2 do the rest
+        b1 = bounds.clip(b1)
+        b2 = bounds.clip((need - rest - b1 * unit_low) / unit_high) if unit_high ** 2 >= _DIVISION_FLOOR else bounds.clip(b2)
+    else:
+        b2 = bounds.clip(b2)
+        b1 = bounds.clip((need - rest - b2 * unit_high) / unit_low) if unit_low ** 2 >= _DIVISION_FLOOR else bounds.clip(b1)
+    return b1, b2
+
+
+def needed_change(entropy: float, target_next: float, gain: float = 1.0) -> float:
+    """The entropy change a step should make: ``gain`` × (H*(t+1) − H(t)); 1 = all of the way in one step."""
+    return gain * (target_next - entropy)
+
+
+@dataclass
+class PIController:
+    """u = k_p·e + k_i·Σe on e = H* − H; β1 = ref1 − u, β2 = ref2 + u, each held in ``bounds``. The sum stops
+    growing while both β sit at a bound in the direction it pushes (anti-windup)."""
+
+    reference: tuple[float, float]
+    bounds: BetaBounds = field(default_factory=BetaBounds)
+    kp: float = 2.0
+    ki: float = 0.5
+    integral: float = 0.0
+
+    def __post_init__(self):
+        NON_NEGATIVE.check("pi_kp", self.kp)
+        NON_NEGATIVE.check("pi_ki", self.ki)
+
+    def betas(self, entropy: float, target: float) -> tuple[float, float]:
+        error = target - entropy
+        trial = self.integral + error
+        u = self.kp * error + self.ki * trial
+        b1, b2 = self.bounds.clip(self.reference[0] - u), self.bounds.clip(self.reference[1] + u)
+        saturated = (b1, b2) == (self.bounds.clip(-math.inf if u > 0 else math.inf),
+                                 self.bounds.clip(math.inf if u > 0 else -math.inf))
+        if not saturated:
+            self.integral = trial
+        return b1, b2
+
+
+@dataclass
+class EntropyBonus:
+    """The coefficient c of an entropy bonus −c·H̄: up by ``delta`` while H is below the target, down by it while
+    above, kept in [0, ``coef_max``]."""
+
+    coef: float = 0.0
+    delta: float = 0.005
+    coef_max: float = 1.0
+
+    def __post_init__(self):
+        NON_NEGATIVE.check("entropy_coef", self.coef)
+        POSITIVE.check("entropy_coef_delta", self.delta)
+        Range(self.coef, math.inf, note="at least entropy_coef").check("entropy_coef_max", self.coef_max)
+
+    def update(self, entropy: float, target: float) -> float:
+        step = self.delta if entropy < target else -self.delta
+        self.coef = min(max(self.coef + step, 0.0), self.coef_max)
+        return self.coef
+
+
+def check_controller(controller: str, method_betas: bool, method: str) -> None:
+    """A controller is one of ``CONTROLLERS``; a β controller needs a method with β1 and β2."""
+    check_choice("beta_controller", controller, CONTROLLERS)
+    if controller in BETA_CONTROLLERS and not method_betas:
+        raise ValueError(f"beta_controller={controller!r} chooses β1 and β2, and method {method!r} has none; use "
+                         f"ce_gppo (or beta_controller='entropy_bonus', which works with any method)")
+
+
+__all__ = ["BETA_CONTROLLERS", "BetaBounds", "CONTROLLERS", "EntropyBonus", "PIController", "SCHEDULES",
+           "check_controller", "check_target", "needed_change", "solve_betas", "target_at", "target_range"]

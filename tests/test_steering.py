@@ -1,0 +1,167 @@
+"""Steering entropy (chapter 6): the β solver against its defining equation, the controllers' signs and limits,
+the validation of targets and bounds, and the toy's look-ahead against the measured entropy change."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cegppo_edu import steering
+from cegppo_edu.entropy import entropy_from_logits
+from cegppo_edu.steering import BetaBounds, EntropyBonus, PIController, solve_betas
+from cegppo_edu.toy import steering as toy_steering
+from cegppo_edu.toy.bandit import _seed_generators, _small_tensors, _uniform_stream, make_toy
+
+BOX = BetaBounds(0.0, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------- the β solver
+def test_unconstrained_solution_meets_the_equation_and_moves_along_the_units():
+    rest, low, high, ref = -0.03, -0.02, 0.01, (0.5, 1.0)
+    b1, b2 = solve_betas(-0.035, rest, low, high, ref, BOX)
+    assert rest + b1 * low + b2 * high == pytest.approx(-0.035, abs=1e-15)
+    # the closest point to the reference on the line: the move is parallel to (low, high)
+    assert (b1 - ref[0]) * high - (b2 - ref[1]) * low == pytest.approx(0.0, abs=1e-15)
+
+
+def test_a_coordinate_that_leaves_the_box_is_held_and_the_other_makes_up_the_rest():
+    rest, low, high = 0.0, -0.02, 0.01
+    b1, b2 = solve_betas(0.02, rest, low, high, (0.5, 1.0), BOX)  # wants β1 < 0: β1 held at 0, β2 does the rest
+    assert b1 == 0.0 and b2 == pytest.approx(2.0)  # 0.02 / 0.01 = 2: exactly the upper bound
+    b1, b2 = solve_betas(1.0, rest, low, high, (0.5, 1.0), BOX)  # out of reach: both at the bounds that help most
+    assert (b1, b2) == (0.0, 2.0)
+    assert solve_betas(0.3, 0.1, 0.0, 0.0, (0.5, 3.0), BOX) == (0.5, 2.0)  # no lever: the reference, in the box
+
+
+def test_targets_bounds_and_controllers_are_validated_with_the_field_named():
+    with pytest.raises(ValueError, match=r"target=2.5 is outside the allowed range \(0.0, 2.07"):
+        steering.check_target("target", 2.5, vocab=8)  # log 8 = 2.079
+    with pytest.raises(ValueError, match="target_final=0"):
+        steering.check_target("target_final", 0.0, vocab=8)
+    assert steering.check_target("target", math.log(8), vocab=8) == math.log(8)
+    with pytest.raises(ValueError, match="beta_max=0.5 is outside the allowed range.*at least beta_min=1.0"):
+        BetaBounds(1.0, 0.5)
+    with pytest.raises(ValueError, match="beta_controller='predictive'.*method 'grpo' has none"):
+        steering.check_controller("predictive", False, "grpo")
+    with pytest.raises(ValueError, match="beta_controller='bang'"):
+        steering.check_controller("bang", True, "ce_gppo")
+    steering.check_controller("entropy_bonus", False, "grpo")  # a bonus needs no β
+
+
+def test_target_curve_is_constant_or_decays_from_start_to_final():
+    assert steering.target_at(7, 100, 0.8) == 0.8
+    assert steering.target_at(1, 100, 1.2, 0.5) == 1.2 and steering.target_at(100, 100, 1.2, 0.5) == 0.5
+    values = [steering.target_at(k, 100, 1.2, 0.5) for k in range(1, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_pi_raises_beta2_and_lowers_beta1_when_entropy_is_low_and_stops_winding_up_at_the_bounds():
+    pi = PIController((0.5, 1.0), BOX, kp=1.0, ki=0.5)
+    b1, b2 = pi.betas(entropy=0.6, target=0.8)  # e = 0.2: u = 0.2 + 0.5·0.2 = 0.3
+    assert (b1, b2) == pytest.approx((0.2, 1.3))
+    for _ in range(50):  # far below target for long: both saturate, and the sum stops growing
+        pi.betas(entropy=0.0, target=1.0)
+    wound = pi.integral
+    pi.betas(entropy=0.0, target=1.0)
+    assert pi.integral == wound < 1.0  # without anti-windup it would be about 50
+    assert pi.betas(entropy=1.0, target=1.0) == pytest.approx((0.5 - 0.5 * wound, 1.0 + 0.5 * wound))  # back at once
+
+
+def test_entropy_bonus_moves_by_delta_toward_the_target_and_stays_in_its_range():
+    bonus = EntropyBonus(0.0, 0.01, 0.015)
+    assert bonus.update(0.5, 0.8) == 0.01 and bonus.update(0.5, 0.8) == 0.015  # up, then capped
+    assert bonus.update(0.9, 0.8) == pytest.approx(0.005) and bonus.update(0.9, 0.8) == 0.0 == bonus.update(0.9, 0.8)
+
+
+# ---------------------------------------------------------------------------------------------- the toy
+def _toy_start(seed=0, seeds=4):
+    cfg = make_toy()
+    rngs = _seed_generators(seed, seeds)
+    z = torch.from_numpy(np.stack([rng.normal(0.0, 1.0, (cfg.positions, cfg.vocab)) for rng in rngs]))
+    return z, rngs, cfg, {"eps_low": 0.2, "eps_high": 0.2, "beta1": 0.5, "beta2": 1.0}
+
+
+def _pairs(*pair, seeds=4):
+    return torch.tensor([pair] * seeds, dtype=torch.float64)
+
+
+def test_the_look_ahead_predicts_the_steps_entropy_change_and_its_dependence_on_beta():
+    """Over 40 steps × 4 seeds of a fixed-β run: rest + β1·unit_low + β2·unit_high from a look-ahead at (0.5, 1)
+    against the change measured when the step is taken at (0.5, 1), and the predicted effect of moving to (0, 2)
+    against the measured one. First order at η = 8: close, not exact."""
+    z, rngs, cfg, hyper = _toy_start()
+    uniforms = _uniform_stream(rngs, cfg, 40)
+    predicted, measured, effect_predicted, effect_measured = [], [], [], []
+    with _small_tensors():
+        for t in range(40):
+            batch = toy_steering._batch(z, uniforms[:, t], cfg)
+            h0 = entropy_from_logits(z).double().mean(-1).numpy()
+            rest, low, high = toy_steering._look_ahead(z, batch, "ce_gppo", hyper, cfg, _pairs(0.5, 1.0))
+            after = {pair: entropy_from_logits(toy_steering._updates(z, batch, "ce_gppo", hyper, cfg, _pairs(*pair),
+                                                                     torch.zeros(4))[0]).double().mean(-1).numpy()
+                     for pair in ((0.5, 1.0), (0.0, 2.0))}
+            predicted += list(rest + 0.5 * low + 1.0 * high)
+            measured += list(after[(0.5, 1.0)] - h0)
+            effect_predicted += list(-0.5 * low + 1.0 * high)
+            effect_measured += list(after[(0.0, 2.0)] - after[(0.5, 1.0)])
+            z = toy_steering._updates(z, batch, "ce_gppo", hyper, cfg, _pairs(0.5, 1.0), torch.zeros(4))[0]
+    assert np.corrcoef(predicted, measured)[0, 1] > 0.95
+    assert np.corrcoef(effect_predicted, effect_measured)[0, 1] > 0.7
+
+
+def test_the_bonus_step_is_gradient_ascent_on_the_mean_entropy():
+    """One update (one mini-batch, one epoch): the bonus adds η·c·∇H̄(z) to the logits, ∇ by autograd."""
+    cfg = make_toy(minibatches=1, epochs=1)
+    rngs = _seed_generators(1, 2)
+    z = torch.from_numpy(np.stack([rng.normal(0.0, 1.0, (cfg.positions, cfg.vocab)) for rng in rngs]))
+    batch = toy_steering._batch(z, _uniform_stream(rngs, cfg, 1)[:, 0], cfg)
+    hyper = {"eps_low": 0.2, "eps_high": 0.2}
+    none = torch.zeros(2, 2, dtype=torch.float64)
+    with_bonus, _ = toy_steering._updates(z, batch, "grpo", hyper, cfg, none, torch.tensor([0.3, 0.0], dtype=torch.float64))
+    without, _ = toy_steering._updates(z, batch, "grpo", hyper, cfg, none, torch.zeros(2))
+    x = z.clone().requires_grad_(True)
+    logp = torch.log_softmax(x[0], -1)  # float64 throughout (entropy_from_logits works in float32)
+    (grad,) = torch.autograd.grad(-(logp.exp() * logp).sum(-1).mean(), x)
+    torch.testing.assert_close(with_bonus - without, cfg.lr * 0.3 * grad, rtol=1e-10, atol=1e-13)
+
+
+def test_batch_level_coefficients_by_autograd_match_the_weight_path_when_nothing_is_picked():
+    """Clip-Cov with an empty covariance band is PPO-clip: its autograd coefficients equal GRPO's from F."""
+    z, rngs, cfg, _ = _toy_start()
+    batch = toy_steering._batch(z, _uniform_stream(rngs, cfg, 1)[:, 0], cfg)
+    tok, a, old = (x[..., :cfg.minibatch] for x in (batch.tokens, batch.adv, batch.old_logp))
+    logp = torch.log_softmax(z + 0.3, -1).gather(-1, tok) + 0.05 * torch.sin(torch.arange(tok.numel()).double()
+                                                                            ).reshape(tok.shape)
+    ratio = torch.exp(logp - old)
+    zero = torch.zeros(z.shape[0], 2, dtype=torch.float64)
+    grpo = toy_steering._coefficients("grpo", {"eps_low": 0.2, "eps_high": 0.2}, logp, old, a, ratio, zero, cfg)
+    band = {"eps_low": 0.2, "eps_high": 0.2, "cov_ratio": 0.01, "clip_cov_lb": 50.0, "clip_cov_ub": 60.0}
+    clip_cov = toy_steering._coefficients("clip_cov", band, logp, old, a, ratio, zero, cfg)
+    torch.testing.assert_close(clip_cov, grpo, rtol=1e-12, atol=1e-15)
+    assert (grpo == 0).any() and (grpo != 0).any()  # some tokens clipped, some not: the comparison means something
+
+
+def test_a_steered_run_uses_the_beta_it_logs_and_refuses_bad_settings():
+    run = toy_steering.steer("ce_gppo", "pi", target=1.0, steps=6, seeds=2)
+    assert run.entropy.shape == (2, 6) and (run.beta2[:, 1:] != 1.0).all()  # the PI controller moved β2
+    fixed = toy_steering.steer("ce_gppo", "none", target=1.0, steps=6, seeds=2)
+    assert np.array_equal(run.entropy[:, 0], fixed.entropy[:, 0])  # same seeds, same start
+    assert not np.array_equal(run.entropy[:, -1], fixed.entropy[:, -1])  # the β it logs changed the run
+    with pytest.raises(ValueError, match="target=3.0"):
+        toy_steering.steer("ce_gppo", "predictive", target=3.0, steps=2, seeds=2)
+    with pytest.raises(ValueError, match="method 'sapo' has none"):
+        toy_steering.steer("sapo", "pi", steps=2, seeds=2)
+    with pytest.raises(ValueError, match="transient=6"):
+        run.tracking_error(6)
+
+
+def test_on_the_decaying_target_the_predictive_controller_tracks_better_than_fixed_beta():
+    """The chapter's decaying-target comparison, two rows: paired over 5 seeds, the predictive controller's
+    tracking error is below fixed β's (the interval excludes 0)."""
+    comparison = toy_steering.compare("decaying", rows=toy_steering.ROWS[:2])
+    fixed, predictive = (r.tracking_error(comparison.transient) for r in comparison.runs)
+    from cegppo_edu.summaries import paired_difference
+    assert paired_difference(fixed, predictive).verdict == "holds"
