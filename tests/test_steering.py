@@ -165,3 +165,100 @@ def test_on_the_decaying_target_the_predictive_controller_tracks_better_than_fix
     fixed, predictive = (r.tracking_error(comparison.transient) for r in comparison.runs)
     from cegppo_edu.summaries import paired_difference
     assert paired_difference(fixed, predictive).verdict == "holds"
+
+
+# ---------------------------------------------------------------------------------------------- the LM trainer
+from cegppo_edu.lm.run_dir import read_metrics, strip_timings  # noqa: E402
+from cegppo_edu.lm.steer import Steerer  # noqa: E402
+from cegppo_edu.lm.trainer import Trainer  # noqa: E402
+from test_lm_trainer import fast_config  # noqa: E402
+
+PREDICTIVE = dict(beta_controller="predictive", entropy_target=1.0, entropy_predictor_every=1,
+                  entropy_attribution=True)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"beta_controller": "pi"}, "beta_controller='pi' needs entropy_target"),
+    ({"entropy_target": 1.0}, "entropy_target=1.0 has no effect with beta_controller='none'"),
+    ({"method": "grpo", "beta_controller": "pi", "entropy_target": 1.0}, "method 'grpo' has none"),
+    ({"beta_controller": "pi", "entropy_target": -0.5}, r"entropy_target=-0.5 is outside the allowed range \(0.0"),
+    ({"beta_controller": "pi", "entropy_target": 1.0, "beta_min": 1.5, "beta_max": 1.0},
+     "beta_max=1.0 is outside the allowed range.*at least beta_min=1.5"),
+    ({"beta_controller": "predictive", "entropy_target": 1.0}, "needs entropy_predictor_every=1 and entropy_attrib"),
+    ({"beta_controller": "pi", "entropy_target": 1.0, "beta_schedule": "linear", "beta2_final": 0.5},
+     "both set β"),
+    ({"beta_controller": "bang", "entropy_target": 1.0}, "beta_controller='bang' is not allowed"),
+])
+def test_bad_steering_configs_are_refused_naming_the_field(fields, message):
+    with pytest.raises(ValueError, match=message):
+        fast_config(**fields)
+
+
+def test_a_target_above_log_v_is_refused_when_the_vocabulary_is_known(tmp_path):
+    config = fast_config(beta_controller="entropy_bonus", entropy_target=50.0)  # valid until V is known
+    with pytest.raises(ValueError, match=r"entropy_target=50.0 is outside the allowed range \(0.0, .*log V with V ="):
+        Trainer(config, str(tmp_path), progress=False)
+
+
+def test_the_predictive_estimate_divides_each_clipped_share_by_the_beta_that_made_it():
+    steerer = Steerer(fast_config(**PREDICTIVE), vocab=40, reference=(0.5, 1.0))
+    assert steerer.before_updates(1, 1.2) == {"steer/target": 1.0, "loss/beta1": 0.5, "loss/beta2": 1.0}  # no estimate
+    prefix = "entropy/param_attr/"
+    steerer.after_updates({"entropy/param_pred/trapezoid": -0.10, f"{prefix}NA&LP/clipped": -0.02,
+                           f"{prefix}NA&HP/clipped": -0.01, f"{prefix}PA&LP/clipped": 0.004,
+                           f"{prefix}PA&LP/inside": -0.05, f"{prefix}momentum": -0.024,
+                           f"{prefix}clipped_lp_share_old": 0.7})
+    assert steerer.estimate == pytest.approx({"rest": -0.074, "unit_low": -0.06, "unit_high": 0.004})
+    out = steerer.before_updates(2, 1.11)  # need = 1.0 − 1.11, within reach: predicted change = need
+    assert out["steer/predicted_change"] == pytest.approx(out["steer/need"]) == pytest.approx(-0.11)
+    assert out["loss/beta1"] > 0.5 and out["loss/beta2"] < 1.0  # more push down from the Â<0 side, less up
+    assert steerer.loss_betas({"beta1": 0.5, "beta2": 1.0, "eps_low": 0.2}) == {
+        "beta1": out["loss/beta1"], "beta2": out["loss/beta2"], "eps_low": 0.2}
+
+
+def test_a_pi_steered_run_logs_and_uses_its_betas_and_resumes_exactly(tmp_path):
+    clipping = dict(lr=1e-2, update_epochs=3, eval_every=0)  # a large step over 3 epochs clips many tokens
+    # FAST's untrained model sits just below log V = log 104 = 4.644: a target at 4.64 is above H throughout
+    config = fast_config(beta_controller="pi", entropy_target=4.64, entropy_target_final=4.6, **clipping)
+    steered = strip_timings(Trainer(config, str(tmp_path / "s"), progress=False).train())
+    fixed = strip_timings(Trainer(fast_config(**clipping), str(tmp_path / "f"), progress=False).train())
+    updated = [m for m in steered if "loss/beta1" in m]
+    assert updated and all(m["loss/beta1"] < 0.5 and m["loss/beta2"] > 1.0 for m in updated)  # H below H*
+    assert [m["steer/target"] for m in updated] == pytest.approx(
+        [steering.target_at(m["step"], config.steps, 4.64, 4.6) for m in updated])
+    assert steered[-1]["grad_norm/mean"] != fixed[-1]["grad_norm/mean"]
+    Trainer(config, str(tmp_path / "part"), progress=False).train(stop_after=2)
+    Trainer(config, str(tmp_path / "part"), resume=True, progress=False).train()
+    assert strip_timings(read_metrics(str(tmp_path / "part"))) == steered
+    with pytest.raises(ValueError, match="entropy_target_final=4.6 keeps its steps"):
+        Trainer(fast_config(**{**config.__dict__, "steps": config.steps + 2}), str(tmp_path / "part"), resume=True,
+                progress=False)
+
+
+def test_the_entropy_bonus_raises_the_entropy_of_a_run(tmp_path):
+    """A target far above the entropy: the coefficient climbs by δ each updated step, and the run's entropy after
+    its updates ends above the same run without the bonus."""
+    base = dict(method="grpo", lr=1e-2, update_epochs=3, eval_every=0)
+    bonus = strip_timings(Trainer(fast_config(beta_controller="entropy_bonus", entropy_target=4.64,
+                                              entropy_coef_delta=0.05, entropy_coef_max=0.5, **base),
+                                  str(tmp_path / "b"), progress=False).train())
+    plain = strip_timings(Trainer(fast_config(**base), str(tmp_path / "p"), progress=False).train())
+    coefs = [m["steer/entropy_coef"] for m in bonus if "steer/entropy_coef" in m]
+    assert coefs == pytest.approx([0.05 * (k + 1) for k in range(len(coefs))]) and coefs
+    assert bonus[-1]["entropy/after_update"] > plain[-1]["entropy/after_update"]
+
+
+def test_a_predictive_run_estimates_from_the_attribution_and_solves_each_step(tmp_path):
+    """From the second updated step on, each step logs the need and the predicted change of the β it chose, from
+    estimates read off the last phase's attribution: the clipped Â<0 cells' share over the β1 that phase used."""
+    config = fast_config(**{**PREDICTIVE, "entropy_target": 4.0}, lr=1e-2, update_epochs=3, eval_every=0)
+    trainer = Trainer(config, str(tmp_path), progress=False)
+    metrics = strip_timings(trainer.train())
+    solved = [m for m in metrics if "steer/predicted_change" in m]
+    assert len(solved) >= 2
+    last = metrics[-1]
+    low = sum(v for k, v in last.items() if k.startswith("entropy/param_attr/NA") and k.endswith("/clipped"))
+    assert low != 0 and trainer.steerer.estimate["unit_low"] == pytest.approx(low / last["loss/beta1"])
+    for m in solved:
+        assert config.beta_min <= m["loss/beta1"] <= config.beta_max and config.beta_min <= m["loss/beta2"] <= config.beta_max
+        assert m["steer/need"] == pytest.approx(4.0 - m["entropy/mean"])  # gain 1, constant target

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..entropy import DEFAULT_CHUNK
 from ..losses import AGG_MODES, HYPER_RANGES, METHODS, get_method
 from ..schedules import SCHEDULES, scheduled
+from ..steering import BETA_CONTROLLERS, CONTROLLERS, BetaBounds, check_controller
 from ..token_groups import HP_THRESHOLD
 from ..validation import (LEARNING_RATE, NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT,
                           SAMPLING_TEMPERATURE, TEMPERATURE, TOP_P, Range, check_choice)
@@ -116,6 +117,19 @@ class TrainConfig:
     clip_cov_ub: float | None = None  # Clip-Cov: upper end of that band; None = 5.0
     kl_cov_coef: float | None = None  # KL-Cov: weight k of |log r| on its picks; None = 1.0
     loss_agg: str = "token-mean"  # losses.AGG_MODES; token-mean as in DAPO and CE-GPPO
+
+    # ---- steering entropy (chapter 6; steering.py) ----
+    beta_controller: str = "none"  # steering.CONTROLLERS: "predictive" | "pi" choose β1, β2 each step (CE-GPPO);
+    #                                "entropy_bonus" adapts an entropy bonus −c·H̄ (any method); "none"
+    entropy_target: float | None = None  # H* in nats, in (0, log V]; needed by a controller
+    entropy_target_final: float | None = None  # H* at the last step (a cosine from entropy_target); None = constant
+    beta_min: float = 0.0  # the box a β controller keeps β1 and β2 in
+    beta_max: float = 2.0
+    controller_gain: float = 1.0  # predictive: the share of H*(t+1) − H(t) a step aims to close, in (0, 1]
+    pi_kp: float = 2.0  # pi: proportional gain on e = H* − H (β2 += u, β1 −= u)
+    pi_ki: float = 0.5  # pi: integral gain
+    entropy_coef_delta: float = 0.005  # entropy_bonus: the coefficient's step per RL step (Skywork-OR1 style)
+    entropy_coef_max: float = 0.1  # entropy_bonus: its largest value
     nll_coef: float = 0.0  # weight of an NLL term on correct responses (authors' code: 0.1; off in the paper's eq.)
 
     # ---- optimisation ----
@@ -222,6 +236,12 @@ FIELD_RULES: dict[str, Range | tuple] = {
     "hp_threshold": OPEN_UNIT,
     "entropy_attribution_by": ("old", "current"),
     "beta_schedule": SCHEDULES,
+    "beta_controller": CONTROLLERS,
+    "controller_gain": Range(0.0, 1.0, low_open=True),
+    "pi_kp": NON_NEGATIVE,
+    "pi_ki": NON_NEGATIVE,
+    "entropy_coef_delta": POSITIVE,
+    "entropy_coef_max": POSITIVE,
 }
 
 
@@ -266,6 +286,30 @@ def _check_beta_schedule(c: TrainConfig, method) -> None:
             ranges[name].check(f"{name}_final", final)
 
 
+def _check_steering(c: TrainConfig, method) -> None:
+    """A controller needs a target (and a target needs a controller); a β controller a method with β and no β
+    schedule; the predictive one the per-step attribution it estimates from. The target's upper end, log V, is
+    checked when the model's vocabulary is known (``lm.steer``)."""
+    check_controller(c.beta_controller, {"beta1", "beta2"} <= set(method.defaults), c.method)
+    BetaBounds(c.beta_min, c.beta_max)
+    targets = [f for f in ("entropy_target", "entropy_target_final") if getattr(c, f) is not None]
+    if c.beta_controller == "none":
+        if targets:
+            raise ValueError(f"{targets[0]}={getattr(c, targets[0])!r} has no effect with beta_controller='none'; "
+                             f"choose one of {', '.join(CONTROLLERS[1:])} (or leave it None)")
+        return
+    if c.entropy_target is None:
+        raise ValueError(f"beta_controller={c.beta_controller!r} needs entropy_target (H* in nats, in (0, log V])")
+    for name in targets:
+        Range(0.0, math.inf, low_open=True, note="and at most log V").check(name, getattr(c, name))
+    if c.beta_controller in BETA_CONTROLLERS and c.beta_schedule != "constant":
+        raise ValueError(f"beta_schedule={c.beta_schedule!r} and beta_controller={c.beta_controller!r} both set β; "
+                         f"choose one")
+    if c.beta_controller == "predictive" and (c.entropy_predictor_every != 1 or not c.entropy_attribution):
+        raise ValueError("beta_controller='predictive' needs entropy_predictor_every=1 and entropy_attribution=True: "
+                         "it estimates each step's effect of β from the last update phase's attribution")
+
+
 def _check_relations(c: TrainConfig) -> None:
     """The rules that tie one field to another, or to a registry."""
     Range(1, c.n_digits, integer=True, note=f"at most n_digits={c.n_digits}").check("min_digits", c.min_digits)
@@ -292,6 +336,7 @@ def _check_relations(c: TrainConfig) -> None:
         raise ValueError(f"loss_agg={c.loss_agg!r}: method {c.method!r} fixes its own aggregation (token-mean)")
     method.resolve(**{k: v for k, v in loss_kwargs(c).items() if k != "agg"})  # each value in its method's range
     _check_beta_schedule(c, method)
+    _check_steering(c, method)
     Range(1, c.prompts_per_step * c.group_size, integer=True,
           note="at most prompts_per_step × group_size").check("mini_batches", c.mini_batches)
     check_samples_per_prompt(c.eval_samples, c.eval_temperature, "eval_samples", "eval_temperature")

@@ -44,6 +44,7 @@ from .batching import (collate, collate_shared, entropy_with_shared_prompts, log
 from .config import TrainConfig, from_dict, loss_kwargs, resolve, step_loss_kwargs, to_dict, validate
 from .run_dir import METRICS_FILE, TIMING_PREFIX, WARM_START_FILE
 from .tasks import TaskData, accuracy_of
+from .steer import Steerer
 
 
 @dataclass
@@ -124,6 +125,9 @@ class Trainer:
         self.optimizer, self.scheduler = setup.optimizer_and_schedule(c, self.model, self.device)
         self.sampler, self.reward_fn = setup.sampler_and_reward(c, self.model, self.tokenizer, sampler, reward_fn)
         self.loss_fn, self.loss_kwargs = get_loss(c.method), loss_kwargs(c)
+        self.steerer = (Steerer(c, self.model.get_output_embeddings().weight.shape[0],
+                                (self.loss_kwargs.get("beta1", 0.0), self.loss_kwargs.get("beta2", 0.0)))
+                        if c.beta_controller != "none" else None)
         if self.resumed_from:
             self._restore(self.resumed_from)
         if self.resumed_from or c.warm_start_steps:
@@ -178,6 +182,10 @@ class Trainer:
         c = self.config
         with timer("old_logp"):
             entropy_before, old_logps, n_tokens = self.old_logps(rows)
+        steered = {}
+        if self.steerer:  # this step's β or bonus, chosen from H(t) before the first optimizer step
+            steered = self.steerer.before_updates(step, entropy_before)
+            self.loss_kwargs = self.steerer.loss_betas(self.loss_kwargs)
         predictor = self.entropy_predictor(rows, step)
         results, clipped_counts = [], collections.Counter()
         for mini in self.mini_batch_order(len(rows), step):
@@ -190,10 +198,12 @@ class Trainer:
             if predictor:
                 with timer("entropy_predictor"):
                     predictor.after_step(self.step_parts(predictor, split, clipped_counts))
-        out = {"entropy/mean": entropy_before, **update_metrics(results), "update/tokens": n_tokens}
+        out = {"entropy/mean": entropy_before, **update_metrics(results), "update/tokens": n_tokens, **steered}
         if predictor:
             out.update(predictor.result().as_metrics("entropy/param_pred", "entropy/param_attr"))
             out.update(clipped_lp_shares(clipped_counts))
+        if self.steerer:
+            self.steerer.after_updates(out)
         stats = [s for _, _, token_stats in results for s in token_stats]
         if stats:
             out.update(merge_group_stats(stats))
@@ -339,6 +349,10 @@ class Trainer:
             share = (batch.mask.sum().item() / total_tokens if c.loss_agg == "token-mean" and token_level
                      else len(indices) / len(mini))
             loss = self.loss_fn(logp, old, adv, batch.mask, **self.loss_kwargs) * share
+            if self.steerer and self.steerer.coef:  # the adaptive entropy bonus −c·H̄, token-mean over the mini-batch
+                loss = loss - self.steerer.coef * response_entropy_sum(
+                    self.model, batch, chunk_size=c.logp_chunk, autocast_dtype=self.autocast,
+                    temperature=c.temperature) / total_tokens
             if c.nll_coef and total_correct:
                 correct = torch.tensor([rows[i].correct for i in indices], dtype=logp.dtype, device=logp.device)
                 loss = loss - c.nll_coef * (logp * batch.mask * correct[:, None]).sum() / total_correct
@@ -448,6 +462,9 @@ class Trainer:
         if self.config.steps != saved.steps and saved.beta_schedule != "constant":
             raise ValueError(f"steps={self.config.steps}: a run with beta_schedule={saved.beta_schedule!r} keeps its "
                              f"steps={saved.steps}, over which its β(t) is defined (start a new run to go further)")
+        if self.config.steps != saved.steps and saved.entropy_target_final is not None:
+            raise ValueError(f"steps={self.config.steps}: a run with entropy_target_final={saved.entropy_target_final}"
+                             f" keeps its steps={saved.steps}, over which its target H*(t) is defined")
         if self.config.steps < saved.steps:
             raise ValueError(f"steps={self.config.steps} is below the run's steps={saved.steps}: a resume may "
                              f"extend a run, never shorten its record (stop early with Ctrl-C instead)")
@@ -456,6 +473,8 @@ class Trainer:
         if hasattr(self.sampler, "load_state_dict") and state.get("sampler") is not None:
             self.sampler.load_state_dict(state["sampler"])
         self.step = state["step"]
+        if self.steerer:
+            self.steerer.load_state_dict(state["steering"])
         self._truncate_metrics(state["metrics_offset"], path)
         ckpt.set_rng_states(state["rng"])
         if self.config.steps != saved.steps:
@@ -489,7 +508,8 @@ class Trainer:
     def save(self) -> str:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "config": to_dict(self.config), "metrics_offset": os.path.getsize(self.metrics_path),
-                 "sampler": self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None}
+                 "sampler": self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None,
+                 "steering": self.steerer.state_dict() if self.steerer else None}
         path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, state,
                                     keep=self.config.keep_checkpoints, run_id=self.run_id,
                                     needed_bytes=self.checkpoint_bytes)
