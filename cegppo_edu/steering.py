@@ -32,6 +32,7 @@ from .validation import NON_NEGATIVE, POSITIVE, Range, check_choice
 
 CONTROLLERS = ("none", "predictive", "pi", "entropy_bonus")
 BETA_CONTROLLERS = ("predictive", "pi")  # the ones that choose β1, β2 (they need a method that has them)
+PI_KP, PI_KI = 2.0, 0.5  # the PI controller's gains (trainer and toy alike; chapter 6 tried no others)
 _DIVISION_FLOOR = 1e-12  # |unit|² below this: the clipped tokens do not move H, so β is left at the reference
 
 
@@ -107,8 +108,8 @@ class PIController:
 
     reference: tuple[float, float]
     bounds: BetaBounds = field(default_factory=BetaBounds)
-    kp: float = 2.0
-    ki: float = 0.5
+    kp: float = PI_KP
+    ki: float = PI_KI
     integral: float = 0.0
 
     def __post_init__(self):
@@ -132,9 +133,9 @@ class EntropyBonus:
     """The coefficient c of an entropy bonus −c·H̄: up by ``delta`` while H is below the target, down by it while
     above, kept in [0, ``coef_max``]."""
 
-    coef: float = 0.0
-    delta: float = 0.005
-    coef_max: float = 1.0
+    coef: float
+    delta: float  # the trainer's entropy_coef_delta; the toy's Controller.bonus_delta
+    coef_max: float
 
     def __post_init__(self):
         NON_NEGATIVE.check("entropy_coef", self.coef)
@@ -155,5 +156,5 @@ def check_controller(controller: str, method_betas: bool, method: str) -> None:
                          f"ce_gppo (or beta_controller='entropy_bonus', which works with any method)")
 
 
-__all__ = ["BETA_CONTROLLERS", "BetaBounds", "CONTROLLERS", "EntropyBonus", "PIController", "SCHEDULES",
+__all__ = ["BETA_CONTROLLERS", "BetaBounds", "CONTROLLERS", "EntropyBonus", "PIController", "PI_KI", "PI_KP", "SCHEDULES",
            "check_controller", "check_target", "needed_change", "solve_betas", "target_at", "target_range"]

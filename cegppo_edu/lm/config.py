@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ..entropy import DEFAULT_CHUNK
 from ..losses import AGG_MODES, HYPER_RANGES, METHODS, get_method
 from ..schedules import SCHEDULES, scheduled
-from ..steering import BETA_CONTROLLERS, CONTROLLERS, BetaBounds, check_controller
+from ..steering import BETA_CONTROLLERS, CONTROLLERS, PI_KI, PI_KP, BetaBounds, check_controller
 from ..token_groups import HP_THRESHOLD
 from ..validation import (LEARNING_RATE, NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT,
                           SAMPLING_TEMPERATURE, TEMPERATURE, TOP_P, Range, check_choice)
@@ -123,11 +123,11 @@ class TrainConfig:
     #                                "entropy_bonus" adapts an entropy bonus −c·H̄ (any method); "none"
     entropy_target: float | None = None  # H* in nats, in (0, log V]; needed by a controller
     entropy_target_final: float | None = None  # H* at the last step (a cosine from entropy_target); None = constant
-    beta_min: float = 0.0  # the box a β controller keeps β1 and β2 in
-    beta_max: float = 2.0
+    beta_min: float = BetaBounds.low  # the box a β controller keeps β1 and β2 in (steering.BetaBounds)
+    beta_max: float = BetaBounds.high
     controller_gain: float = 1.0  # predictive: the share of H*(t+1) − H(t) a step aims to close, in (0, 1]
-    pi_kp: float = 2.0  # pi: proportional gain on e = H* − H (β2 += u, β1 −= u)
-    pi_ki: float = 0.5  # pi: integral gain
+    pi_kp: float = PI_KP  # pi: proportional gain on e = H* − H (β2 += u, β1 −= u)
+    pi_ki: float = PI_KI  # pi: integral gain
     entropy_coef_delta: float = 0.005  # entropy_bonus: the coefficient's step per RL step (Skywork-OR1 style)
     entropy_coef_max: float = 0.1  # entropy_bonus: its largest value
     nll_coef: float = 0.0  # weight of an NLL term on correct responses (authors' code: 0.1; off in the paper's eq.)

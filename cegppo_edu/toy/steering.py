@@ -18,7 +18,6 @@ controllers are paired by seed. Accuracy here is the policy's exact expected rew
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,13 +26,11 @@ import torch
 from ..advantages import group_advantages
 from ..entropy import entropy_from_logits, entropy_influence
 from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps, reference_clip, weight_function
-from ..steering import (BETA_CONTROLLERS, BetaBounds, EntropyBonus, PIController, check_controller, check_target,
+from ..steering import (PI_KI, PI_KP, BetaBounds, EntropyBonus, PIController, check_controller, check_target,
                         needed_change, solve_betas, target_at)
 from ..summaries import Claim, all_of, paired_difference, seed_interval
-from ..validation import NON_NEGATIVE_INT, POSITIVE_INT, Range, check_choice
+from ..validation import POSITIVE_INT, Range, check_choice
 from .bandit import TARGET_TOKEN, Toy, _seed_generators, _small_tensors, _tokens_and_rewards, _uniform_stream, make_toy
-
-STEERABLE = ("ce_gppo",)  # methods a β controller can drive (they take β1 and β2)
 
 
 @dataclass(frozen=True)
@@ -44,9 +41,9 @@ class Controller:
     bounds: BetaBounds = BetaBounds()
     gain: float = 1.0  # predictive: the share of H*(t+1) − H(t) one step aims to close
     passes: int = 2  # predictive: look-ahead passes (the second re-linearises at the first one's β)
-    kp: float = 2.0  # pi
-    ki: float = 0.5
-    bonus_delta: float = 0.02  # entropy_bonus: the coefficient's step
+    kp: float = PI_KP  # pi
+    ki: float = PI_KI
+    bonus_delta: float = 0.02  # entropy_bonus: the coefficient's step (the toy's SGD at η = 8 wants larger than the LM's)
     bonus_max: float = 1.0
 
 
@@ -301,5 +298,5 @@ def compare(target: str, steps: int = 200, seeds: int = 5, seed: int = 0, rows=R
     return Comparison(target, runs)
 
 
-__all__ = ["ACCURACY_MARGIN", "Comparison", "Controller", "ROWS", "STEERABLE", "SteeredRun", "TARGETS", "TRANSIENT",
+__all__ = ["ACCURACY_MARGIN", "Comparison", "Controller", "ROWS", "SteeredRun", "TARGETS", "TRANSIENT",
            "compare", "steer"]
