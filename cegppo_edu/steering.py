@@ -27,12 +27,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .schedules import SCHEDULES, scheduled
+from .summaries import Claim, all_of, paired_difference, seed_interval
 from .validation import NON_NEGATIVE, POSITIVE, Range, check_choice
 
 CONTROLLERS = ("none", "predictive", "pi", "entropy_bonus")
 BETA_CONTROLLERS = ("predictive", "pi")  # the ones that choose β1, β2 (they need a method that has them)
 PI_KP, PI_KI = 2.0, 0.5  # the PI controller's gains (trainer and toy alike; chapter 6 tried no others)
+COLLAPSE_FRACTION = 0.5  # a run collapses when its accuracy falls below this share of where it started
 _DIVISION_FLOOR = 1e-12  # |unit|² below this: the clipped tokens do not move H, so β is left at the reference
 
 
@@ -156,5 +160,103 @@ def check_controller(controller: str, method_betas: bool, method: str) -> None:
                          f"ce_gppo (or beta_controller='entropy_bonus', which works with any method)")
 
 
-__all__ = ["BETA_CONTROLLERS", "BetaBounds", "CONTROLLERS", "EntropyBonus", "PIController", "PI_KI", "PI_KP", "SCHEDULES",
+@dataclass
+class SteeredRun:
+    """One steered run: arrays of shape ``(seeds, steps)`` of the entropy at each step's start, its target, the β
+    or bonus coefficient the step used; ``accuracy (seeds, evaluations)`` (the toy: the policy's expected reward
+    at every step's start; the transformer: held-out accuracy every 10 steps)."""
+
+    label: str
+    method: str
+    controller: str
+    entropy: np.ndarray
+    target: np.ndarray
+    beta1: np.ndarray
+    beta2: np.ndarray
+    bonus: np.ndarray
+    accuracy: np.ndarray
+
+    def tracking_error(self, transient: int) -> np.ndarray:
+        """Per seed, mean |H − H*| over the steps after the first ``transient``. ``(seeds,)``."""
+        Range(0, self.entropy.shape[1] - 1, integer=True, note="fewer than the run's steps").check("transient",
+                                                                                                    transient)
+        return np.abs(self.entropy - self.target)[:, transient:].mean(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The comparison of chapter 6, in the toy and on the transformer
+# --------------------------------------------------------------------------------------------------
+# (label, method, controller): fixed-β CE-GPPO, the two β controllers, the reactive bonus, and the open-loop
+# methods of the field; every row runs on the same seeds.
+COMPARISON_ROWS = (
+    ("CE-GPPO, fixed β", "ce_gppo", "none"),
+    ("CE-GPPO, predictive β", "ce_gppo", "predictive"),
+    ("CE-GPPO, PI on β", "ce_gppo", "pi"),
+    ("GRPO + adaptive entropy bonus", "grpo", "entropy_bonus"),
+    ("Clip-Cov", "clip_cov", "none"),
+    ("KL-Cov", "kl_cov", "none"),
+    ("SAPO", "sapo", "none"),
+)
+PREDICTIVE, FIXED = COMPARISON_ROWS[1][0], COMPARISON_ROWS[0][0]
+ACCURACY_MARGIN = 0.01  # "not lower accuracy": the predictive run's is not below fixed β's by more than this
+
+
+@dataclass
+class Comparison:
+    """Every row of ``ROWS`` steered toward one target, on the same seeds."""
+
+    target: str
+    runs: list[SteeredRun]
+    transient: int  # steps left out of the tracking error
+
+    def run(self, label: str) -> SteeredRun:
+        return next(r for r in self.runs if r.label == label)
+
+    @staticmethod
+    def mean_accuracy(run: SteeredRun) -> np.ndarray:
+        """Per seed, the accuracy averaged over the run's evaluations: how much and how soon it learns (the toy's
+        final accuracy saturates at ``success_high`` for every method, so it cannot part them)."""
+        return run.accuracy.mean(1)
+
+    @staticmethod
+    def collapses(run: SteeredRun) -> int:
+        """Seeds whose accuracy fell, at some later evaluation, below ``COLLAPSE_FRACTION`` × its first value."""
+        return int((run.accuracy[:, 1:] < COLLAPSE_FRACTION * run.accuracy[:, :1]).any(1).sum())
+
+    def table(self) -> list[dict]:
+        """One row per run: tracking error and mean accuracy as ``mean [low, high]`` (95 % over seeds),
+        collapses, and the predictive run's paired advantage in tracking error (other − predictive)."""
+        rows, ref = [], self.run(PREDICTIVE).tracking_error(self.transient)
+        for run in self.runs:
+            err, acc = run.tracking_error(self.transient), self.mean_accuracy(run)
+            row = {"method": run.label, "tracking error": _interval(err), "accuracy": _interval(acc),
+                   "collapses": f"{self.collapses(run)} of {len(err)}"}
+            row["error − predictive's"] = ("" if run.label == PREDICTIVE else
+                                          paired_difference(err, ref).interval)
+            rows.append(row)
+        return rows
+
+    def claims(self) -> list[Claim]:
+        """The issue's goal as two claims: the smallest tracking error of all, and accuracy not lower than fixed β."""
+        ref = self.run(PREDICTIVE)
+        err = ref.tracking_error(self.transient)
+        if len(self.runs) < 2:
+            raise ValueError("a comparison needs the predictive row and at least one other")
+        vs = {r.label: paired_difference(r.tracking_error(self.transient), err) for r in self.runs if r is not ref}
+        acc = paired_difference(self.mean_accuracy(ref), self.mean_accuracy(self.run(FIXED)) - ACCURACY_MARGIN)
+        worst = min(vs.values(), key=lambda p: p.low)
+        return [Claim(f"steer-{self.target}", f"the predictive β controller tracks the {self.target} target with "
+                      "the smallest error of all rows", all_of(p.verdict for p in vs.values()),
+                      f"closest: {next(k for k, v in vs.items() if v is worst)} − predictive {worst.interval}"),
+                Claim(f"steer-{self.target}-acc", f"its accuracy is not below fixed β's by more than "
+                      f"{ACCURACY_MARGIN}", acc.verdict, f"predictive − fixed + {ACCURACY_MARGIN} {acc.interval}")]
+
+
+
+def _interval(values) -> str:
+    mean, low, high = (float(x) for x in seed_interval(values))
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+__all__ = ["COLLAPSE_FRACTION", "COMPARISON_ROWS", "Comparison", "SteeredRun", "BETA_CONTROLLERS", "BetaBounds", "CONTROLLERS", "EntropyBonus", "PIController", "PI_KI", "PI_KP", "SCHEDULES",
            "check_controller", "check_target", "needed_change", "solve_betas", "target_at", "target_range"]

@@ -32,7 +32,11 @@ RUNS = os.path.join(DATA, "runs")
 # three of the many-seed study's 55 (seeds/regenerate.py): other seeds, methods and β than the runs above
 COMMITTED = [f"runs/{run}" for run in sorted(os.listdir(RUNS))] + ["predictor/chapter"] + [
     f"seeds/{study.run_folder(name, seed)}" for name, seed in (("grpo", 1), (study.CE_GPPO, 2),
-                                                               (study.ce_gppo_name(1.0, 0.5), 3))]
+                                                               (study.ce_gppo_name(1.0, 0.5), 3))] + [
+    # chapter 6's controllers (notebooks/data/ch06/regenerate.py): each one's state carries from step to step
+    f"../ch06/runs/{name}/seed{seed}" for name, seed in (("ce_gppo-predictive-constant", 0),
+                                                         ("ce_gppo-pi-decaying", 1),
+                                                         ("grpo-entropy_bonus-constant", 2))]
 
 
 # ------------------------------------------------------------------------------ kind 1: one machine, exact

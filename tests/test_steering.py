@@ -4,6 +4,7 @@ the validation of targets and bounds, and the toy's look-ahead against the measu
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from cegppo_edu import steering
 from cegppo_edu.entropy import entropy_from_logits
+from cegppo_edu.lm import steer_study
 from cegppo_edu.steering import BetaBounds, EntropyBonus, PIController, solve_betas
 from cegppo_edu.toy import steering as toy_steering
 from cegppo_edu.toy.bandit import _seed_generators, _small_tensors, _uniform_stream, make_toy
@@ -161,7 +163,7 @@ def test_a_steered_run_uses_the_beta_it_logs_and_refuses_bad_settings():
 def test_on_the_decaying_target_the_predictive_controller_tracks_better_than_fixed_beta():
     """The chapter's decaying-target comparison, two rows: paired over 5 seeds, the predictive controller's
     tracking error is below fixed β's (the interval excludes 0)."""
-    comparison = toy_steering.compare("decaying", rows=toy_steering.ROWS[:2])
+    comparison = toy_steering.compare("decaying", rows=steering.COMPARISON_ROWS[:2])
     fixed, predictive = (r.tracking_error(comparison.transient) for r in comparison.runs)
     from cegppo_edu.summaries import paired_difference
     assert paired_difference(fixed, predictive).verdict == "holds"
@@ -262,3 +264,88 @@ def test_a_predictive_run_estimates_from_the_attribution_and_solves_each_step(tm
     for m in solved:
         assert config.beta_min <= m["loss/beta1"] <= config.beta_max and config.beta_min <= m["loss/beta2"] <= config.beta_max
         assert m["steer/need"] == pytest.approx(4.0 - m["entropy/mean"])  # gain 1, constant target
+
+
+# ---------------------------------------------------------------------------------------------- the comparison
+def _run(label, error, seeds=5, steps=30, accuracy=0.5, controller="none"):
+    """A made-up run whose |H − H*| is ``error[s]`` at every step of seed s."""
+    target = np.full((seeds, steps), 1.0)
+    entropy = target + np.asarray(error, dtype=float)[:, None]
+    zeros = np.zeros((seeds, steps))
+    return steering.SteeredRun(label, "ce_gppo", controller, entropy, target, zeros, zeros, zeros,
+                               np.full((seeds, 4), accuracy))
+
+
+def _comparison(errors: dict, accuracy=None):
+    accuracy = accuracy or {}
+    runs = [_run(label, errors[label], accuracy=accuracy.get(label, 0.5)) for label, _, _ in steering.COMPARISON_ROWS]
+    return steering.Comparison("constant", runs, transient=5)
+
+
+def test_the_comparison_claims_read_paired_tracking_errors_and_accuracy():
+    noise = np.array([0.0, 0.01, -0.01, 0.02, -0.02])
+    best = {label: 0.3 + noise for label, _, _ in steering.COMPARISON_ROWS}
+    best[steering.PREDICTIVE] = 0.1 + noise[::-1] / 2
+    tracking, accuracy = _comparison(best).claims()
+    assert tracking.verdict == "holds" and accuracy.verdict == "holds"  # equal accuracy is "not lower"
+    worse = {**best, steering.PREDICTIVE: 0.5 + noise}
+    assert _comparison(worse).claims()[0].verdict == "does not hold"
+    tie = {**best, "SAPO": 0.1 + np.array([0.05, -0.05, 0.04, -0.04, 0.0])}
+    assert _comparison(tie).claims()[0].verdict == "not resolved at 5 seeds"
+    lower = _comparison(best, accuracy={steering.PREDICTIVE: 0.4}).claims()[1]
+    assert lower.verdict == "does not hold"  # 0.1 below fixed β's, more than the margin
+    table = _comparison(best).table()
+    assert [row["method"] for row in table] == [label for label, _, _ in steering.COMPARISON_ROWS]
+    assert table[1]["error − predictive's"] == "" and table[0]["error − predictive's"].startswith("+0.2")
+
+
+def test_collapses_count_seeds_whose_accuracy_falls_below_half_of_its_first():
+    run = _run("x", np.zeros(3), seeds=3)
+    run.accuracy = np.array([[0.2, 0.3, 0.25, 0.2], [0.2, 0.09, 0.2, 0.2], [0.2, 0.1, 0.1, 0.1]])
+    assert steering.Comparison.collapses(run) == 1  # 0.09 < 0.1; exactly half is not a collapse
+
+
+def test_the_transformer_runs_are_the_rows_with_the_steered_ones_once_per_target():
+    runs = steer_study.runs()
+    open_loop = [m for _, m, c in steering.COMPARISON_ROWS if c == "none"]
+    steered = [(m, c) for _, m, c in steering.COMPARISON_ROWS if c != "none"]
+    assert sorted(runs) == sorted(open_loop + [f"{m}-{c}-{t}" for m, c in steered for t in steer_study.TARGETS])
+    config = steer_study.run_config("ce_gppo-predictive-decaying", 3)
+    assert (config.seed, config.lr, config.entropy_target, config.entropy_target_final) == (
+        3, steer_study.LR, *steer_study.TARGETS["decaying"])
+    assert config.entropy_predictor_every == 1 and config.entropy_attribution and config.n_digits == 3
+    assert steer_study.run_config("sapo", 0).entropy_predictor_every == 0  # the instruments only where needed
+    with pytest.raises(ValueError, match="run='pi'"):
+        steer_study.run_config("pi", 0)
+
+
+COMMITTED_CH06 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), steer_study.DATA)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(COMMITTED_CH06, "summary.txt")), reason="not regenerated")
+def test_the_committed_runs_read_back_as_the_trainer_logged_them():
+    """The target the reader computes is the one each steered step logged, the β the steps used are the logged
+    ones, and summary.txt is what the committed runs give."""
+    from cegppo_edu.lm.run_dir import read_metrics
+
+    comparison = steer_study.load(COMMITTED_CH06, "decaying")
+    run = comparison.run(steering.COMPARISON_ROWS[2][0])  # PI
+    log = read_metrics(os.path.join(COMMITTED_CH06, "runs", "ce_gppo-pi-decaying", "seed0"))
+    logged = {m["step"]: m for m in log if "steer/target" in m}
+    assert len(logged) > 50
+    for step, m in logged.items():
+        assert run.target[0, step - 1] == pytest.approx(m["steer/target"], abs=1e-12)
+        assert run.beta1[0, step - 1] == m["loss/beta1"] and run.entropy[0, step - 1] == m["entropy/mean"]
+    assert run.accuracy.shape == (len(steer_study.SEEDS), steer_study.STEPS // 10 + 1)
+    lines = open(os.path.join(COMMITTED_CH06, "summary.txt")).read().splitlines()
+    assert [line for line in lines if not line.startswith("regenerated ")] == steer_study.summary_lines(COMMITTED_CH06)
+
+
+def test_a_clip_cov_run_is_the_same_every_time_and_leaves_the_global_generator_alone():
+    runs = []
+    for caller_seed in (1, 2):  # whatever state the caller's generator is in
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        runs.append(toy_steering.steer("clip_cov", "none", target=1.0, steps=8, seeds=2, cov_ratio=0.05))
+        assert torch.equal(torch.get_rng_state(), before)
+    assert np.array_equal(runs[0].entropy, runs[1].entropy)

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..losses import method_label
 from ..param_entropy import TARGET_CORRELATION, TARGET_RATIO_ERROR, agreement, attribution_totals
+from ..steering import COLLAPSE_FRACTION
 from ..summaries import FAILS, FINAL_STEPS, HOLDS, Claim, Paired, all_of, paired_difference, seed_interval
 from .run_dir import read_metrics
 
@@ -225,7 +226,7 @@ def claims(study: Study) -> list[Claim]:
 # --------------------------------------------------------------------------------------------------
 # Per-configuration figures, collapses, the predictor over every run, and the summary
 # --------------------------------------------------------------------------------------------------
-COLLAPSE_FRACTION = 0.5  # a run collapses if a later held-out accuracy falls below this fraction of its step-0 one
+# a run collapses if a later held-out accuracy falls below COLLAPSE_FRACTION of its step-0 one (steering, the one rule)
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,9 @@ import torch
 from ..advantages import group_advantages
 from ..entropy import entropy_from_logits, entropy_influence
 from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps, reference_clip, weight_function
-from ..steering import (PI_KI, PI_KP, BetaBounds, EntropyBonus, PIController, check_controller, check_target,
+from ..steering import (COMPARISON_ROWS, PI_KI, PI_KP, BetaBounds, Comparison, SteeredRun, EntropyBonus, PIController, check_controller, check_target,
                         needed_change, solve_betas, target_at)
-from ..summaries import Claim, all_of, paired_difference, seed_interval
-from ..validation import POSITIVE_INT, Range, check_choice
+from ..validation import POSITIVE_INT, check_choice
 from .bandit import TARGET_TOKEN, Toy, _seed_generators, _small_tensors, _tokens_and_rewards, _uniform_stream, make_toy
 
 
@@ -45,28 +44,6 @@ class Controller:
     ki: float = PI_KI
     bonus_delta: float = 0.02  # entropy_bonus: the coefficient's step (the toy's SGD at η = 8 wants larger than the LM's)
     bonus_max: float = 1.0
-
-
-@dataclass
-class SteeredRun:
-    """One steered run, arrays of shape ``(seeds, steps)``: the entropy at each step's start, its target, the β
-    or bonus coefficient the step used, and the policy's expected reward (accuracy) at the step's start."""
-
-    label: str
-    method: str
-    controller: str
-    entropy: np.ndarray
-    target: np.ndarray
-    beta1: np.ndarray
-    beta2: np.ndarray
-    bonus: np.ndarray
-    accuracy: np.ndarray
-
-    def tracking_error(self, transient: int) -> np.ndarray:
-        """Per seed, mean |H − H*| over the steps after the first ``transient``. ``(seeds,)``."""
-        Range(0, self.entropy.shape[1] - 1, integer=True, note="fewer than the run's steps").check("transient",
-                                                                                                    transient)
-        return np.abs(self.entropy - self.target)[:, transient:].mean(1)
 
 
 def steer(method: str = "ce_gppo", controller: Controller | str = "none", target: float = 1.2,
@@ -90,7 +67,10 @@ def steer(method: str = "ce_gppo", controller: Controller | str = "none", target
             check_target(name, value, cfg.vocab)
     POSITIVE_INT.check("steps", steps)
     rngs = _seed_generators(seed, seeds)
-    with _small_tensors():
+    # Clip-Cov draws its picks from torch's global generator (as verl does): seeded here, and restored after, so a
+    # run is the same every time and leaves the caller's generator alone
+    with _small_tensors(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         arrays = _run(method, hyper, cfg, controller, target, target_final, steps, rngs)
     return SteeredRun(label or f"{spec.label} ({controller.kind})", method, controller.kind, **arrays)
 
@@ -210,93 +190,22 @@ def _look_ahead(z, batch: _Batch, method, hyper, cfg: Toy, betas):
 
 
 # --------------------------------------------------------------------------------------------------
-# The comparison of chapter 6
+# The comparison of chapter 6 (its rows and verdicts: ``steering.Comparison``)
 # --------------------------------------------------------------------------------------------------
-# (label, method, controller): fixed-β CE-GPPO, the two β controllers, the reactive bonus, and the open-loop
-# methods of the field; every row runs on the same seeds and random numbers.
-ROWS = (
-    ("CE-GPPO, fixed β", "ce_gppo", "none"),
-    ("CE-GPPO, predictive β", "ce_gppo", "predictive"),
-    ("CE-GPPO, PI on β", "ce_gppo", "pi"),
-    ("GRPO + adaptive entropy bonus", "grpo", "entropy_bonus"),
-    ("Clip-Cov", "clip_cov", "none"),
-    ("KL-Cov", "kl_cov", "none"),
-    ("SAPO", "sapo", "none"),
-)
-PREDICTIVE, FIXED = ROWS[1][0], ROWS[0][0]
 # The two targets (start, final; final None = constant): a level the default toy passes on its way down at about
 # step 50, and a cosine decay from above the start of that fall to below its end ("explore early, exploit late").
 TARGETS = {"constant": (0.8, None), "decaying": (1.2, 0.5)}
 TRANSIENT = 50  # steps left out of the tracking error (the fall from the initial entropy to the target)
-ACCURACY_MARGIN = 0.01  # "not lower accuracy": the predictive run's is not below fixed β's by more than this
 
 
-@dataclass
-class Comparison:
-    """Every row of ``ROWS`` steered toward one target, on the same seeds."""
-
-    target: str
-    runs: list[SteeredRun]
-    transient: int = TRANSIENT
-
-    def run(self, label: str) -> SteeredRun:
-        return next(r for r in self.runs if r.label == label)
-
-    @staticmethod
-    def mean_accuracy(run: SteeredRun) -> np.ndarray:
-        """Per seed, the accuracy averaged over the run: how fast the relevant positions are learnt (the final
-        accuracy saturates at ``success_high`` for every method, so it cannot part them)."""
-        return run.accuracy.mean(1)
-
-    @staticmethod
-    def collapses(run: SteeredRun) -> int:
-        """Seeds whose accuracy over the last ``FINAL_ACCURACY_STEPS`` fell below half of the best they reached (a
-        policy that learnt, then lost it)."""
-        return int((run.accuracy[:, -FINAL_ACCURACY_STEPS:].mean(1) < 0.5 * run.accuracy.max(1)).sum())
-
-    def table(self) -> list[dict]:
-        """One row per run: tracking error and mean accuracy as ``mean [low, high]`` (95 % over seeds),
-        collapses, and the predictive run's paired advantage in tracking error (other − predictive)."""
-        rows, ref = [], self.run(PREDICTIVE).tracking_error(self.transient)
-        for run in self.runs:
-            err, acc = run.tracking_error(self.transient), self.mean_accuracy(run)
-            row = {"method": run.label, "tracking error": _interval(err), "accuracy": _interval(acc),
-                   "collapses": f"{self.collapses(run)} of {len(err)}"}
-            row["error − predictive's"] = ("" if run.label == PREDICTIVE else
-                                          paired_difference(err, ref).interval)
-            rows.append(row)
-        return rows
-
-    def claims(self) -> list[Claim]:
-        """The issue's goal as two claims: the smallest tracking error of all, and accuracy not lower than fixed β."""
-        ref = self.run(PREDICTIVE)
-        err = ref.tracking_error(self.transient)
-        vs = {r.label: paired_difference(r.tracking_error(self.transient), err) for r in self.runs if r is not ref}
-        acc = paired_difference(self.mean_accuracy(ref), self.mean_accuracy(self.run(FIXED)) - ACCURACY_MARGIN)
-        worst = min(vs.values(), key=lambda p: p.low)
-        return [Claim(f"steer-{self.target}", f"the predictive β controller tracks the {self.target} target with "
-                      "the smallest error of all rows", all_of(p.verdict for p in vs.values()),
-                      f"closest: {next(k for k, v in vs.items() if v is worst)} − predictive {worst.interval}"),
-                Claim(f"steer-{self.target}-acc", f"its accuracy is not below fixed β's by more than "
-                      f"{ACCURACY_MARGIN}", acc.verdict, f"predictive − fixed + {ACCURACY_MARGIN} {acc.interval}")]
-
-
-FINAL_ACCURACY_STEPS = 20
-
-
-def _interval(values) -> str:
-    mean, low, high = (float(x) for x in seed_interval(values))
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def compare(target: str, steps: int = 200, seeds: int = 5, seed: int = 0, rows=ROWS, **toy) -> Comparison:
-    """Every row of ``rows`` steered toward ``TARGETS[target]`` on the same ``seeds``."""
+def compare(target: str, steps: int = 200, seeds: int = 5, seed: int = 0, rows=COMPARISON_ROWS,
+            **toy) -> Comparison:
+    """Every row of ``rows`` (``steering.COMPARISON_ROWS``) steered toward ``TARGETS[target]`` on the same seeds."""
     check_choice("target", target, list(TARGETS))
     start, final = TARGETS[target]
     runs = [steer(method, controller, target=start, target_final=final, steps=steps, seeds=seeds, seed=seed,
                   label=label, **toy) for label, method, controller in rows]
-    return Comparison(target, runs)
+    return Comparison(target, runs, TRANSIENT)
 
 
-__all__ = ["ACCURACY_MARGIN", "Comparison", "Controller", "ROWS", "SteeredRun", "TARGETS", "TRANSIENT",
-           "compare", "steer"]
+__all__ = ["Controller", "TARGETS", "TRANSIENT", "compare", "steer"]
