@@ -15,7 +15,7 @@ The paper fixes β1 and β2 for a run. Chapter 6 closes the loop. Four ways to d
 - ``pi``: a PI controller on the error e = H* − H, moving β2 up and β1 down by u = k_p·e + k_i·Σe (EntroPIC,
   arXiv:2511.15248, runs one on the weights of positive and negative samples).
 - ``entropy_bonus``: a reactive entropy bonus −c·H̄ in the loss whose coefficient c moves by ±δ when H is below or
-  above the target (Skywork-OR1's adaptive entropy control; TRL 1.16 ships one).
+  above the target (Skywork-OR1's adaptive entropy control is of this kind).
 - ``none``: the run's β stay as configured (fixed β, or a ``schedules`` schedule).
 
 Targets are a constant or a curve that decays from ``target`` to ``target_final`` (``target_at``, the shapes of

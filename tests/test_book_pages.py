@@ -30,7 +30,7 @@ FRAGMENT = BOOK / "_fragments" / "f_table.md"
 sys.path.insert(0, str(BOOK / "_ext"))
 import book_directives  # noqa: E402  (the book's Sphinx extension, importable without Sphinx running)
 
-NUMBERED_PARTS = ("Chapters", "Running at scale")  # their chapters count 1, 2, ...; their sections N.1, N.2, ...
+NUMBERED_PARTS = ("Chapters", "Running at scale", "Beyond the paper")  # their chapters count 1, 2, ...; their sections N.1, N.2, ...
 NUMBER = re.compile(r"^(\d+(?:\.\d+)*)\.?\s")
 
 

@@ -322,7 +322,6 @@ def test_the_transformer_runs_are_the_rows_with_the_steered_ones_once_per_target
 COMMITTED_CH06 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), steer_study.DATA)
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(COMMITTED_CH06, "summary.txt")), reason="not regenerated")
 def test_the_committed_runs_read_back_as_the_trainer_logged_them():
     """The target the reader computes is the one each steered step logged, the β the steps used are the logged
     ones, and summary.txt is what the committed runs give."""

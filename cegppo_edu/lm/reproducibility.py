@@ -159,24 +159,28 @@ def compare_prefix(fresh: Sequence[dict], committed: Sequence[dict], rtol: float
 # --------------------------------------------------------------------------------------------------
 # Re-running a committed run's prefix
 # --------------------------------------------------------------------------------------------------
-def committed_config(run_dir: str, root: str, steps: int):
-    """The ``TrainConfig`` of a committed run (its ``config.json``), cut to ``steps``, paths resolved from ``root``."""
+def committed_config(run_dir: str, root: str, steps: int | None = None):
+    """The ``TrainConfig`` of a committed run (its ``config.json``), cut to ``steps`` (None: the run's own),
+    paths resolved from ``root``."""
     from .config import from_dict
 
     with open(os.path.join(run_dir, "config.json")) as f:
         saved = json.load(f)
     if saved.get("model_path") and not os.path.isabs(saved["model_path"]):
         saved["model_path"] = os.path.join(root, saved["model_path"])
-    return from_dict({**saved, "steps": steps, "checkpoint_every": 0})
+    return from_dict({**saved, "steps": saved["steps"] if steps is None else steps, "checkpoint_every": 0})
 
 
 def rerun_prefix(run_dir: str, root: str, out_dir: str, *, steps: int = PREFIX_STEPS) -> list[dict]:
-    """Re-run the first ``steps`` RL steps of the committed run in ``run_dir`` into ``out_dir``; its metrics."""
+    """Re-run the first ``steps`` RL steps of the committed run in ``run_dir`` into ``out_dir``; its metrics.
+
+    The run keeps its own ``steps`` and stops after ``steps`` of them: what depends on the run's length (a β
+    schedule, a decaying entropy target) is then what it was."""
     from .trainer import Trainer
 
-    trainer = Trainer(committed_config(run_dir, root, steps), out_dir, progress=False)
+    trainer = Trainer(committed_config(run_dir, root), out_dir, progress=False)
     try:
-        trainer.train()
+        trainer.train(stop_after=steps)
     finally:
         trainer.close()
     return read_metrics(out_dir)

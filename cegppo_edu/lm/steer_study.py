@@ -112,6 +112,16 @@ def load(folder: str, target: str, seeds=SEEDS) -> Comparison:
     return Comparison(target, rows, TRANSIENT)
 
 
+def reach(folder: str, target: str, seeds=SEEDS) -> tuple[float, float]:
+    """Of the predictive row's steps toward ``TARGETS[target]``: the median |ΔH| it asked for (``steer/need``) and
+    the median |ΔH| it predicted for the β it chose within the bounds (``steer/predicted_change``), in nats."""
+    name = run_name("ce_gppo", "predictive", target)
+    logs = [read_metrics(os.path.join(folder, "runs", name, f"seed{seed}")) for seed in seeds]
+    steps = [m for log in logs for m in log if "steer/need" in m]
+    return (float(np.median([abs(m["steer/need"]) for m in steps])),
+            float(np.median([abs(m["steer/predicted_change"]) for m in steps])))
+
+
 def summary_lines(folder: str) -> list[str]:
     """``summary.txt``: per target, the comparison table and the two claims."""
     lines = [f"{len(COMPARISON_ROWS)} rows x {len(SEEDS)} seeds (seeds {', '.join(map(str, SEEDS))}), {STEPS} steps "
@@ -124,8 +134,11 @@ def summary_lines(folder: str) -> list[str]:
         for row in comparison.table():
             lines.append("  " + "  ".join(f"{key} {value}" for key, value in row.items() if value != ""))
         lines += [f"  {claim}" for claim in comparison.claims()]
+        need, predicted = reach(folder, target)
+        lines.append(f"  predictive row: median |need| {need:.3f} nats per step, median |predicted change| within "
+                     f"the bounds {predicted:.3f}")
     return lines
 
 
-__all__ = ["DATA", "LR", "SEEDS", "STEPS", "TARGETS", "TRANSIENT", "keep_key", "load", "run_config", "run_name",
+__all__ = ["DATA", "LR", "SEEDS", "STEPS", "TARGETS", "TRANSIENT", "keep_key", "load", "reach", "run_config", "run_name",
            "runs", "steered_run", "summary_lines"]
