@@ -279,3 +279,24 @@ def test_eval_names_a_missing_model_path(tmp_path, capsys):
     assert main(["eval", "--model", str(empty), "--out", str(tmp_path / "e2")]) == 2
     err = capsys.readouterr().err
     assert "holds no model" in err and "config.json" in err and "sentencepiece" not in err
+
+
+def test_keep_run_copies_the_kept_keys_whole_and_write_summary_keeps_the_regeneration_times(tmp_path):
+    """What the regeneration scripts of notebooks/data/ commit: a run's metrics with only the kept keys and its
+    config, as a folder that appears whole; a summary that keeps the times of earlier regenerations."""
+    from cegppo_edu.lm.run_dir import keep_run, write_summary
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "metrics.jsonl").write_text('{"step": 1, "time/step": 0.5, "loss": 0.1}\n{"step": 2, "loss": 0.2}\n')
+    (scratch / "config.json").write_text('{"seed": 3}')
+    dest = tmp_path / "kept" / "run"
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "run.partial").mkdir()  # left by an interrupted copy: replaced, never kept
+    keep_run(str(scratch), str(dest), lambda key: not key.startswith("time/"))
+    assert (dest / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.1}\n{"step": 2, "loss": 0.2}\n'
+    assert (dest / "config.json").read_text() == '{"seed": 3}' and not (tmp_path / "kept" / "run.partial").exists()
+    write_summary(str(tmp_path), ["a", "b"], "regenerated 2 runs in 1 min")
+    text = write_summary(str(tmp_path), ["c"], "regenerated 1 run in 1 min")
+    assert text == "c\nregenerated 2 runs in 1 min\nregenerated 1 run in 1 min\n"
+    assert write_summary(str(tmp_path), ["d"]) == "d\nregenerated 2 runs in 1 min\nregenerated 1 run in 1 min\n"

@@ -183,3 +183,33 @@ def read_metrics(path: str) -> list[dict]:
 def strip_timings(metrics: Sequence[dict]) -> list[dict]:
     """Metrics without the wall-clock fields: what must be identical between a resumed and a straight run."""
     return [{k: v for k, v in m.items() if not k.startswith(TIMING_PREFIX)} for m in metrics]
+
+
+# --------------------------------------------------------------------------------------------------
+# Committed data: what the regeneration scripts of notebooks/data/ keep of a run
+# --------------------------------------------------------------------------------------------------
+def keep_run(scratch: str, dest: str, keep_key) -> None:
+    """Copy the run in ``scratch`` to ``dest`` as committed data: its ``metrics.jsonl`` with only the keys
+    ``keep_key`` accepts, and its ``config.json``. The folder appears whole or not at all (written beside it, then
+    renamed into place)."""
+    partial = dest + ".partial"
+    os.makedirs(partial, exist_ok=True)
+    with open(os.path.join(partial, METRICS_FILE), "w") as f:
+        f.writelines(json.dumps({k: v for k, v in m.items() if keep_key(k)}) + "\n" for m in read_metrics(scratch))
+    shutil.copy(os.path.join(scratch, CONFIG_FILE), partial)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(partial, dest)
+
+
+def write_summary(folder: str, lines: list[str], regenerated: str = "") -> str:
+    """Write ``folder/summary.txt``: ``lines``, then the "regenerated ..." lines of the summary it replaces (the
+    times of earlier regenerations stay on record), then ``regenerated`` if given. Returns the text."""
+    path = os.path.join(folder, "summary.txt")
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = lines + [line for line in f.read().splitlines() if line.startswith("regenerated ")]
+    text = "\n".join(lines + ([regenerated] if regenerated else [])) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+

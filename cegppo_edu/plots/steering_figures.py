@@ -33,7 +33,7 @@ def tracking_figure(comparisons: dict[str, Comparison], smooth: int = 1, title: 
     add_visibility_slider(fig, per_target, list(comparisons), "target: ",
                           titles=[f"{title}, {name} target" if title else f"{name} target" for name in comparisons])
     fig.update_xaxes(title_text="RL step", row=2, col=1)
-    fig.update_layout(height=620, template=TEMPLATE, legend=dict(orientation="h", y=-0.32, x=0), margin_b=60)
+    fig.update_layout(height=660, template=TEMPLATE, legend=dict(orientation="h", y=-0.4, x=0), margin_b=90)
     return finish(fig)
 
 

@@ -16,15 +16,13 @@ regeneration continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from cegppo_edu.lm import steer_study
-from cegppo_edu.lm.run_dir import read_metrics
+from cegppo_edu.lm.run_dir import keep_run, write_summary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -41,14 +39,7 @@ def run_one(name: str, seed: int) -> tuple[str, int, float]:
         trainer.train()
     finally:
         trainer.close()
-    dest = os.path.join(HERE, "runs", name, f"seed{seed}")
-    os.makedirs(dest + ".partial", exist_ok=True)
-    with open(os.path.join(dest + ".partial", "metrics.jsonl"), "w") as f:
-        f.writelines(json.dumps({k: v for k, v in m.items() if steer_study.keep_key(k)}) + "\n"
-                     for m in read_metrics(scratch))
-    shutil.copy(os.path.join(scratch, "config.json"), dest + ".partial")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(dest + ".partial", dest)  # a run's folder appears whole or not at all
+    keep_run(scratch, os.path.join(HERE, "runs", name, f"seed{seed}"), steer_study.keep_key)
     return name, seed, time.perf_counter() - start
 
 
@@ -70,16 +61,9 @@ def main() -> None:
         for done, future in enumerate(as_completed(futures), 1):
             name, seed, seconds = future.result()
             print(f"[{done}/{len(todo)}] {name} seed {seed}: {seconds:.0f} s", file=sys.stderr, flush=True)
-    lines = steer_study.summary_lines(HERE)
-    if os.path.exists(os.path.join(HERE, "summary.txt")):  # the times of earlier regenerations stay on record
-        lines += [line for line in open(os.path.join(HERE, "summary.txt")).read().splitlines()
-                  if line.startswith("regenerated ")]
-    if todo:
-        lines.append(f"regenerated {len(todo)} runs with {args.workers} workers in "
-                     f"{(time.perf_counter() - start) / 60:.0f} min")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(HERE, "summary.txt"), "w") as f:
-        f.write(text)
+    regenerated = (f"regenerated {len(todo)} runs with {args.workers} workers in "
+                   f"{(time.perf_counter() - start) / 60:.0f} min") if todo else ""
+    text = write_summary(HERE, steer_study.summary_lines(HERE), regenerated)
     print(text)
 
 

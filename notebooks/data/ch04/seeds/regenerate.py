@@ -15,25 +15,18 @@ regeneration continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from cegppo_edu.lm import study
-from cegppo_edu.lm.run_dir import read_metrics
+from cegppo_edu.lm.run_dir import keep_run, write_summary
 from cegppo_edu.lm.warm_start import build_warm_start
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
 SCRATCH = os.path.join("runs", "seeds")  # full run folders (checkpoints and all), not committed
-
-
-def kept(record: dict) -> dict:
-    """What the committed log keeps of a step: everything but timings and the per-group sums no figure reads."""
-    return {k: v for k, v in record.items() if study.keep_key(k)}
 
 
 def run_one(name: str, seed: int) -> tuple[str, int, float]:
@@ -46,13 +39,8 @@ def run_one(name: str, seed: int) -> tuple[str, int, float]:
         trainer.train()
     finally:
         trainer.close()
-    dest = os.path.join(HERE, study.run_folder(name, seed))
-    os.makedirs(dest + ".partial", exist_ok=True)
-    with open(os.path.join(dest + ".partial", "metrics.jsonl"), "w") as f:
-        f.writelines(json.dumps(kept(m)) + "\n" for m in read_metrics(scratch))
-    shutil.copy(os.path.join(scratch, "config.json"), dest + ".partial")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(dest + ".partial", dest)  # a run's folder appears whole or not at all
+    # timings and the per-group sums no figure reads are left out (study.keep_key)
+    keep_run(scratch, os.path.join(HERE, study.run_folder(name, seed)), study.keep_key)
     return name, seed, time.perf_counter() - start
 
 
@@ -75,16 +63,9 @@ def main() -> None:
         for done, future in enumerate(as_completed(futures), 1):
             name, seed, seconds = future.result()
             print(f"[{done}/{len(todo)}] {name} seed {seed}: {seconds:.0f} s", file=sys.stderr, flush=True)
-    lines = study.summary_lines(study.load(HERE))
-    if os.path.exists(os.path.join(HERE, "summary.txt")):  # the times of earlier regenerations stay on record
-        lines += [line for line in open(os.path.join(HERE, "summary.txt")).read().splitlines()
-                  if line.startswith("regenerated ")]
-    if todo:
-        lines.append(f"regenerated {len(todo)} runs ({', '.join(sorted({n for n, _ in todo}))}) with "
-                     f"{args.workers} workers in {(time.perf_counter() - start) / 60:.0f} min")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(HERE, "summary.txt"), "w") as f:
-        f.write(text)
+    regenerated = (f"regenerated {len(todo)} runs ({', '.join(sorted({n for n, _ in todo}))}) with "
+                   f"{args.workers} workers in {(time.perf_counter() - start) / 60:.0f} min") if todo else ""
+    text = write_summary(HERE, study.summary_lines(study.load(HERE)), regenerated)
     print(text)
 
 
