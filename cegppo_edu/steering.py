@@ -247,7 +247,8 @@ class Comparison:
         worst = min(vs.values(), key=lambda p: p.low)
         return [Claim(f"steer-{self.target}", f"the predictive β controller tracks the {self.target} target with "
                       "the smallest error of all rows", all_of(p.verdict for p in vs.values()),
-                      f"closest: {next(k for k, v in vs.items() if v is worst)} − predictive {worst.interval}"),
+                      f"least clear of the comparisons: {next(k for k, v in vs.items() if v is worst)} − predictive "
+                      f"{worst.interval}"),
                 Claim(f"steer-{self.target}-acc", f"its accuracy is not below fixed β's by more than "
                       f"{ACCURACY_MARGIN}", acc.verdict, f"predictive − fixed + {ACCURACY_MARGIN} {acc.interval}")]
 
