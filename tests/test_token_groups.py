@@ -62,6 +62,35 @@ def test_group_stats_add_up():
     assert stats["clip/low_frac"] == pytest.approx(clipped / n_valid)
 
 
+def test_group_stats_equal_their_per_class_definition():
+    """group_stats sums every class in one scatter; each number equals the class-by-class definition: a count, a
+    mean probability, clip fractions, Σ|F·Â| and Σ −F·Â·I over the class's valid tokens."""
+    gen = torch.Generator().manual_seed(3)
+    old_logp = torch.log(torch.rand(9, 13, generator=gen) * 0.98 + 0.01)
+    logp = old_logp + 0.5 * torch.randn(9, 13, generator=gen)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 0.0, 2.0, -2.0, 0.3, -0.1])
+    mask = (torch.rand(9, 13, generator=gen) > 0.3).float()
+    influence = torch.randn(9, 13, generator=gen)
+    stats = group_stats(logp, old_logp, adv, mask, method="ce_gppo", influence=influence, beta1=0.3, beta2=1.5)
+    ratio = torch.exp(logp - old_logp)
+    a = adv[:, None].expand(9, 13)
+    coef = gradient_weight(ratio, a, "ce_gppo", beta1=0.3, beta2=1.5) * a
+    cls = classify(logp.exp(), adv)
+    lower, upper = (ratio < 0.8) & (a < 0), (ratio > 1.2) & (a > 0)
+    for k, name in enumerate(CLASSES):
+        sel = (cls == k) & mask.bool()
+        n = sel.sum().item()
+        assert stats[f"{name}/count"] == n
+        if n:
+            assert stats[f"{name}/mean_prob"] == pytest.approx(logp.exp()[sel].mean().item(), rel=1e-6)
+            assert stats[f"{name}/clip_low_frac"] == pytest.approx((lower & sel).sum().item() / n)
+            assert stats[f"{name}/clip_high_frac"] == pytest.approx((upper & sel).sum().item() / n)
+        assert stats[f"{name}/weight_sum"] == pytest.approx(coef[sel].abs().sum().item(), rel=1e-6, abs=1e-9)
+        assert stats[f"{name}/entropy_push"] == pytest.approx((-coef * influence)[sel].sum().item(), rel=1e-5,
+                                                              abs=1e-6)
+    assert {n for n in CLASSES if stats[f"{n}/count"]} == set(CLASSES)  # every class was exercised
+
+
 def test_group_stats_can_classify_by_the_sampling_policy():
     old_logp = torch.log(torch.tensor([[0.4, 0.6]]))
     logp = torch.log(torch.tensor([[0.6, 0.4]]))  # both tokens crossed the 0.5 threshold during the update
