@@ -95,21 +95,20 @@ def test_the_look_ahead_predicts_the_steps_entropy_change_and_its_dependence_on_
     against the change measured when the step is taken at (0.5, 1), and the predicted effect of moving to (0, 2)
     against the measured one. First order at η = 8: close, not exact."""
     z, rngs, cfg, hyper = _toy_start()
-    uniforms = _uniform_stream(rngs, cfg, 40)
+    uniforms, rule = _uniform_stream(rngs, cfg, 40), toy_steering._Rule.of("ce_gppo", hyper)
     predicted, measured, effect_predicted, effect_measured = [], [], [], []
     with _small_tensors():
         for t in range(40):
             batch = toy_steering._batch(z, uniforms[:, t], cfg)
             h0 = entropy_from_logits(z).double().mean(-1).numpy()
-            rest, low, high = toy_steering._look_ahead(z, batch, "ce_gppo", hyper, cfg, _pairs(0.5, 1.0))
-            after = {pair: entropy_from_logits(toy_steering._updates(z, batch, "ce_gppo", hyper, cfg, _pairs(*pair),
-                                                                     torch.zeros(4))[0]).double().mean(-1).numpy()
+            rest, low, high = toy_steering._look_ahead(z, batch, rule, cfg, _pairs(0.5, 1.0))
+            after = {pair: entropy_from_logits(toy_steering._updates(z, batch, rule, cfg, _pairs(*pair), torch.zeros(4))[0]).double().mean(-1).numpy()
                      for pair in ((0.5, 1.0), (0.0, 2.0))}
             predicted += list(rest + 0.5 * low + 1.0 * high)
             measured += list(after[(0.5, 1.0)] - h0)
             effect_predicted += list(-0.5 * low + 1.0 * high)
             effect_measured += list(after[(0.0, 2.0)] - after[(0.5, 1.0)])
-            z = toy_steering._updates(z, batch, "ce_gppo", hyper, cfg, _pairs(0.5, 1.0), torch.zeros(4))[0]
+            z = toy_steering._updates(z, batch, rule, cfg, _pairs(0.5, 1.0), torch.zeros(4))[0]
     assert np.corrcoef(predicted, measured)[0, 1] > 0.95
     assert np.corrcoef(effect_predicted, effect_measured)[0, 1] > 0.7
 
@@ -121,9 +120,9 @@ def test_the_bonus_step_is_gradient_ascent_on_the_mean_entropy():
     z = torch.from_numpy(np.stack([rng.normal(0.0, 1.0, (cfg.positions, cfg.vocab)) for rng in rngs]))
     batch = toy_steering._batch(z, _uniform_stream(rngs, cfg, 1)[:, 0], cfg)
     hyper = {"eps_low": 0.2, "eps_high": 0.2}
-    none = torch.zeros(2, 2, dtype=torch.float64)
-    with_bonus, _ = toy_steering._updates(z, batch, "grpo", hyper, cfg, none, torch.tensor([0.3, 0.0], dtype=torch.float64))
-    without, _ = toy_steering._updates(z, batch, "grpo", hyper, cfg, none, torch.zeros(2))
+    none, rule = torch.zeros(2, 2, dtype=torch.float64), toy_steering._Rule.of("grpo", hyper)
+    with_bonus, _ = toy_steering._updates(z, batch, rule, cfg, none, torch.tensor([0.3, 0.0], dtype=torch.float64))
+    without, _ = toy_steering._updates(z, batch, rule, cfg, none, torch.zeros(2))
     x = z.clone().requires_grad_(True)
     logp = torch.log_softmax(x[0], -1)  # float64 throughout (entropy_from_logits works in float32)
     (grad,) = torch.autograd.grad(-(logp.exp() * logp).sum(-1).mean(), x)
@@ -138,10 +137,10 @@ def test_batch_level_coefficients_by_autograd_match_the_weight_path_when_nothing
     logp = torch.log_softmax(z + 0.3, -1).gather(-1, tok) + 0.05 * torch.sin(torch.arange(tok.numel()).double()
                                                                             ).reshape(tok.shape)
     ratio = torch.exp(logp - old)
-    zero = torch.zeros(z.shape[0], 2, dtype=torch.float64)
-    grpo = toy_steering._coefficients("grpo", {"eps_low": 0.2, "eps_high": 0.2}, logp, old, a, ratio, zero, cfg)
+    grpo = toy_steering._coefficients(toy_steering._Rule.of("grpo", {"eps_low": 0.2, "eps_high": 0.2}), logp, old, a,
+                                      ratio, {})
     band = {"eps_low": 0.2, "eps_high": 0.2, "cov_ratio": 0.01, "clip_cov_lb": 50.0, "clip_cov_ub": 60.0}
-    clip_cov = toy_steering._coefficients("clip_cov", band, logp, old, a, ratio, zero, cfg)
+    clip_cov = toy_steering._coefficients(toy_steering._Rule.of("clip_cov", band), logp, old, a, ratio, {})
     torch.testing.assert_close(clip_cov, grpo, rtol=1e-12, atol=1e-15)
     assert (grpo == 0).any() and (grpo != 0).any()  # some tokens clipped, some not: the comparison means something
 

@@ -19,6 +19,7 @@ controllers are paired by seed. Accuracy here is the policy's exact expected rew
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def steer(method: str = "ce_gppo", controller: Controller | str = "none", target
 
 
 def _run(method, hyper, cfg: Toy, controller: Controller, target, target_final, steps, rngs) -> dict:
-    S = len(rngs)
+    S, rule = len(rngs), _Rule.of(method, hyper)
     z = torch.from_numpy(np.stack([rng.normal(0.0, 1.0, (cfg.positions, cfg.vocab)) for rng in rngs])) * cfg.init_scale
     uniforms = _uniform_stream(rngs, cfg, steps)
     reference = (hyper.get("beta1", 0.0), hyper.get("beta2", 0.0))
@@ -91,7 +92,7 @@ def _run(method, hyper, cfg: Toy, controller: Controller, target, target_final, 
         if controller.kind == "predictive":
             need = needed_change(h.numpy(), goal_next, controller.gain)
             for _ in range(controller.passes):  # each pass re-linearises around the last pass's choice
-                rest, low, high = _look_ahead(z, batch, method, hyper, cfg, torch.tensor(betas))
+                rest, low, high = _look_ahead(z, batch, rule, cfg, torch.tensor(betas))
                 betas = np.array([solve_betas(need[s], rest[s], low[s], high[s], reference, controller.bounds)
                                   for s in range(S)])
         elif controller.kind == "pi":
@@ -101,7 +102,7 @@ def _run(method, hyper, cfg: Toy, controller: Controller, target, target_final, 
         out["entropy"][:, t], out["target"][:, t] = h.numpy(), goal
         out["beta1"][:, t], out["beta2"][:, t], out["bonus"][:, t] = betas[:, 0], betas[:, 1], bonus
         out["accuracy"][:, t] = _expected_reward(z, cfg).numpy()
-        z, _ = _updates(z, batch, method, hyper, cfg, torch.tensor(betas), torch.tensor(bonus))
+        z, _ = _updates(z, batch, rule, cfg, torch.tensor(betas), torch.tensor(bonus))
     return out
 
 
@@ -133,24 +134,47 @@ def _minibatches(batch: _Batch, cfg: Toy):
         yield from zip(*parts)
 
 
-def _updates(z, batch: _Batch, method, hyper, cfg: Toy, betas, bonus, split: bool = False):
+@dataclass(frozen=True)
+class _Rule:
+    """A run's update rule, resolved once (not at each of its thousands of updates): the method's weight F
+    (``losses.weight_function``; None for a method without one), CE-GPPO's F at unit β on the method's reference
+    interval (the look-ahead's per-unit split), and that interval."""
+
+    method: str
+    hyper: dict
+    weight: Callable | None
+    unit_weight: Callable
+    clip: tuple[float, float]
+
+    @classmethod
+    def of(cls, method: str, hyper: dict) -> "_Rule":
+        spec, (eps_low, eps_high) = get_method(method), reference_clip(hyper)
+        return cls(method, hyper, weight_function(method, **hyper) if spec.weight is not None else None,
+                   weight_function("ce_gppo", eps_low=eps_low, eps_high=eps_high, beta1=1.0, beta2=1.0),
+                   (eps_low, eps_high))
+
+    @property
+    def takes_betas(self) -> bool:
+        return "beta1" in get_method(self.method).defaults
+
+
+def _updates(z, batch: _Batch, rule: _Rule, cfg: Toy, betas, bonus, split: bool = False):
     """The step's SGD updates. ``betas (S, 2)`` per seed (ignored by a method without β), ``bonus (S,)`` the entropy
     bonus coefficient. With ``split``, also the first-order ΔH of the tokens inside the interval, and of the lower /
     upper clipped tokens at unit β, summed over the updates: three ``(S,)`` arrays; else None."""
     S, L, m = z.shape[0], cfg.positions, cfg.minibatch
     parts = np.zeros((3, S)) if split else None
-    eps_low, eps_high = reference_clip(hyper)
+    per_row = {"beta1": betas[:, 0, None, None], "beta2": betas[:, 1, None, None]} if rule.takes_betas else {}
     for tok, a, old in _minibatches(batch, cfg):
         logp_table = torch.log_softmax(z, -1)  # (S, L, K)
         logp = logp_table.gather(-1, tok)  # (S, L, m)
         ratio = ratio_from_logps(logp, old)
-        coef = _coefficients(method, hyper, logp, old, a, ratio, betas, cfg)  # (S, L, m): d loss / d logp = −coef
+        coef = _coefficients(rule, logp, old, a, ratio, per_row)  # (S, L, m): d loss / d logp = −coef
         if split:
             influence = entropy_influence(z[:, :, None, :].expand(S, L, m, cfg.vocab), tok).double()
             token_dh = (-cfg.lr / L) * influence  # ΔH per unit coef
-            lower, upper = clipped_sides(ratio, a, eps_low, eps_high)
-            unit = weight_function("ce_gppo", eps_low=eps_low, eps_high=eps_high, beta1=1.0, beta2=1.0)(ratio, a)
-            unit_coef = unit * a / (m * L)
+            lower, upper = clipped_sides(ratio, a, *rule.clip)
+            unit_coef = rule.unit_weight(ratio, a) * a / (m * L)
             inside = ~(lower | upper)
             parts += np.stack([(coef * token_dh * inside).sum((1, 2)).numpy(),
                                (unit_coef * token_dh * lower).sum((1, 2)).numpy(),
@@ -165,27 +189,25 @@ def _updates(z, batch: _Batch, method, hyper, cfg: Toy, betas, bonus, split: boo
     return z, parts
 
 
-def _coefficients(method, hyper, logp, old, a, ratio, betas, cfg: Toy):
+def _coefficients(rule: _Rule, logp, old, a, ratio, per_row: dict):
     """−d loss / d logp per token, ``(S, L, m)``: from the method's weight F where it has one (token-mean over a
     seed's m·L tokens), else by autograd through its registered loss, seed by seed (Clip-Cov, KL-Cov pick tokens by
     a statistic of the seed's own mini-batch)."""
     S, L, m = logp.shape
-    spec = get_method(method)
-    if spec.weight is not None:
-        per_row = {"beta1": betas[:, 0, None, None], "beta2": betas[:, 1, None, None]} if "beta1" in spec.defaults else {}
-        return weight_function(method, **hyper)(ratio, a, **per_row) * a / (m * L)
-    loss_fn, out = get_loss(method), []
+    if rule.weight is not None:
+        return rule.weight(ratio, a, **per_row) * a / (m * L)
+    loss_fn, out = get_loss(rule.method), []
     with torch.inference_mode(False), torch.enable_grad():
         for s in range(S):
             x = logp[s].T.clone().requires_grad_(True)  # (m, L): one response per row, as the losses expect
-            loss = loss_fn(x, old[s].T.clone(), a[s, 0].clone(), torch.ones_like(x), **hyper)
+            loss = loss_fn(x, old[s].T.clone(), a[s, 0].clone(), torch.ones_like(x), **rule.hyper)
             out.append(-torch.autograd.grad(loss, x)[0].T)
     return torch.stack(out)
 
 
-def _look_ahead(z, batch: _Batch, method, hyper, cfg: Toy, betas):
+def _look_ahead(z, batch: _Batch, rule: _Rule, cfg: Toy, betas):
     """The step run on a copy of the logits with ``betas``: its first-order ΔH split as ``_updates(split=True)``."""
-    _, parts = _updates(z.clone(), batch, method, hyper, cfg, betas, torch.zeros(z.shape[0]), split=True)
+    _, parts = _updates(z.clone(), batch, rule, cfg, betas, torch.zeros(z.shape[0]), split=True)
     return parts
 
 
