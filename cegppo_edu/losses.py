@@ -360,9 +360,8 @@ def gspo(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
 def clip_weight(r, a, *, eps_low, eps_high, beta1, beta2, dual_clip=None):
     """F of the PPO-clip family (PPO/GRPO and DAPO: β = 0; GPPO: β = 1; CE-GPPO): r inside the interval,
     β1(1−ε_l) / β2(1+ε_h) on the clipped sides, 0 where the dual clip freezes the token."""
-    lower, upper = clipped_sides(r, a, eps_low, eps_high)
-    inside = r * torch.ones_like(a)
-    weight = torch.where(lower, beta1 * (1 - eps_low), torch.where(upper, beta2 * (1 + eps_high), inside))
+    lower, upper = clipped_sides(r, a, eps_low, eps_high)  # (shape of r and a broadcast): so is the weight
+    weight = torch.where(lower, beta1 * (1 - eps_low), torch.where(upper, beta2 * (1 + eps_high), r))
     return weight if dual_clip is None else torch.where(dual_clipped(r, a, dual_clip), 0.0, weight)
 
 
