@@ -59,7 +59,7 @@ book: $(STAMP)
 # tests in their own environment (.venv-verl).
 test: $(STAMP) browser book
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest --nbval-lax
+	$(BIN)/pytest --nbval-lax --durations=25
 	$(MAKE) test-verl
 
 # The edit-test loop: the import contract (pyproject.toml) and the unit tests (no notebooks, book, browser, verl,
