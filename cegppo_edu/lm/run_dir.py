@@ -123,11 +123,16 @@ def read_run_identity(out_dir: str) -> dict:
 
 
 def write_json_atomic(path: str, value) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``: a reader sees the old or the new file."""
+    """Write JSON to ``path`` atomically (``write_text_atomic``)."""
+    write_text_atomic(path, json.dumps(value, indent=1))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: a reader sees the old or the new file."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w") as f:
-            json.dump(value, f, indent=1)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -202,14 +207,13 @@ def keep_run(scratch: str, dest: str, keep_key) -> None:
 
 
 def write_summary(folder: str, lines: list[str], regenerated: str = "") -> str:
-    """Write ``folder/summary.txt``: ``lines``, then the "regenerated ..." lines of the summary it replaces (the
+    """Write ``folder/summary.txt`` (atomically): ``lines``, then the "regenerated ..." lines of the summary it replaces (the
     times of earlier regenerations stay on record), then ``regenerated`` if given. Returns the text."""
     path = os.path.join(folder, "summary.txt")
     if os.path.exists(path):
         with open(path) as f:
             lines = lines + [line for line in f.read().splitlines() if line.startswith("regenerated ")]
     text = "\n".join(lines + ([regenerated] if regenerated else [])) + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    write_text_atomic(path, text)
     return text
 
