@@ -35,6 +35,21 @@ def _exact_pair(old_logp: float, ratio: float) -> tuple[float, float]:
     raise AssertionError(f"could not hit ratio {ratio} exactly")
 
 
+def _land_on_edges(logp, old_logp, ratio):
+    """Nudge ``logp`` one ulp at a time until torch's exp(logp − old_logp) over the whole batch, the computation
+    the losses make, gives every edge ratio exactly. ``_exact_pair`` aims with ``math.exp``; torch's vectorised
+    exp can differ from it by an ulp, and which way depends on the CPU's kernel set (it did on an AVX-512 Xeon)."""
+    edge = torch.isin(ratio, torch.tensor(EDGES, dtype=ratio.dtype))
+    for _ in range(16):
+        r = torch.exp(logp - old_logp)
+        miss = edge & (r != ratio)
+        if not miss.any():
+            return logp
+        toward = torch.where(r < ratio, math.inf, -math.inf).to(logp.dtype)
+        logp = torch.where(miss, torch.nextafter(logp, toward), logp)
+    raise AssertionError(f"torch.exp misses the edge ratios {ratio[miss].tolist()} on this CPU")
+
+
 def make_batch(seed=0, exact=True):
     """A (B, T) float64 batch in which every row has both advantage signs, every ratio of RATIOS and both
     high- and low-probability tokens, plus padding."""
@@ -49,6 +64,7 @@ def make_batch(seed=0, exact=True):
             for t in range(T):
                 if ratio[i, t].item() in EDGES:
                     logp[i, t], old_logp[i, t] = _exact_pair(old_logp[i, t].item(), ratio[i, t].item())
+        logp = _land_on_edges(logp, old_logp, ratio)
     adv = torch.tensor([1.3, -0.7, 0.4, -1.9], dtype=torch.float64)
     mask = torch.ones(B, T, dtype=torch.float64)
     mask[:, -2:] = 0  # padding
