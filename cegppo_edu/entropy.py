@@ -127,6 +127,17 @@ def predicted_entropy_change(logits: torch.Tensor, delta_logits: torch.Tensor) -
     return -(pi * (logpi - mean_logpi) * (delta - mean_delta)).sum(-1)
 
 
+def _influence_parts(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of I for every choice of a chunk: ``(π_b (log π_b + H) (n, V), Σ_b π_b² (log π_b + H) (n,))``."""
+    z = z.float()
+    logpi = torch.log_softmax(z, dim=-1)  # (n, V)
+    pi = logpi.exp()
+    if torch.isneginf(z).any():  # masked choices: π = 0, and their log π is taken as 0 (π·log π = 0)
+        logpi = _finite(logpi)
+    centred = logpi + (-(pi * logpi).sum(-1, keepdim=True))  # log π_b + H
+    return pi * centred, (pi * pi * centred).sum(-1)
+
+
 def entropy_influence(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
     """I_a = π_a (log π_a + H) − Σ_b π_b² (log π_b + H) for the token a at every position. ``(..., V) -> (...)``.
 
@@ -136,12 +147,22 @@ def entropy_influence(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: in
     out = []
     with torch.no_grad():
         for a, b in _chunks(flat.shape[0], chunk_size):
-            z = flat[a:b].float()  # (n, V)
-            logpi = torch.log_softmax(z, dim=-1)  # (n, V)
-            pi = logpi.exp()
-            if torch.isneginf(z).any():  # masked choices: π = 0, and their log π is taken as 0 (π·log π = 0)
-                logpi = _finite(logpi)
-            centred = logpi + (-(pi * logpi).sum(-1, keepdim=True))  # log π_b + H
-            own = (pi * centred).gather(-1, flat_tokens[a:b, None]).squeeze(-1)  # π_a (log π_a + H)
-            out.append(own - (pi * pi * centred).sum(-1))
+            own, shared = _influence_parts(flat[a:b])  # (n, V), (n,)
+            out.append(own.gather(-1, flat_tokens[a:b, None]).squeeze(-1) - shared)
     return torch.cat(out).reshape(tokens.shape)
+
+
+def entropy_influence_per_choice(logits: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """``entropy_influence`` of every choice b at every position, the same numbers: ``(..., V) -> (..., V)``.
+
+    For a small vocabulary whose every choice is needed (the token bandits), one pass over the logits instead
+    of one per choice.
+    """
+    check_logits("logits", logits)
+    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    out = []
+    with torch.no_grad():
+        for a, b in _chunks(flat.shape[0], chunk_size):
+            own, shared = _influence_parts(flat[a:b])
+            out.append(own - shared[:, None])
+    return torch.cat(out).reshape(logits.shape)

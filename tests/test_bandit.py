@@ -322,3 +322,27 @@ def test_cli_rejects_bad_values():
     args = _parser().parse_args(["bandit", "--beta1", "-1", "--out", "x"])
     with pytest.raises(ValueError, match="beta1=-1.0"):
         args.func(args)
+
+
+def test_numbers_do_not_depend_on_the_thread_count():
+    """The simulators leave torch's thread count as the caller set it (``bandit._small_tensors``): a run, a sweep
+    and a steered run on one and on two threads give bitwise the same numbers (their large record operations run
+    in parallel on two)."""
+    from cegppo_edu.toy import steering
+
+    def arrays(result):
+        return {k: v for k, v in vars(result).items() if isinstance(v, np.ndarray)}
+
+    saved, runs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            grid = bandit.sweep([0.0, 1.0], [0.5, 1.0], steps=20, seeds=8)
+            runs.append([arrays(bandit.simulate(steps=40, seeds=8)), arrays(grid.histories[1][0]),
+                         arrays(steering.steer("ce_gppo", "predictive", steps=12, seeds=4))])
+    finally:
+        torch.set_num_threads(saved)
+    for one, two in zip(*runs):
+        assert one.keys() == two.keys() and one
+        for name in one:
+            np.testing.assert_array_equal(one[name], two[name], err_msg=name)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cegppo_edu.entropy import (entropy_from_logits, entropy_influence, predicted_entropy_change,
-                                token_logp_and_entropy)
+from cegppo_edu.entropy import (entropy_from_logits, entropy_influence, entropy_influence_per_choice,
+                                predicted_entropy_change, token_logp_and_entropy)
 
 
 def direct_entropy(logits):
@@ -71,6 +71,19 @@ def test_influence_equals_covariance_predictor():
     delta = torch.nn.functional.one_hot(tokens, 30).double() - pi  # ∇_z log π_a
     torch.testing.assert_close(entropy_influence(logits, tokens, chunk_size=3).double(),
                                -predicted_entropy_change(logits, delta).double(), rtol=1e-5, atol=1e-7)
+
+
+def test_influence_of_every_choice_is_the_influence_of_each_token():
+    """``entropy_influence_per_choice`` gives, bitwise, ``entropy_influence`` of each choice (the token bandits
+    take every choice's I from one pass), masked choices and chunking included."""
+    logits = torch.randn(3, 5, 6, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    logits[0, 1, 2] = -INF
+    every = entropy_influence_per_choice(logits, chunk_size=4)  # (3, 5, 6)
+    assert every.shape == logits.shape
+    for choice in range(6):
+        tokens = torch.full((3, 5), choice)
+        torch.testing.assert_close(every[..., choice], entropy_influence(logits, tokens, chunk_size=7),
+                                   rtol=0, atol=0)
 
 
 def test_bad_chunk_size():

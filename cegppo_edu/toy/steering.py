@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..advantages import group_advantages
-from ..entropy import entropy_from_logits, entropy_influence
+from ..entropy import entropy_from_logits, entropy_influence_per_choice
 from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps, reference_clip, weight_function
 from ..steering import (COMPARISON_ROWS, PI_KI, PI_KP, BetaBounds, Comparison, SteeredRun, EntropyBonus, PIController, check_controller, check_target,
                         needed_change, solve_betas, target_at)
@@ -171,7 +171,7 @@ def _updates(z, batch: _Batch, rule: _Rule, cfg: Toy, betas, bonus, split: bool 
         ratio = ratio_from_logps(logp, old)
         coef = _coefficients(rule, logp, old, a, ratio, per_row)  # (S, L, m): d loss / d logp = −coef
         if split:
-            influence = entropy_influence(z[:, :, None, :].expand(S, L, m, cfg.vocab), tok).double()
+            influence = entropy_influence_per_choice(z, chunk_size=S * L).gather(-1, tok).double()  # (S, L, m)
             token_dh = (-cfg.lr / L) * influence  # ΔH per unit coef
             lower, upper = clipped_sides(ratio, a, *rule.clip)
             unit_coef = rule.unit_weight(ratio, a) * a / (m * L)
