@@ -325,10 +325,12 @@ def test_cli_rejects_bad_values():
 
 
 def test_numbers_do_not_depend_on_the_thread_count():
-    """The simulators leave torch's thread count as the caller set it (``bandit._small_tensors``): a run, a sweep
-    and a steered run on one and on two threads give bitwise the same numbers (their large record operations run
-    in parallel on two)."""
+    """A run of many rows keeps the caller's torch threads (``bandit._small_tensors``; fewer rows run on one): a
+    run, a sweep and a steered run of that many rows on one and on two threads give bitwise the same numbers
+    (their large record operations run in parallel on two)."""
     from cegppo_edu.toy import steering
+
+    rows = bandit._SHARED_THREADS_ROWS
 
     def arrays(result):
         return {k: v for k, v in vars(result).items() if isinstance(v, np.ndarray)}
@@ -337,9 +339,9 @@ def test_numbers_do_not_depend_on_the_thread_count():
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            grid = bandit.sweep([0.0, 1.0], [0.5, 1.0], steps=20, seeds=8)
-            runs.append([arrays(bandit.simulate(steps=40, seeds=8)), arrays(grid.histories[1][0]),
-                         arrays(steering.steer("ce_gppo", "predictive", steps=12, seeds=4))])
+            grid = bandit.sweep([0.0, 1.0], [0.5, 1.0], steps=12, seeds=rows // 4)  # 4 pairs × rows / 4 seeds
+            runs.append([arrays(bandit.simulate(steps=20, seeds=rows)), arrays(grid.histories[1][0]),
+                         arrays(steering.steer("ce_gppo", "predictive", steps=6, seeds=rows))])
     finally:
         torch.set_num_threads(saved)
     for one, two in zip(*runs):

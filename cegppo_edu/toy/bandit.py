@@ -32,6 +32,7 @@ mean of the last 50 steps): the toy's claims depend on that choice, and the chap
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -261,7 +262,7 @@ def simulate(method: str = "ce_gppo", beta1: float | None = None, beta2: float |
     cfg = make_toy(**toy)
     POSITIVE_INT.check("steps", steps)
     rngs = _seed_generators(seed, seeds)
-    with _small_tensors():
+    with _small_tensors(seeds):
         raw = _run_vectorised(method, hyper, cfg, steps, rngs)
     return _history(method, hyper, cfg, seed, seeds, steps, raw)
 
@@ -489,13 +490,25 @@ def _history(method, hyper, cfg, seed, seeds, steps, rec) -> History:
                    **fields)
 
 
-def _small_tensors():
+# A run with at least this many rows (seeds × β pairs) keeps the caller's torch threads; fewer run on one.
+_SHARED_THREADS_ROWS = 64
+
+
+@contextlib.contextmanager
+def _small_tensors(rows: int):
     """Context for the simulators' many small tensor ops: inference mode (no autograd bookkeeping, about 10 %
-    faster). The thread count is left as the caller set it: the update loop's tensors are below torch's parallel
-    grain (32,768 elements), so only the records' large operations and a sweep's run on several threads, and a
-    run's numbers do not depend on how many (``tests/test_bandit.py``). A 5×5 sweep ran 1.35x faster on 2 threads
-    than on the one this context used to force."""
-    return torch.inference_mode()
+    faster), and one torch thread for a run of few rows: its operations are too small to share, so a second
+    thread only spins (twice the CPU time, no gain in wall time). A run of ``_SHARED_THREADS_ROWS`` rows or more
+    (a 5×5 sweep has 200) keeps the caller's threads: its record operations are large enough to split (1.35x
+    faster on 2 threads). The numbers do not depend on the thread count (``tests/test_bandit.py``)."""
+    saved = torch.get_num_threads()
+    if rows < _SHARED_THREADS_ROWS:
+        torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -606,7 +619,7 @@ def sweep(beta1s, beta2s, **kw) -> Sweep:
     POSITIVE_INT.check("steps", steps)
     rngs = _seed_generators(seed, seeds)
     pairs = [(h["beta1"], h["beta2"]) for h in hypers]
-    with _small_tensors():
+    with _small_tensors(len(pairs) * seeds):
         raw = _run_vectorised("ce_gppo", hypers[0], cfg, steps, rngs, betas=pairs)
     histories = [_history("ce_gppo", hyper, cfg, seed, seeds, steps,
                           {name: arr[r * seeds:(r + 1) * seeds] for name, arr in raw.items()})
