@@ -9,7 +9,10 @@ Last, the floor that eager PyTorch sets here: the aten operations one SGD update
 updates cost at least with that many operations (the updates of a step depend on each other, so they cannot be
 batched).
 
-Usage: python benchmarks/bench_bandit.py [--repeats 5] [--loop-steps 5] [--threads 2] [--baseline REV]
+With ``--compiled``, also the one way left to go under that floor without writing kernels: the SGD update wrapped
+in ``torch.compile`` (it needs a C++ compiler), its first run (compiling) and then its runs against eager ones.
+
+Usage: python benchmarks/bench_bandit.py [--repeats 5] [--loop-steps 5] [--threads 2] [--baseline REV] [--compiled]
 Wall and CPU seconds are both printed: on a machine shared with other jobs wall time grows with the load.
 """
 
@@ -99,12 +102,35 @@ def eager_floor(steps: int = 300, seeds: int = 8, repeats: int = 2000) -> str:
             f"({updates * per_update:.2f} s as measured)")
 
 
+def compiled_update(repeats: int) -> str:
+    """``simulate(steps=300, seeds=8)`` with ``bandit._sgd_update`` under ``torch.compile`` against eager: the first
+    run's time (it compiles) and the medians of ``repeats`` runs of each, alternated."""
+    eager_update = bandit._sgd_update
+    compiled = torch.compile(eager_update)
+    run = lambda: simulate("ce_gppo", steps=300, seeds=8)  # noqa: E731
+    try:
+        bandit._sgd_update = compiled
+        first = timed(run)[0]
+        times = {"compiled": [], "eager": []}
+        for _ in range(repeats):
+            for name, update in (("compiled", compiled), ("eager", eager_update)):
+                bandit._sgd_update = update
+                times[name].append(timed(run)[0])
+    finally:
+        bandit._sgd_update = eager_update
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return (f"torch.compile of the SGD update: first run {first:.1f} s (compiling), then {med['compiled']:.3f} s "
+            f"against eager {med['eager']:.3f} s (eager / compiled = {med['eager'] / med['compiled']:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads outside the simulator")
     parser.add_argument("--baseline", default=baseline.BEFORE_SPEED_WORK, help="git revision to compare with")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time the update under torch.compile (needs a C++ compiler; ~20 s to compile)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     before = baseline.import_module(args.baseline, "toy.bandit")
@@ -132,6 +158,8 @@ def main() -> None:
     print(f"{n} steps x 8 seeds: vectorised {vec:.3f} s, per-seed autograd loop {loop:.2f} s, "
           f"ratio loop/vectorised = {loop / vec:.0f}x")
     print(eager_floor())
+    if args.compiled:
+        print(compiled_update(args.repeats))
 
 
 if __name__ == "__main__":

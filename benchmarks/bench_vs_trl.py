@@ -217,10 +217,20 @@ def compare(name: str, geometry: dict, pairs: int, threads: int, with_trl: bool 
     print(f"| this project, token_group_stats=False, measure_entropy_change=False | {med['ours-bare']:.2f} s | "
           f"{med['trl'] / med['ours-bare']:.2f}x |")
     print(diagnostics_cost(walls))
-    for key in ("ours", "trl"):
-        split = median_split([s for _, s in results[key]])
+    splits = {key: median_split([s for _, s in results[key]]) for key in ("ours", "trl")}
+    for key, split in splits.items():
         print(f"split {key:4s} (median s per run): " + ", ".join(f"{k} {v:.2f}" for k, v in split.items()))
+    print(two_x_floor(splits["ours"], med["trl"]))
     return med
+
+
+def two_x_floor(ours: dict, trl_wall: float) -> str:
+    """What a run 2x faster than TRL's may spend, against the two phases no trainer of this task can skip: the
+    updates (HF forward + backward + AdamW over the very tokens TRL's updates run) and the generation."""
+    budget, update, generate = trl_wall / 2, ours["update"], ours["generate"]
+    return (f"2x TRL means <= {budget:.2f} s a run; our update phase alone takes {update:.2f} s "
+            f"({update / budget:.2f}x that budget), with the generation {update + generate:.2f} s "
+            f"({(update + generate) / budget:.2f}x)")
 
 
 def main() -> None:
