@@ -66,16 +66,27 @@ WARM_STARTS = {"chapter": os.path.join("notebooks", "data", "ch04", "warm_start"
                "study": os.path.join("notebooks", "data", "ch04", "seeds", "warm_start")}
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where that file does not exist."""
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line of Linux ``/proc/cpuinfo``, after its colon; "" where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where that file does not exist."""
+    return set(_cpuinfo("flags").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), "" where unknown. Two CPUs with one kernel set can still
+    round differently (their BLAS picks other code paths): exact equality with a committed run needs this too."""
+    return _cpuinfo("model name")
 
 
 def kernel_sets(flags: set[str] | None = None) -> list[str]:
