@@ -10,6 +10,12 @@ One RL step (``Trainer.train_step``, the data flow of DESIGN.md):
       optimizer step, logged) → AdamW, linear warm-up
     → the sampler gets the new weights → metrics (JSONL + callbacks) → checkpoint (atomic) every N steps.
 
+That is all ``train_step`` → ``update_phase`` → ``optimizer_step`` do, in about 90 lines read top to bottom
+(``teaching.lm_rl_step`` is the same step in 30). Everything optional (token-group statistics, the entropy
+re-measure, the parameter-space predictor and its attribution, the β schedule, the steering controllers and
+entropy bonus, the NLL term) attaches at the named ``self.hooks.<point>(...)`` calls (``lm.instruments``), and
+the loss's hyper-parameters are passed down as ``hyper``, chosen once per step by the hooks that may move them.
+
 "Group" has one meaning here: the G responses of one prompt (GRPO's group). The rows of a micro-batch are its
 ``indices``; the PA/NA × HP/LP classes of tokens are ``token_groups``'s. Set-up is in ``lm.setup``; the command
 line is in ``lm.command``; reading what a run wrote is in ``lm.run_dir``.
@@ -17,7 +23,6 @@ line is in ``lm.command``; reading what a run wrote is in ``lm.run_dir``.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import json
@@ -27,21 +32,19 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..advantages import group_advantages, zero_variance_groups
-from ..losses import clipped_sides, get_loss, get_method, ratio_from_logps, reference_clip
-from ..param_entropy import PhasePredictor, adamw_step_parts
-from ..token_groups import CLASSES, classify, group_stats, merge_group_stats
+from ..losses import get_loss, get_method
 from . import checkpoint as ckpt
-from . import run_dir, setup
-from .batching import (collate, collate_shared, entropy_with_shared_prompts, logp_entropy_influence, pack_by_tokens,
-                       response_entropy_sum)
-from .config import TrainConfig, from_dict, loss_kwargs, resolve, step_loss_kwargs, to_dict, validate
+from . import instruments, run_dir, setup
+from .batching import collate, logp_entropy_influence, pack_by_tokens
+from .config import TrainConfig, from_dict, loss_kwargs, resolve, to_dict, validate
+from .instruments import MicroBatch, Phase
 from .run_dir import METRICS_FILE, TIMING_PREFIX, WARM_START_FILE
 from .tasks import TaskData, accuracy_of
 from .steer import Steerer
@@ -55,17 +58,6 @@ class Response:
     response: list[int]
     adv: float
     correct: bool
-
-
-@dataclass
-class CellSplit:
-    """One optimizer step's gradient split by token cell (``Trainer.token_cell_gradients``): per cell the summed
-    gradient of its tokens' part of the loss, the clipping factor the step applied (None: the step was skipped) and
-    counts of the clipped tokens (all, LP by π_old, LP by the current policy)."""
-
-    grads: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    grad_scale: float | None = None
-    counts: collections.Counter = field(default_factory=collections.Counter)
 
 
 class Timer:
@@ -124,10 +116,11 @@ class Trainer:
         self.model.train()
         self.optimizer, self.scheduler = setup.optimizer_and_schedule(c, self.model, self.device)
         self.sampler, self.reward_fn = setup.sampler_and_reward(c, self.model, self.tokenizer, sampler, reward_fn)
-        self.loss_fn, self.loss_kwargs = get_loss(c.method), loss_kwargs(c)
+        self.loss_fn, configured = get_loss(c.method), loss_kwargs(c)
         self.steerer = (Steerer(c, self.model.get_output_embeddings().weight.shape[0],
-                                (self.loss_kwargs.get("beta1", 0.0), self.loss_kwargs.get("beta2", 0.0)))
+                                (configured.get("beta1", 0.0), configured.get("beta2", 0.0)))
                         if c.beta_controller != "none" else None)
+        self.hooks = instruments.build(self)  # the optional instruments the config switches on
         if self.resumed_from:
             self._restore(self.resumed_from)
         if self.resumed_from or c.warm_start_steps:
@@ -136,9 +129,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- one RL step
     def train_step(self) -> dict:
-        """One RL step: sample, grade, select, update, hand the weights to the sampler, (evaluate)."""
+        """One RL step: sample, grade, select, update, hand the weights to the sampler, (evaluate).
+
+        The optional instruments (``lm.instruments``) attach at the named ``self.hooks.<point>(...)`` calls of this
+        method, ``update_phase`` and ``optimizer_step``; the loss's hyper-parameters ``hyper`` are chosen by the
+        hooks that may move them (β schedule, steering) and passed down."""
         c, step, timer = self.config, self.step + 1, Timer()
-        self.loss_kwargs = step_loss_kwargs(c, step)  # β1, β2 of this step where beta_schedule moves them
+        hyper, metrics = self.hooks.step_start(step, loss_kwargs(c))
         with timer("step"):
             problems = [self.train_problems[i] for i in self.step_problem_indices(step)]
             with timer("generate"):
@@ -148,12 +145,10 @@ class Trainer:
             answers = [p.answer for p in problems for _ in range(c.group_size)]  # prompt-major, like the rollout
             with timer("reward"):
                 rewards = torch.tensor(self.reward_fn(rollout.texts, answers), dtype=torch.float32)
-            rows, keep = select_responses(rollout, rewards, c)
-            metrics = {"step": step, **rollout_metrics(rollout, rewards, keep, c)}
-            if c.beta_schedule != "constant":
-                metrics.update({f"loss/{name}": self.loss_kwargs[name] for name in ("beta1", "beta2")})
+            rows, keep = select_responses(rollout, rewards, c)  # group advantages, zero-variance groups dropped
+            metrics = {"step": step, **rollout_metrics(rollout, rewards, keep, c), **metrics}
             if rows:
-                metrics.update(self.update_phase(rows, step, timer))
+                metrics.update(self.update_phase(rows, step, hyper, timer))
             else:  # every group had equal rewards: nothing to learn from this batch (logged, not an error)
                 metrics.update(self.entropy_only(rollout))
             metrics["lr"] = self.end_update_phase()
@@ -161,6 +156,55 @@ class Trainer:
                 metrics.update(self.evaluate(step))
         self.step = step
         return {**metrics, **timer.seconds}
+
+    def update_phase(self, rows: list[Response], step: int, hyper: dict, timer: Timer) -> dict:
+        """Old log-probs (π_old, no gradient), then ``update_epochs`` × ``mini_batches`` optimizer steps in a
+        shuffled order; the instruments' metrics of the phase after them."""
+        with timer("old_logp"):
+            entropy_before, old_logps, n_tokens = self.old_logps(rows)
+        phase = Phase(step, rows, entropy_before, timer)
+        hyper, steered = self.hooks.phase_start(phase, hyper)  # a steering controller picks this phase's β here
+        results = []
+        for mini in self.mini_batch_order(len(rows), step):
+            self.hooks.before_optimizer_step(phase)
+            with timer("update"):
+                loss, norm = self.optimizer_step(rows, old_logps, mini, hyper)
+            self.hooks.after_optimizer_step(phase, norm)
+            results.append((loss, norm))
+        out = {"entropy/mean": entropy_before, **update_metrics(results), "update/tokens": n_tokens, **steered}
+        return {**out, **self.hooks.phase_end(phase, out)}
+
+    def optimizer_step(self, rows: list[Response], old_logps, mini: list[int], hyper: dict) -> tuple[float, float]:
+        """One mini-batch: micro-batch forward/backward with exact token-mean weights, clip, AdamW step.
+        Returns ``(loss, grad norm)``; a non-finite norm skips the step."""
+        c = self.config
+        token_level = get_method(c.method).level in ("token", "batch")  # a token-mean over the mini-batch
+        total_tokens = sum(len(rows[i].response) for i in mini)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        for indices, batch in self.micro_batches(rows, mini):
+            logp, _, influence = self._score(batch, with_entropy=False, with_influence=self.hooks.wants_influence)
+            old = torch.zeros_like(logp)
+            for j, i in enumerate(indices):
+                old[j, :len(rows[i].response)] = old_logps[i]
+            adv = torch.tensor([rows[i].adv for i in indices], dtype=logp.dtype, device=logp.device)  # (b,)
+            # The loss is a mean over the micro-batch; re-weight so the sum over micro-batches is the mini-batch mean.
+            share = (batch.mask.sum().item() / total_tokens if c.loss_agg == "token-mean" and token_level
+                     else len(indices) / len(mini))
+            loss = self.loss_fn(logp, old, adv, batch.mask, **hyper) * share
+            micro = MicroBatch([rows[i] for i in indices], [rows[i] for i in mini], batch, logp, old, adv, influence,
+                               hyper)
+            loss = self.hooks.add_bonuses(loss, micro)  # the entropy bonus, the NLL term
+            self.hooks.before_backward(loss, micro)  # token-group stats, the attribution's per-cell gradients
+            loss.backward()
+            loss_value += loss.item()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm).item()
+        if np.isfinite(norm):
+            self.optimizer.step()
+        else:  # never apply a NaN/inf gradient; drop it and carry on (counted in update/skipped_steps)
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, norm
 
     def step_problem_indices(self, step: int) -> list[int]:
         """The P training problems of RL step ``step`` (1-based): consecutive slices of per-epoch permutations."""
@@ -174,48 +218,6 @@ class Trainer:
             position += take
         return indices
 
-    def update_phase(self, rows: list[Response], step: int, timer: Timer) -> dict:
-        """Old log-probs, then ``update_epochs`` × ``mini_batches`` optimizer steps in a shuffled order, then
-        (``measure_entropy_change``) the entropy of the same responses under the updated policy. On the steps
-        ``entropy_predictor_every`` picks, the parameter-space prediction of that change is taken around every
-        optimizer step (and, with ``entropy_attribution``, split by token cell)."""
-        c = self.config
-        with timer("old_logp"):
-            entropy_before, old_logps, n_tokens = self.old_logps(rows)
-        steered = {}
-        if self.steerer:  # this step's β or bonus, chosen from H(t) before the first optimizer step
-            steered = self.steerer.before_updates(step, entropy_before)
-            self.loss_kwargs = self.steerer.loss_betas(self.loss_kwargs)
-        predictor = self.entropy_predictor(rows, step)
-        results, clipped_counts = [], collections.Counter()
-        for mini in self.mini_batch_order(len(rows), step):
-            if predictor:
-                with timer("entropy_predictor"):
-                    predictor.before_step()
-            split = CellSplit() if predictor and c.entropy_attribution else None
-            with timer("update"):
-                results.append(self.optimizer_step(rows, old_logps, mini, split=split))
-            if predictor:
-                with timer("entropy_predictor"):
-                    predictor.after_step(self.step_parts(predictor, split, clipped_counts))
-        out = {"entropy/mean": entropy_before, **update_metrics(results), "update/tokens": n_tokens, **steered}
-        if predictor:
-            out.update(predictor.result().as_metrics("entropy/param_pred", "entropy/param_attr"))
-            out.update(clipped_lp_shares(clipped_counts))
-        if self.steerer:
-            self.steerer.after_updates(out)
-        stats = [s for _, _, token_stats in results for s in token_stats]
-        if stats:
-            out.update(merge_group_stats(stats))
-            out["entropy/predicted_push"] = sum(out.get(f"{k}/entropy_push", 0.0) for k in CLASSES) / max(
-                out["tokens"], 1.0)
-        if c.measure_entropy_change:
-            with timer("entropy_after"):
-                entropy_after = self.entropy_after_update(rows)
-            out["entropy/after_update"] = entropy_after
-            out["entropy/measured_change"] = entropy_after - entropy_before
-        return out
-
     def mini_batch_order(self, rows: int, step: int):
         """The row indices of each optimizer step: ``update_epochs`` shuffles of the rows, each cut into
         ``mini_batches`` parts (fewer when there are fewer rows)."""
@@ -224,25 +226,6 @@ class Trainer:
             order = torch.randperm(rows, generator=shuffle)
             for mini in torch.tensor_split(order, min(self.config.mini_batches, rows)):
                 yield mini.tolist()
-
-    def entropy_predictor(self, rows: list[Response], step: int) -> PhasePredictor | None:
-        """The parameter-space predictor of this phase's entropy change (``param_entropy``), on the steps that
-        ``entropy_predictor_every`` picks: H̄ and ∇θH̄ of the phase's rows before and after every optimizer step."""
-        every = self.config.entropy_predictor_every
-        if not every or step % every:
-            return None
-        return PhasePredictor(self.trainable_parameters(), lambda: self.entropy_and_gradient(rows))
-
-    def step_parts(self, predictor: PhasePredictor, split: CellSplit | None, clipped_counts: collections.Counter):
-        """The optimizer step just taken, split by token cell (``optimizer_step(split=...)``), momentum and weight
-        decay (``param_entropy.adamw_step_parts``); None without attribution or when the step was skipped."""
-        if split is None or split.grad_scale is None:
-            return None
-        clipped_counts.update(split.counts)
-        return adamw_step_parts(self.optimizer, predictor.params, predictor.theta, split.grads, split.grad_scale)
-
-    def trainable_parameters(self) -> list[torch.Tensor]:
-        return [p for p in self.model.parameters() if p.requires_grad]
 
     def end_update_phase(self) -> float:
         """Advance the learning-rate schedule, free the gradients and give the sampler the new weights; the lr.
@@ -294,125 +277,6 @@ class Trainer:
             n_tok += batch.mask.sum().item()
         self.model.train(was_training)
         return ent_sum / n_tok, old, n_tok
-
-    @torch.no_grad()
-    def entropy_after_update(self, rows: list[Response]) -> float:
-        """The token-mean entropy of the rows under the updated policy (the metric ``entropy/after_update``), each
-        prompt run once for its G responses (``batching.entropy_with_shared_prompts``): the pass ``old_logps``
-        makes, at a fraction of its cost, equal to it up to float rounding."""
-        was_training = self.model.training
-        self.model.eval()
-        ent_sum, n_tok = 0.0, 0.0
-        for _, batch in self.micro_batches(rows, range(len(rows)), layout=collate_shared):
-            entropy = entropy_with_shared_prompts(self.model, batch, chunk_size=self.config.logp_chunk,
-                                                  autocast_dtype=self.autocast, temperature=self.config.temperature)
-            ent_sum += (entropy * batch.mask).sum().item()
-            n_tok += batch.mask.sum().item()
-        self.model.train(was_training)
-        return ent_sum / n_tok
-
-    def entropy_and_gradient(self, rows: list[Response]) -> tuple[float, list[torch.Tensor]]:
-        """H̄, the token-mean entropy of the rows (eval mode, as ``old_logps`` measures it), and ∇θH̄ for the
-        parameters that train, micro-batch by micro-batch (one graph at a time; ``p.grad`` is left alone)."""
-        params = self.trainable_parameters()
-        total = sum(len(r.response) for r in rows)
-        value, grads = 0.0, [torch.zeros_like(p) for p in params]
-        was_training = self.model.training
-        self.model.eval()
-        for _, batch in self.micro_batches(rows, range(len(rows))):
-            h = response_entropy_sum(self.model, batch, chunk_size=self.config.logp_chunk,
-                                     autocast_dtype=self.autocast, temperature=self.config.temperature) / total
-            for g, d in zip(grads, torch.autograd.grad(h, params, allow_unused=True)):
-                if d is not None:
-                    g += d
-            value += h.item()
-        self.model.train(was_training)
-        return value, grads
-
-    def optimizer_step(self, rows: list[Response], old_logps, mini: list[int], split: CellSplit | None = None):
-        """One mini-batch: micro-batch forward/backward with exact token-mean weights, clip, AdamW step.
-        Returns ``(loss, grad norm, [token-group stats of each micro-batch])``. ``split``: filled with the gradient
-        of each token cell (``token_cell_gradients``), the clipping factor and the clipped-token counts."""
-        c = self.config
-        token_level = get_method(c.method).level in ("token", "batch")  # a token-mean over the mini-batch
-        total_tokens = sum(len(rows[i].response) for i in mini)
-        total_correct = sum(len(rows[i].response) for i in mini if rows[i].correct)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_value, stats = 0.0, []
-        for indices, batch in self.micro_batches(rows, mini):
-            logp, _, influence = self._score(batch, with_entropy=False, with_influence=c.token_group_stats)
-            old = torch.zeros_like(logp)
-            for j, i in enumerate(indices):
-                old[j, :len(rows[i].response)] = old_logps[i]
-            adv = torch.tensor([rows[i].adv for i in indices], dtype=logp.dtype, device=logp.device)  # (b,)
-            # The loss is a mean over the micro-batch; re-weight so the sum over micro-batches is the mini-batch mean.
-            share = (batch.mask.sum().item() / total_tokens if c.loss_agg == "token-mean" and token_level
-                     else len(indices) / len(mini))
-            loss = self.loss_fn(logp, old, adv, batch.mask, **self.loss_kwargs) * share
-            if self.steerer and self.steerer.coef:  # the adaptive entropy bonus −c·H̄, token-mean over the mini-batch
-                loss = loss - self.steerer.coef * response_entropy_sum(
-                    self.model, batch, chunk_size=c.logp_chunk, autocast_dtype=self.autocast,
-                    temperature=c.temperature) / total_tokens
-            if c.nll_coef and total_correct:
-                correct = torch.tensor([rows[i].correct for i in indices], dtype=logp.dtype, device=logp.device)
-                loss = loss - c.nll_coef * (logp * batch.mask * correct[:, None]).sum() / total_correct
-            if split is not None:
-                self.token_cell_gradients(loss, logp, old, adv, batch.mask, split)
-            loss.backward()
-            loss_value += loss.item()
-            if c.token_group_stats:
-                stats.append(self._token_group_stats(logp.detach(), old, adv, batch.mask, influence))
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm).item()
-        if np.isfinite(norm):
-            if split is not None:  # torch's clipping factor (clip_grad_norm_): max_norm / (norm + 1e-6), at most 1
-                split.grad_scale = min(1.0, c.max_grad_norm / (norm + 1e-6))
-            self.optimizer.step()
-        else:  # never apply a NaN/inf gradient; drop it and carry on (counted in update/skipped_steps)
-            self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, norm, stats
-
-    def token_cell_gradients(self, loss, logp, old, adv, mask, split: CellSplit) -> None:
-        """Add to ``split`` the gradient of each token cell's part of ``loss``: the cells are the token classes
-        (HP/LP by π_old, as the paper classifies, or by the current policy with ``entropy_attribution_by``) ×
-        inside / clipped (PPO's zeroed sides). The loss is linear in
-        each token's log-prob through d loss / d logp, so the parts sum to the loss's gradient. Also counts the
-        clipped tokens that are LP by π_old and by the current policy (they differ once a token has moved)."""
-        params = self.trainable_parameters()
-        coef = torch.autograd.grad(loss, logp, retain_graph=True)[0].detach()  # (b, R) d loss / d logp
-        ratio = ratio_from_logps(logp.detach(), old)
-        lower, upper = clipped_sides(ratio, adv[:, None], *reference_clip(self.loss_kwargs))
-        clipped = (lower | upper) & (mask > 0)
-        old_prob, threshold = old.exp(), self.config.hp_threshold
-        by_current = self.config.entropy_attribution_by == "current"
-        cell = classify(logp.detach().exp() if by_current else old_prob, adv, threshold)  # (b, R) into CLASSES
-        split.counts.update({"clipped": int(clipped.sum()),
-                             "lp_old": int((clipped & (old_prob < threshold)).sum()),
-                             "lp_current": int((clipped & (logp.detach().exp() < threshold)).sum())})
-        for k, name in enumerate(CLASSES):
-            for side, keep in (("inside", ~clipped), ("clipped", clipped)):
-                select = (cell == k) & keep & (mask > 0)
-                total = split.grads.setdefault(f"{name}/{side}", [torch.zeros_like(p) for p in params])
-                if not (select & (coef != 0)).any():
-                    continue  # no token of this cell carries gradient here (its share stays 0): no backward pass
-                grads = torch.autograd.grad((coef * logp * select).sum(), params, retain_graph=True,
-                                            allow_unused=True)
-                for t, g in zip(total, grads):
-                    if g is not None:
-                        t += g
-
-    def _token_group_stats(self, logp, old, adv, mask, influence) -> dict:
-        c = self.config
-        hyper = {k: v for k, v in self.loss_kwargs.items() if k != "agg"}
-        if get_method(c.method).level == "token":
-            return group_stats(logp, old, adv, mask, method=c.method, threshold=c.hp_threshold, influence=influence,
-                               **hyper)
-        # A sequence- or batch-level method (GSPO, Clip-Cov, KL-Cov) has no per-token weight F(r, Â): counts and
-        # PPO-style clip fractions of token ratios only.
-        eps_low, eps_high = reference_clip(hyper)
-        stats = group_stats(logp, old, adv, mask, method="ppo_clip", threshold=c.hp_threshold, eps_low=eps_low,
-                            eps_high=eps_high)
-        return {k: v for k, v in stats.items() if not k.endswith("/weight_sum")}
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -583,19 +447,10 @@ def rollout_metrics(rollout, rewards: torch.Tensor, keep: torch.Tensor, config: 
             "responses/kept": int(keep.sum().item())}
 
 
-def clipped_lp_shares(counts: collections.Counter) -> dict:
-    """The share of clipped token-updates that are LP by π_old (the paper's classification) and by the current
-    policy, over an attributed phase; {} without attribution or clipped tokens."""
-    if not counts.get("clipped"):
-        return {}
-    return {f"entropy/param_attr/clipped_lp_share_{key}": counts[f"lp_{key}"] / counts["clipped"]
-            for key in ("old", "current")}
-
-
-def update_metrics(results: list[tuple[float, float, list]]) -> dict:
+def update_metrics(results: list[tuple[float, float]]) -> dict:
     """Loss and gradient norms over the optimizer steps of an update phase (non-finite norms are skipped steps)."""
-    losses = [loss for loss, _, _ in results]
-    finite = [norm for _, norm, _ in results if np.isfinite(norm)]
+    losses = [loss for loss, _ in results]
+    finite = [norm for _, norm in results if np.isfinite(norm)]
     return {"loss": float(np.mean(losses)), "grad_norm/mean": float(np.mean(finite or [0.0])),
             "grad_norm/max": float(max(finite or [0.0])), "update/optimizer_steps": len(results),
             "update/skipped_steps": len(results) - len(finite)}
