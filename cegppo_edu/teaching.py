@@ -8,6 +8,7 @@ is never a simplification that drifted:
     ce_gppo_loss        the r / sg(r) loss, token-mean       = losses.ce_gppo (value and gradient)
     softmax_update      one SGD step of one softmax's logits = toy.demos.single_softmax_update's delta
     token_bandit_step   one rollout batch of the token bandit = toy.bandit.simulate, step by step
+    lm_rl_step          one RL step of a language model       = lm.trainer.Trainer.train_step, instruments off
 
 They skip what the full versions add: input validation, masks, the clamp of log r, dual clip, aggregation modes,
 batching over seeds. No defaults either: the method's defaults live in ``losses.METHODS`` only.
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from .advantages import group_advantages, zero_variance_groups
 
 
 def ce_gppo_weight(r, adv, *, eps_low, eps_high, beta1, beta2):
@@ -86,4 +89,50 @@ def token_bandit_step(z, rng, weight, *, groups, group_size, minibatches, epochs
     return z
 
 
-__all__ = ["ce_gppo_loss", "ce_gppo_weight", "log_softmax", "softmax_update", "token_bandit_step"]
+def response_logp(model, prompt, response, temperature):
+    """log π(each response token | the prompt and the tokens before it), one row at a time. ``-> (R,)``"""
+    logits = model(torch.tensor([prompt + response])).logits[0, len(prompt) - 1:-1] / temperature  # (R, V)
+    return logits.log_softmax(-1).gather(-1, torch.tensor(response)[:, None])[:, 0]
+
+
+def pad(rows):
+    """Stack rows of different lengths into ``(b, R)``, zeros after each row's end."""
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+
+def lm_rl_step(model, optimizer, prompts, sample, reward, loss_fn, hyper, *, group_size, mini_batches, epochs,
+               max_grad_norm, temperature, shuffle):
+    """One RL step of chapter 4's trainer with every instrument off. ``prompts``: P token lists;
+    ``sample(prompts, G)``: P·G response token lists, prompt-major; ``reward(responses)``: P·G rewards;
+    ``loss_fn(logp, old_logp, adv, mask, **hyper)``: a loss of ``losses.METHODS``; ``shuffle``: a torch Generator.
+    Returns the loss of each optimizer step."""
+    # 1. sample G responses per prompt, grade them
+    responses = sample(prompts, group_size)
+    rewards = torch.tensor(reward(responses), dtype=torch.float32)
+    # 2. group advantages Â = (R − group mean) / (group std + 1e-6); a group of equal rewards teaches nothing
+    adv = group_advantages(rewards, group_size)
+    keep = (~zero_variance_groups(rewards, group_size)).nonzero()[:, 0].tolist()
+    rows = [(prompts[i // group_size], responses[i], adv[i]) for i in keep]
+    # 3. π_old: the log-probs of the kept responses under the policy that sampled them, without gradient
+    model.eval()
+    with torch.no_grad():
+        old = [response_logp(model, p, r, temperature) for p, r, _ in rows]
+    model.train()
+    # 4. epochs × mini-batches in a shuffled order: the loss on the padded mini-batch, backward, clip, AdamW step
+    losses = []
+    for _ in range(epochs):
+        for mini in torch.randperm(len(rows), generator=shuffle).tensor_split(min(mini_batches, len(rows))):
+            logp = pad([response_logp(model, rows[i][0], rows[i][1], temperature) for i in mini.tolist()])
+            old_logp = pad([old[i] for i in mini.tolist()])
+            mask = pad([torch.ones(len(rows[i][1])) for i in mini.tolist()])
+            loss = loss_fn(logp, old_logp, torch.stack([rows[i][2] for i in mini.tolist()]), mask, **hyper)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
+    return losses
+
+
+__all__ = ["ce_gppo_loss", "ce_gppo_weight", "lm_rl_step", "log_softmax", "pad", "response_logp", "softmax_update",
+           "token_bandit_step"]

@@ -74,3 +74,50 @@ def test_teaching_bandit_step_reproduces_the_vectorised_bandit(method, toy):
     # the bandit's entropies are float32 sums (entropy_from_logits), so they agree to float32's precision
     np.testing.assert_allclose(entropies, history.entropy_per_seed[0], rtol=0, atol=1e-6)
     assert abs(entropies[-1] - entropies[0]) > 0.01, "the policy must have moved for the comparison to mean much"
+
+
+# float32 forward passes of one row against padded batches differ by rounding (~1e-7); AdamW divides each gradient
+# by its running RMS, so a weight whose gradient is nearly 0 can move by up to lr per step from that noise alone
+TEACHING_LM_ATOL = 1e-5
+
+
+def test_teaching_lm_rl_step_is_the_trainers_step_with_every_instrument_off(tmp_path):
+    """One RL step of the tiny Qwen2 from the same weights, prompts and sampler seed: the short step (one row per
+    forward pass) and the trainer's (padded batches, instruments off) give the same losses and weights up to
+    float32 rounding of the different batch shapes."""
+    import copy
+
+    from cegppo_edu.lm import setup
+    from cegppo_edu.lm.config import loss_kwargs
+    from cegppo_edu.lm.trainer import Trainer
+    from test_lm_trainer import fast_config
+
+    c = fast_config(steps=1, eval_every=0, drop_zero_variance=True, token_group_stats=False,
+                    measure_entropy_change=False, update_epochs=2, lr=1e-2, warmup_steps=0)
+    trainer = Trainer(c, str(tmp_path), progress=False)
+    assert not trainer.hooks.instruments, "every instrument must be off for the bare step"
+    model, start = copy.deepcopy(trainer.model), copy.deepcopy(trainer.model)
+    optimizer, _ = setup.optimizer_and_schedule(c, model, trainer.device)
+    problems = [trainer.train_problems[i] for i in trainer.step_problem_indices(1)]
+    answers = [p.answer for p in problems for _ in range(c.group_size)]
+
+    def sample(prompts, group_size):  # the trainer's sampler at the trainer's seed: the rollout the trainer draws
+        return trainer.sampler.generate(prompts, n=group_size, max_new_tokens=c.max_new_tokens, top_p=c.top_p,
+                                        temperature=c.temperature,
+                                        seed=setup.derive_seed(c.seed, "rollout", 1)).response_ids
+
+    def reward(responses):
+        return trainer.reward_fn(trainer.tokenizer.batch_decode(responses, skip_special_tokens=True), answers)
+
+    shuffle = torch.Generator().manual_seed(setup.derive_seed(c.seed, "shuffle", 1))
+    losses = teaching.lm_rl_step(model, optimizer, [trainer.prompts.ids(p) for p in problems], sample, reward,
+                                 get_method(c.method).loss, loss_kwargs(c), group_size=c.group_size,
+                                 mini_batches=c.mini_batches, epochs=c.update_epochs, max_grad_norm=c.max_grad_norm,
+                                 temperature=c.temperature, shuffle=shuffle)
+    metrics = trainer.train_step()
+    assert len(losses) == metrics["update/optimizer_steps"] == 4 and metrics["responses/kept"] < 16
+    assert np.mean(losses) == pytest.approx(metrics["loss"], rel=1e-5, abs=1e-7)
+    moved = max((p - q).abs().max().item() for p, q in zip(trainer.model.parameters(), start.parameters()))
+    assert moved > 1e-2, "the four AdamW steps at lr 1e-2 must move the weights well beyond the tolerance below"
+    for short, full in zip(model.parameters(), trainer.model.parameters()):
+        torch.testing.assert_close(short, full, rtol=0, atol=TEACHING_LM_ATOL)
