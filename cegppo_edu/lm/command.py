@@ -13,7 +13,7 @@ from typing import Sequence
 
 from ..losses import METHODS
 from . import checkpoint as ckpt
-from . import run_dir
+from . import metrics, run_dir
 from .config import PRESETS, TrainConfig, apply_overrides, from_dict, get_preset, to_dict
 from .trainer import Trainer
 
@@ -51,7 +51,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="presets:\n" + "\n".join(f"  {n:22s} {p.description}" for n, p in sorted(PRESETS.items())) +
                "\n\nevery field of cegppo_edu.lm.config.TrainConfig can be set with --set key=value "
-               "(see its comments for meaning, paper symbol and default source).")
+               "(see its comments for meaning, paper symbol and default source)."
+               "\n\nmetrics.jsonl keys (cegppo_edu.lm.metrics; <class> is a token class, e.g. PA&LP):\n"
+               + metrics.describe())
     parser.add_argument("--preset", choices=sorted(PRESETS), help=f"named configuration (default {DEFAULT_PRESET})")
     parser.add_argument("--method", choices=sorted(METHODS), help="policy loss (default: the preset's)")
     parser.add_argument("--steps", type=int, help="RL steps (rollout batches) to reach; with --resume, at least "
