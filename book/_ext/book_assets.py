@@ -2,7 +2,7 @@
 own style sheet (``book.css``: every code block and table fits the text column).
 
 The notebooks' figures are stored as ``text/html`` divs that call ``Plotly.newPlot`` (see
-``cegppo_edu.viz.BookRenderer``); they need ``plotly.min.js`` on the page. We copy the copy that ships
+``cegppo_edu.plots.style.BookRenderer``); they need ``plotly.min.js`` on the page. We copy the copy that ships
 inside the installed ``plotly`` package (the same version that made the figures) into the built site's
 ``_static/`` and load it, without ``defer``, on the pages that contain a plotly figure.
 """

@@ -1,6 +1,6 @@
 """Problems for the LM trainer: a synthetic arithmetic task, and the prompt format shared with math datasets.
 
-A ``Problem`` is a user message (``prompt``, with ``config.prompt_template`` already applied by the task
+A ``Problem`` is a user message (``question``, with ``config.prompt_template`` already applied by the task
 factory) and a gold ``answer`` string. The trainer turns a problem into token ids with the model's own chat
 template (``encode_chat_prompt``) or ``config.prompt_encoder``, so the same code serves the tiny char-level
 model of chapter 4 and DeepSeek-R1-Distill in chapter 5 (whose template pre-fills ``<think>\\n``).

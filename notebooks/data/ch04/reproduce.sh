@@ -3,7 +3,7 @@
 #   notebooks/data/ch04/warm_start/   the warm-started tiny Qwen2 (350 SFT steps of the tiny-arith preset)
 #   notebooks/data/ch04/runs/NAME/    metrics.jsonl + config.json of each RL run (`cegppo train`)
 # About 10 minutes on one CPU thread. Run from anywhere: ./notebooks/data/ch04/reproduce.sh
-# tests/test_lm_trainer.py re-runs the first steps of the warm start and of every run and compares the numbers.
+# tests/test_reproducibility.py re-runs the first steps of the warm start and of every run and compares the numbers.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-.venv/bin/python}
