@@ -5,6 +5,8 @@ The pool starts once per module (a fixture): worker start-up is the slow part (a
 """
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -211,3 +213,60 @@ def test_factory_takes_the_reward_values_from_the_config():
     reward = make_math_reward(config)
     assert (reward.workers, reward.timeout_s) == (0, 10.0)
     assert reward([think("\\boxed{4}"), think("\\boxed{5}")], ["4", "4"]) == [1.0, -1.0]
+
+
+# ------------------------------------------------------------------------------ the authors' grading protocol
+# What the CE-GPPO authors' reward does (their verl fork, Kwai-Klear/CE-GPPO at 10558fe,
+# verl/utils/reward_score/math_dapo.py, compute_score(is_use_math_verify=True)), read from their code: the whole
+# response is parsed with math-verify's default extraction (LaTeX and expressions); no </think> is required; fewer
+# than two parse results score wrong; else a string match, then verify against \boxed{gold}.
+AUTHORS_CASES = [  # (response, gold, theirs, ours under the model-card protocol)
+    ("Let me think. So the answer is \\boxed{42}", "42", CORRECT, NO_THINK_END),  # reasoning never closed
+    ("<think>hmm</think> The answer is 42.", "42", CORRECT, NO_ANSWER),  # a plain number, no box
+    ("<think>x</think> \\boxed{41}", "42", WRONG, WRONG),
+    ("<think>x</think> so \\boxed{0.5}", "\\frac{1}{2}", CORRECT, CORRECT),
+    ("no answer here", "7", NO_ANSWER, NO_THINK_END),
+]
+
+
+@pytest.mark.parametrize("response, gold, theirs, ours", AUTHORS_CASES)
+def test_the_authors_protocol_grades_as_their_code_does(response, gold, theirs, ours):
+    with MathReward(workers=0, protocol="authors") as authors, MathReward(workers=0) as model_card:
+        assert authors.grade([response], [gold]) == [theirs]
+        assert model_card.grade([response], [gold]) == [ours]
+
+
+def test_an_unknown_protocol_is_refused():
+    with pytest.raises(ValueError, match="protocol='theirs'.*model-card, authors"):
+        MathReward(workers=0, protocol="theirs")
+
+
+@pytest.mark.slow  # a forkserver pool whose __main__ maps 6 GiB: ~10 s
+def test_workers_grade_when_main_maps_more_than_the_memory_cap(tmp_path):
+    """Under the `cegppo` command, forkserver workers import __main__, which imports torch; the CUDA build maps
+    several GB. An absolute 4 GiB cap then breaks the pool at start-up (reproduced here by mapping 6 GiB of
+    untouched anonymous memory at import); the cap is relative to what the worker has mapped."""
+    script = tmp_path / "main_maps_6gib.py"
+    script.write_text(
+        "import mmap\n"
+        "BIG = mmap.mmap(-1, 6 << 30)  # mapped, never touched: VmSize grows as with CUDA libraries\n"
+        "if __name__ == '__main__':\n"
+        "    from cegppo_edu.gpu.math_reward import MathReward, _address_space_limit\n"
+        "    with MathReward(workers=2, start_method='forkserver', memory_limit_mb=4096) as reward:\n"
+        "        print(reward(['<think>x</think> \\\\boxed{4}', '<think>x</think> \\\\boxed{5}'], ['4', '4']))\n"
+        "        limit = reward._pool.submit(_address_space_limit).result()\n"
+        "        print('limit_gib', limit / 2**30)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "[1.0, -1.0]"
+    assert float(lines[1].split()[1]) > 6 + 4  # the 6 GiB the worker inherited, plus the 4 GiB to grade in
+
+
+def test_the_cap_is_what_is_mapped_plus_the_headroom():
+    from cegppo_edu.gpu.math_reward import address_space_bytes, address_space_cap
+    assert address_space_cap(4096, 10 * 2**30) == 14 * 2**30
+    assert address_space_cap(4096, None) is None
+    mapped = address_space_bytes()
+    assert mapped is None or mapped > 2**20  # this process maps at least a MB (None off Linux)

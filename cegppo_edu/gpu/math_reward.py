@@ -26,7 +26,13 @@ Time bound, in two layers:
 Workers start with the ``forkserver`` method where available (else ``spawn``), never ``fork``: the trainer
 process holds CUDA state that a forked child must not inherit. Each worker caps its address space at
 ``memory_limit_mb`` so that an answer like ``10^{10^{10}}`` fails with MemoryError instead of exhausting the
-machine.
+machine. The cap is relative (``address_space_cap``): what the worker has mapped after start-up plus
+``memory_limit_mb``, because a worker inherits what ``__main__`` imported (torch, under the ``cegppo`` command;
+its CUDA build maps several GB).
+
+``protocol="authors"`` grades as the CE-GPPO authors' code does instead (``grade_response_authors``): the whole
+response, math-verify's default extraction. It is an option for parity with their numbers, not the default:
+its expression parser evaluates text with SymPy (it still runs only inside the capped, timed workers).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import collections
 import concurrent.futures as cf
 import logging
 import multiprocessing as mp
+import os
 import threading
 import time
 import warnings
@@ -43,7 +50,7 @@ from typing import Callable, Sequence
 
 from .prompts import answer_section
 from ..lm.config import TrainConfig
-from ..validation import POSITIVE, POSITIVE_INT, Range
+from ..validation import POSITIVE, POSITIVE_INT, Range, check_choice
 
 # Outcomes of grading one response. Only CORRECT earns the positive reward.
 CORRECT, WRONG, NO_ANSWER, NO_THINK_END, BAD_GOLD, TIMEOUT, CRASHED, ERROR = (
@@ -97,19 +104,77 @@ def grade_answer(answer: str, gold: str, inner_timeout_s: int | None) -> str:
         return ERROR
 
 
+def address_space_bytes() -> int | None:
+    """This process's mapped address space (Linux ``VmSize``, what ``RLIMIT_AS`` counts), or None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def address_space_cap(headroom_mb: int, mapped_bytes: int | None) -> int | None:
+    """The ``RLIMIT_AS`` of a worker: what it has mapped already plus ``headroom_mb`` for grading.
+
+    Relative, not absolute: a forkserver worker inherits whatever ``__main__`` imported (under the ``cegppo``
+    console script that is torch; its CUDA build maps several GB of libraries), so an absolute cap of a few GB
+    could sit below what the worker has mapped before it grades anything (the pool then breaks at start-up), or
+    just above it (large parses then fail and score −1). None where the mapped size cannot be read (no cap)."""
+    if mapped_bytes is None:
+        return None
+    return mapped_bytes + headroom_mb * 2**20
+
+
+def grade_response_authors(response: str, gold: str, inner_timeout_s: int | None) -> str:
+    """The CE-GPPO authors' grading, restated (their verl fork at Kwai-Klear/CE-GPPO, commit 10558fe,
+    ``verl/utils/reward_score/math_dapo.py``: ``compute_score(is_use_math_verify=True)``, the path their training
+    data ``math_longcot_math_verify`` and their AIME files take). Returns one of ``OUTCOMES``.
+
+    It differs from ``grade_answer`` in three ways: the WHOLE response is parsed, reasoning included (no split at
+    ``</think>``, so a response whose reasoning never closed is graded too); math-verify's default extraction
+    (LaTeX and plain expressions, any match) is used, whose expression parser hands text to SymPy; and the
+    prediction's extracted string is first compared with the gold string as it is, then ``verify`` checks it
+    against ``\\boxed{gold}``. Fewer than two parse results (no answer found) is wrong.
+    """
+    from math_verify import parse, verify
+    limit = inner_timeout_s if threading.current_thread() is threading.main_thread() else None
+    try:
+        parsed = parse(response, parsing_timeout=limit)  # default extraction: LaTeX and expressions
+        if len(parsed) < 2:
+            return NO_ANSWER
+        if parsed[1] == str(gold):
+            return CORRECT
+        gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=limit)
+        return CORRECT if verify(gold_parsed, parsed, timeout_seconds=limit) else WRONG
+    except Exception:  # noqa: BLE001 - as theirs: a failure of the grader is a wrong answer
+        return ERROR
+
+
+# How a response is graded: the R1-Distill model card's convention (this project's default: only the text after
+# </think>, boxed answers, no Python-evaluating parser) or the CE-GPPO authors' (grade_response_authors).
+GRADERS = {"model-card": grade_answer, "authors": grade_response_authors}
+
+
 def _worker_init(memory_limit_mb: int | None) -> None:
-    """Runs once in each worker: quiet loggers, cap memory, import and warm up math-verify."""
+    """Runs once in each worker: quiet loggers, cap memory growth, import and warm up math-verify."""
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.simplefilter("ignore")
-    if memory_limit_mb:
+    grade_answer("\\boxed{1}", "1", None)  # imports math-verify and builds its parsers, outside any budget
+    limit = address_space_cap(memory_limit_mb, address_space_bytes()) if memory_limit_mb else None
+    if limit:
         try:
             import resource
-            limit = memory_limit_mb * 2**20
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, ValueError, OSError):  # not on this platform: the parent's timeout still holds
             pass
-    grade_answer("\\boxed{1}", "1", None)  # builds math-verify's parsers once, outside any answer's budget
+
+
+def _address_space_limit() -> int:
+    """A worker's ``RLIMIT_AS`` soft limit in bytes (-1: none); for tests and the pre-flight check."""
+    import resource
+    return resource.getrlimit(resource.RLIMIT_AS)[0]
 
 
 def _ping() -> int:
@@ -131,11 +196,14 @@ class MathReward:
         inner_timeout_s: math-verify's own limit per parse / verify call inside a worker (integer seconds);
             default ``max(1, int(timeout_s) // 4)`` so that the three calls finish before the hard limit.
         max_answer_chars: only this many trailing characters of the answer section are graded.
-        memory_limit_mb: address-space cap of each worker (None: no cap).
+        memory_limit_mb: how much each worker's address space may grow while grading, above what it has mapped
+            after start-up (``address_space_cap``; None: no cap).
         start_method: ``"forkserver"`` or ``"spawn"`` (``"fork"`` is refused: CUDA state must not be forked).
         correct_reward, wrong_reward: the two reward values (the paper in brief §4: +1 and −1).
         grade_fn: the function a worker runs, ``(answer, gold, inner_timeout_s) -> outcome``; a top-level,
-            picklable function. Default ``grade_answer``; tests replace it to simulate a hung grader.
+            picklable function. Default: the protocol's (``GRADERS``); tests replace it to simulate a hung grader.
+        protocol: ``"model-card"`` (grade the text after the last ``</think>``; this project's default) or
+            ``"authors"`` (the CE-GPPO authors' grading of the whole response: ``grade_response_authors``).
 
     After each call, ``last_outcomes`` holds one outcome per response and ``last_stats`` their counts plus
     ``pool_restarts``: log them, a rising ``timeout`` or ``bad_gold`` count is worth a look.
@@ -145,12 +213,13 @@ class MathReward:
                  inner_timeout_s: int | None = None,
                  max_answer_chars: int = 8192, memory_limit_mb: int | None = 4096,
                  start_method: str | None = None, correct_reward: float = 1.0, wrong_reward: float = -1.0,
-                 grade_fn: Callable[[str, str, int | None], str] = grade_answer,
-                 startup_timeout_s: float = 120.0):
+                 grade_fn: Callable[[str, str, int | None], str] | None = None,
+                 startup_timeout_s: float = 120.0, protocol: str = "model-card"):
         POSITIVE.check("timeout_s", timeout_s)
         Range(0, 64, integer=True, note="0 = grade in this process").check("workers", workers)
         POSITIVE_INT.check("max_answer_chars", max_answer_chars)
         Range(1, none=True).check("inner_timeout_s", inner_timeout_s)
+        check_choice("protocol", protocol, tuple(GRADERS))
         start_method = start_method or _default_start_method()
         if start_method not in ("forkserver", "spawn"):
             raise ValueError(f"start_method={start_method!r} is not allowed: use 'forkserver' or 'spawn'")
@@ -161,7 +230,8 @@ class MathReward:
         self.memory_limit_mb = memory_limit_mb
         self.start_method = start_method
         self.correct_reward, self.wrong_reward = float(correct_reward), float(wrong_reward)
-        self.grade_fn = grade_fn
+        self.protocol = protocol
+        self.grade_fn = grade_fn if grade_fn is not None else GRADERS[protocol]
         self.startup_timeout_s = startup_timeout_s
         self.pool_restarts = 0
         self.last_outcomes: list[str] = []
@@ -235,7 +305,8 @@ class MathReward:
         outcomes: list[str | None] = [None] * len(responses)
         jobs = []
         for i, (response, gold) in enumerate(zip(responses, answers, strict=True)):
-            section = answer_section(str(response))
+            # the authors' protocol grades the whole response; the model card's the text after </think>
+            section = str(response) if self.protocol == "authors" else answer_section(str(response))
             if section is None:
                 outcomes[i] = NO_THINK_END
             else:
@@ -310,7 +381,12 @@ class MathReward:
         return results
 
 
-def make_math_reward(config) -> MathReward:
+def make_math_reward(config, protocol: str = "model-card") -> MathReward:
     """Factory for the trainer's reward registry (``config.reward = "math_verify"``)."""
     return MathReward(timeout_s=config.reward_timeout_s, workers=config.reward_workers,
-                      correct_reward=config.reward_correct, wrong_reward=config.reward_wrong)
+                      correct_reward=config.reward_correct, wrong_reward=config.reward_wrong, protocol=protocol)
+
+
+def make_authors_math_reward(config) -> MathReward:
+    """``config.reward = "math_verify_authors"``: the CE-GPPO authors' grading (``grade_response_authors``)."""
+    return make_math_reward(config, protocol="authors")
