@@ -63,3 +63,14 @@ def test_encode_adds_no_second_bos():
 ])
 def test_answer_section_is_the_text_after_the_last_think_end(response, section):
     assert answer_section(response) == section
+
+
+def test_the_authors_prompt_is_the_bare_problem_through_the_chat_template():
+    """Their data (MathSub-30K, their AIME files) carries the problem alone as the user turn: no instruction."""
+    from cegppo_edu.gpu.prompts import encode_authors_prompt
+    tok = char_tokenizer(R1_LIKE_TEMPLATE)
+    ids = encode_authors_prompt("What is 2+2?", tok)
+    assert "".join(tok.convert_ids_to_tokens(ids)) == "<s><U>What is 2+2?<A><think>\n"
+    assert math_user_message("What is 2+2?", "authors") == "What is 2+2?"
+    with pytest.raises(ValueError, match="protocol='mine'"):
+        math_user_message("1+1?", "mine")
