@@ -164,6 +164,38 @@ def test_a_disk_too_small_for_one_checkpoint_is_named_before_the_warm_start(tmp_
     assert " MB" in err and not started
 
 
+def test_at_most_keep_checkpoints_are_on_disk_even_while_one_is_written(tmp_path, monkeypatch):
+    """A 1.5B checkpoint is 21 GB: writing the new one before deleting the oldest would need keep + 1 of them."""
+    out, seen = tmp_path / "D", []
+    real_save = models.save_model_and_tokenizer
+
+    def counting(model, tokenizer, path):
+        seen.append(len(ckpt.complete_checkpoints(str(out))))  # complete ones on disk while this one is written
+        real_save(model, tokenizer, path)
+    monkeypatch.setattr(models, "save_model_and_tokenizer", counting)
+    trainer = Trainer(fast_config(steps=4, checkpoint_every=1, keep_checkpoints=2), str(out), progress=False)
+    trainer.train()
+    assert seen == [0, 1, 1, 1]  # never 2 + the one being written
+    assert [ckpt.checkpoint_step(p) for p in ckpt.complete_checkpoints(str(out))] == [3, 4]
+    assert ckpt.checkpoints_at_peak(2) == 2 and ckpt.checkpoints_at_peak(1) == 2 and ckpt.checkpoints_at_peak(3) == 3
+
+
+def test_room_for_the_runs_peak_of_checkpoints_is_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    """Room for one checkpoint is not enough for a run that keeps two: refused at the start, not at step 20."""
+    model, _ = models.build_tiny_model_and_tokenizer(seed=0, hidden_size=FAST["tiny_hidden_size"],
+                                                     num_layers=FAST["tiny_layers"], num_heads=FAST["tiny_heads"],
+                                                     num_kv_heads=FAST["tiny_kv_heads"],
+                                                     intermediate_size=FAST["tiny_intermediate_size"])
+    one = run_dir.checkpoint_bytes(model)
+    real = run_dir.shutil.disk_usage
+    monkeypatch.setattr(run_dir.shutil, "disk_usage", lambda p: real(p)._replace(free=int(1.5 * one)))
+    started = []
+    monkeypatch.setattr("cegppo_edu.lm.trainer.Trainer._warm_start", lambda self: started.append(1))
+    code, err = train(tmp_path / "run", "--steps", "4", "--set", "keep_checkpoints=2", capsys=capsys)
+    assert code == 1 and "this run will hold 2 more at once" in err and not started
+    assert ckpt.room_needed(str(tmp_path / "run"), None, 2, one) == (2 * one, 2)
+
+
 def test_a_checkpoint_write_that_fills_the_disk_keeps_the_last_complete_one(tmp_path, monkeypatch, capsys):
     out = tmp_path / "D"
     real_save = models.save_model_and_tokenizer

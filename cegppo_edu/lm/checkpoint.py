@@ -7,7 +7,9 @@ Layout: ``OUT/checkpoints/step_000050/`` holding the model and tokenizer (``save
 ``os.replace`` renames the directory and the parent directory is fsync-ed. A crash at any moment leaves either the
 previous complete checkpoint or the new one, never half of one; a failed write (a full disk) removes its
 temporary directory at once and says so; leftover ``.tmp-*`` directories of a killed process are removed on the
-next resume. Rotation (``keep``) orders checkpoints by step and only ever deletes the run's own.
+next resume. Rotation (``keep``) orders checkpoints by step and only ever deletes the run's own; it deletes the
+oldest *before* writing the new one (``checkpoints_at_peak``: ``keep`` on disk at once, never ``keep + 1``), but
+never the last complete one.
 
 For tests, ``CEGPPO_CHECKPOINT_SLEEP=step:seconds`` sleeps inside the write of that step's checkpoint (after
 the files, before the marker and rename) and announces it on stderr, so a test can SIGKILL the process there.
@@ -16,6 +18,7 @@ the files, before the marker and rename) and announces it on stderr, so a test c
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import shutil
@@ -29,6 +32,7 @@ from .run_dir import CHECKPOINT_DIR, NoSpaceError
 
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.pt"
+RUN_CONFIG_FILE = "run_config.json"  # the run's TrainConfig, readable without loading the state (21 GB at 1.5B)
 PREFIX = "step_"
 
 
@@ -79,7 +83,8 @@ def _test_sleep(step: int) -> None:
 
 def save_checkpoint(out_dir: str, step: int, model, tokenizer, state: dict, keep: int = 2, run_id: str = "",
                     needed_bytes: int = 0) -> str:
-    """Write ``step``'s checkpoint atomically; keep the run's newest ``keep`` complete ones. Returns its path.
+    """Write ``step``'s checkpoint atomically; keep the run's newest ``keep`` complete ones (the oldest go first,
+    see ``kept_while_writing``). Returns its path.
 
     A write that fails (a full disk: ``os error 28``, ``iostream error``) leaves no temporary directory behind and
     raises ``NoSpaceError`` naming the folder and about how many MB a checkpoint needs (``needed_bytes``).
@@ -88,12 +93,16 @@ def save_checkpoint(out_dir: str, step: int, model, tokenizer, state: dict, keep
 
     root = checkpoint_root(out_dir)
     os.makedirs(root, exist_ok=True)
+    _delete_oldest(out_dir, run_id, kept_while_writing(keep))  # room first: at most keep on disk at once
     final = os.path.join(root, f"{PREFIX}{step:06d}")
     tmp = os.path.join(root, f".tmp-{PREFIX}{step:06d}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         save_model_and_tokenizer(model, tokenizer, tmp)
         torch.save({**state, "step": step, "run_id": run_id, "rng": rng_states()}, os.path.join(tmp, STATE_FILE))
+        if "config" in state:
+            with open(os.path.join(tmp, RUN_CONFIG_FILE), "w") as f:
+                json.dump(state["config"], f, indent=1)
         _fsync_tree(tmp)
         _test_sleep(step)
         with open(os.path.join(tmp, COMPLETE), "w") as f:
@@ -110,9 +119,34 @@ def save_checkpoint(out_dir: str, step: int, model, tokenizer, state: dict, keep
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
+    _delete_oldest(out_dir, run_id, keep)
+    return final
+
+
+def kept_while_writing(keep: int) -> int:
+    """Complete checkpoints left on disk while a new one is written: the newest ``keep`` − 1, and never fewer than
+    one, so that a write that fails (a full disk, a pre-emption) always leaves a checkpoint to resume from."""
+    return max(keep - 1, 1)
+
+
+def checkpoints_at_peak(keep: int) -> int:
+    """The most checkpoints of a run on disk at once: those kept while writing, plus the one being written. With
+    ``keep=2`` that is 2, not 3: the oldest goes before the new one is written (a 1.5B checkpoint is 21 GB)."""
+    return kept_while_writing(keep) + 1
+
+
+def room_needed(out_dir: str, run_id: str | None, keep: int, checkpoint_bytes: int) -> tuple[int, int]:
+    """``(bytes, checkpoints)``: the free disk a run still needs for its checkpoints at their peak, given the
+    complete checkpoints of ``run_id`` that ``out_dir`` already holds (a resume; they count toward the peak)."""
+    present = len(complete_checkpoints(out_dir, run_id)) if run_id is not None else 0
+    missing = max(checkpoints_at_peak(keep) - present, 0)
+    return missing * checkpoint_bytes, missing
+
+
+def _delete_oldest(out_dir: str, run_id: str, keep: int) -> None:
+    """Delete the run's complete checkpoints beyond its newest ``keep`` (only ever the run's own)."""
     for old in complete_checkpoints(out_dir, run_id)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def _disk_full(err: Exception, root: str, needed_bytes: int) -> bool:
@@ -165,3 +199,13 @@ def remove_incomplete(out_dir: str) -> None:
 
 def load_state(path: str) -> dict:
     return torch.load(os.path.join(path, STATE_FILE), weights_only=False)
+
+
+def load_config_dict(path: str) -> dict:
+    """The run's config as saved in checkpoint ``path``: its small ``run_config.json``, so that deciding whether
+    a resume may go ahead never reads the optimizer state (checkpoints older than that file: from the state)."""
+    small = os.path.join(path, RUN_CONFIG_FILE)
+    if os.path.exists(small):
+        with open(small) as f:
+            return json.load(f)
+    return load_state(path)["config"]

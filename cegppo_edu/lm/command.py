@@ -75,8 +75,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
 def resume_config(args, latest: str):
     """The config to resume ``latest`` with: the run's own, with ``--steps`` raised if asked. Every setting the
     command line gives (``--method``, ``--set``, ``--preset``, ``--smoke``) must equal the run's, else refused."""
-    state = ckpt.load_state(latest)
-    saved = from_dict(state["config"])
+    saved = from_dict(ckpt.load_config_dict(latest))  # not the state: the trainer loads that once, to restore it
     asked = apply_overrides(saved, ({"method": args.method} if args.method else {}))
     asked = apply_overrides(asked, list(args.overrides))
     changed = {k: (getattr(saved, k), v) for k, v in to_dict(asked).items() if k != "steps" and getattr(saved, k) != v}
@@ -92,7 +91,7 @@ def resume_config(args, latest: str):
     if args.steps is not None:
         if args.steps < saved.steps:
             raise ValueError(f"--steps {args.steps} is below the run's steps={saved.steps} (it is at step "
-                             f"{state['step']}): a resume may extend a run, never shorten its record; stop a run "
+                             f"{ckpt.checkpoint_step(latest)}): a resume may extend a run, never shorten its record; stop a run "
                              f"early with Ctrl-C")
         asked = apply_overrides(asked, {"steps": args.steps})
     return asked

@@ -9,7 +9,8 @@ touch the run's own checkpoints.
 - ``check_output_folder``: before any work, the folder must be a folder (or creatable) and writable.
 - ``prepare_fresh``: a fresh run into a folder that holds a run is refused (``--resume`` continues it, a new
   ``--out`` starts elsewhere, ``overwrite=True`` / ``--overwrite`` deletes it first).
-- ``check_free_space``: enough free disk for one checkpoint, said in MB, before the first minute of work.
+- ``check_free_space``: enough free disk for the run's checkpoints at their peak (``checkpoint.room_needed``),
+  said in MB, before the first minute of work.
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ TIMING_PREFIX = "time/"  # metric keys of wall-clock times: the only ones that d
 class NoSpaceError(OSError):
     """The disk under a run folder is too full for what the run must write (errno ENOSPC)."""
 
-    def __init__(self, path: str, needed_bytes: int, free_bytes: int | None = None, kept: str | None = None):
-        text = f"no space left on {path}: a checkpoint needs about {_mb(needed_bytes)} MB"
+    def __init__(self, path: str, needed_bytes: int, free_bytes: int | None = None, kept: str | None = None,
+                 checkpoints: int = 1):
+        text = f"no space left on {path}: a checkpoint needs about {_mb(needed_bytes // checkpoints)} MB"
+        if checkpoints > 1:
+            text += (f", and this run will hold {checkpoints} more at once (the ones keep_checkpoints keeps while a "
+                     f"new one is written): {_mb(needed_bytes)} MB in all")
         if free_bytes is not None:
             text += f", {_mb(free_bytes)} MB are free"
         if kept:
@@ -149,11 +154,12 @@ def checkpoint_bytes(model) -> int:
     return weights + moments + 2**20
 
 
-def check_free_space(out_dir: str, needed_bytes: int) -> None:
-    """Raise ``NoSpaceError`` unless the disk under ``out_dir`` has room for one checkpoint."""
+def check_free_space(out_dir: str, needed_bytes: int, checkpoints: int = 1) -> None:
+    """Raise ``NoSpaceError`` unless the disk under ``out_dir`` has ``needed_bytes`` free (room for ``checkpoints``
+    checkpoints: ``checkpoint.room_needed`` counts them for a run's peak)."""
     free = shutil.disk_usage(out_dir).free
     if free < needed_bytes:
-        raise NoSpaceError(out_dir, needed_bytes, free)
+        raise NoSpaceError(out_dir, needed_bytes, free, checkpoints=checkpoints)
 
 
 # ------------------------------------------------------------------------------ reading what a run wrote

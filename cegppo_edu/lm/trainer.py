@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import signal
@@ -98,7 +99,9 @@ class Trainer:
         self.device, self.autocast = setup.seed_and_device(c)
         self.model, self.tokenizer = setup.model_and_tokenizer(c, self.device, self.resumed_from, model, tokenizer)
         self.checkpoint_bytes = run_dir.checkpoint_bytes(self.model)
-        run_dir.check_free_space(out_dir, self.checkpoint_bytes)  # before the warm start's minute of work
+        run_dir.check_free_space(out_dir, *ckpt.room_needed(  # the run's peak, before the warm start's minute
+            out_dir, ckpt.checkpoint_run_id(self.resumed_from) if self.resumed_from else None,
+            c.keep_checkpoints, self.checkpoint_bytes))
         self.task = task if task is not None else resolve("task", c.task)(c)
         self.prompts = setup.Prompts(c, self.tokenizer)
         self.train_problems = self.prompts.fitting(self.task.train)
@@ -381,9 +384,17 @@ class Trainer:
         return path
 
     def close(self) -> None:
-        """Release what the run holds outside this process (the math-verify reward's worker pool)."""
-        if hasattr(self.reward_fn, "close"):
-            self.reward_fn.close()
+        """Release what the run holds: the math-verify reward's worker pool, the sampler's engine (vLLM keeps its
+        weights and KV cache), and the model, gradients and AdamW state (a 1.5B run holds ≈20 GiB of GPU memory
+        in them). Call it before anything else needs the card in this process, e.g. an evaluation engine (chapter
+        5's notebook); the trainer cannot train after it. The metrics and checkpoints on disk stay."""
+        for part in (self.reward_fn, self.sampler):
+            if hasattr(part, "close"):
+                part.close()
+        self.model = self.optimizer = self.scheduler = self.sampler = self.reward_fn = None
+        gc.collect()  # the model and AdamW's state sit in reference cycles (modules, hooks)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the freed blocks back to the driver, where another engine can get them
 
     # ---------------------------------------------------------------- the loop
     def train(self, stop_after: int | None = None) -> list[dict]:
