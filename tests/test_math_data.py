@@ -18,7 +18,7 @@ FIXTURES = Path(SMOKE_MATH_DATA)
 
 @pytest.mark.parametrize("name, count, index, expected", [
     ("mathsub30k_verl.jsonl", 8, 1, MathProblem("Compute $\\frac{1}{2} + \\frac{1}{4}$.", "\\frac{3}{4}")),
-    ("aime24_h4.parquet", 4, 0, MathProblem("Find the remainder when $3^{100}$ is divided by $10$.", "1")),
+    ("aime24_h4.jsonl", 4, 0, MathProblem("Find the remainder when $3^{100}$ is divided by $10$.", "1")),
     ("aime25_opencompass.jsonl", 4, 2, MathProblem("Let $S$ be the sum of all three-digit multiples of $111$. "
                                                   "Find $S$.", "4995")),
     ("math500_h4.json", 4, 3, MathProblem("Find the point where the lines $y = x$ and $y = 2x - 3$ meet.",
@@ -33,7 +33,7 @@ def test_each_source_schema_loads_from_its_fixture(name, count, index, expected)
 def test_folder_loads_every_file_in_name_order_and_limit_cuts():
     problems = load_problems(FIXTURES)
     assert len(problems) == 20
-    assert problems[0].answer == "1"  # aime24_h4.parquet sorts first
+    assert problems[0].answer == "1"  # aime24_h4.jsonl sorts first
     assert load_problems(FIXTURES, limit=3) == problems[:3]
 
 
@@ -99,7 +99,7 @@ def fake_datasets(monkeypatch):
     calls = []
     rows = {
         ("Kwai-Klear/KlearReasoner-MathSub-30K", None, "train"): FIXTURES / "mathsub30k_verl.jsonl",
-        ("HuggingFaceH4/aime_2024", None, "train"): FIXTURES / "aime24_h4.parquet",
+        ("HuggingFaceH4/aime_2024", None, "train"): FIXTURES / "aime24_h4.jsonl",
         ("opencompass/AIME2025", "AIME2025-I", "test"): FIXTURES / "aime25_opencompass.jsonl",
         ("opencompass/AIME2025", "AIME2025-II", "test"): FIXTURES / "aime25_opencompass.jsonl",
         ("HuggingFaceH4/MATH-500", None, "test"): FIXTURES / "math500_h4.json",
@@ -135,8 +135,34 @@ def test_bare_repository_id_goes_to_the_hub_with_the_split(fake_datasets):
 
 def test_missing_datasets_package_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` raise ImportError
-    with pytest.raises(ImportError, match=r"pip install -e '.\[data\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'cegppo-edu\[data\]'"):
         load_benchmark("aime24")
+
+
+def test_parquet_loads_like_its_json_copy(tmp_path):
+    import pyarrow  # the data extra, which make test installs
+    import pyarrow.parquet as pq
+    rows = math_data._read_json(FIXTURES / "aime24_h4.jsonl")
+    pq.write_table(pyarrow.Table.from_pylist(rows), tmp_path / "aime24.parquet")
+    assert load_problems(tmp_path / "aime24.parquet") == load_problems(FIXTURES / "aime24_h4.jsonl")
+
+
+def test_missing_pyarrow_names_the_install_for_a_wheel_and_a_checkout(monkeypatch, tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ImportError, match=r"x\.parquet needs pyarrow.*pip install 'cegppo-edu\[data\]'.*-e '\.\[data\]'"):
+        load_problems(tmp_path / "x.parquet")
+
+
+def test_smoke_mode_data_needs_no_optional_reader():
+    """A wheel installed without extras has no pyarrow: the smoke presets must read JSON only."""
+    from cegppo_edu.lm import config as cfg
+    for name in ("r1-distill-1.5b-1gpu", "r1-distill-1.5b-1gpu-48gb"):
+        smoke = cfg.get_preset(name, smoke=True)
+        for path in (smoke.data_path, smoke.eval_data_path):
+            assert Path(path).suffix in (".json", ".jsonl"), path
+    assert not list(FIXTURES.glob("*.parquet"))
 
 
 def test_task_factory_reads_local_paths_and_applies_the_template():

@@ -50,7 +50,7 @@ def installed(tmp_path_factory):
 def test_wheel_ships_the_smoke_data_and_no_tests(installed):
     _, _, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("cegppo_edu/gpu/data/math/mathsub30k_verl.jsonl", "cegppo_edu/gpu/data/math/aime24_h4.parquet",
+    for needed in ("cegppo_edu/gpu/data/math/mathsub30k_verl.jsonl", "cegppo_edu/gpu/data/math/aime24_h4.jsonl",
                    "cegppo_edu/integrations/ce_gppo_trainer.yaml"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("tests/")]
@@ -67,7 +67,12 @@ def test_installed_wheel_imports_its_own_copy(installed):
 def test_installed_wheel_runs_the_gpu_smoke_mode_and_the_bandit(installed):
     python, work, _ = installed
     cegppo = str(Path(python).parent / "cegppo")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # A wheel installed without extras: the data extra's readers (pyarrow, datasets) must not be needed.
+    blocked = work / "no-extras"
+    for module in ("pyarrow", "datasets"):
+        (blocked / module).mkdir(parents=True, exist_ok=True)
+        (blocked / module / "__init__.py").write_text(f"raise ImportError('{module} is not installed here')\n")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(blocked)}
     _run([cegppo, "train", "--preset", "r1-distill-1.5b-1gpu", "--smoke", "--out", "smoke", "--no-progress"],
          cwd=work, env=env)
     steps = [json.loads(line) for line in (work / "smoke" / "metrics.jsonl").read_text().splitlines()]

@@ -50,6 +50,8 @@ HUB_SOURCES: dict[str, HubSource] = {
 TRAIN_SET = "mathsub30k"
 BENCHMARKS = ("aime24", "aime25", "math500")
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+# What to run for the optional readers, said for both ways of installing: from PyPI/a wheel, or from a checkout.
+INSTALL_DATA_EXTRA = "pip install 'cegppo-edu[data]' (from a checkout: pip install -e '.[data]')"
 
 _PROBLEM_FIELDS = ("problem", "question")
 _ANSWER_FIELDS = ("answer", "ground_truth")
@@ -119,7 +121,8 @@ def _read_parquet(path: Path) -> list[dict]:
     try:
         import pyarrow.parquet as pq
     except ImportError as err:
-        raise ImportError("reading parquet needs pyarrow: pip install -e '.[data]'") from err
+        raise ImportError(f"reading {path} needs pyarrow, which is not installed: {INSTALL_DATA_EXTRA} (or give "
+                          f"a .json/.jsonl copy)") from err
     return pq.read_table(path).to_pylist()
 
 
@@ -149,8 +152,8 @@ def load_hub(source: HubSource) -> list[MathProblem]:
     try:
         import datasets
     except ImportError as err:
-        raise ImportError("loading from the Hub needs the datasets package: pip install -e '.[data]' "
-                          "(or pass a local .json/.jsonl/.parquet path)") from err
+        raise ImportError(f"loading from the Hub needs the datasets package, which is not installed: "
+                          f"{INSTALL_DATA_EXTRA} (or pass a local .json/.jsonl/.parquet path)") from err
     problems = []
     for config in source.configs:
         table = datasets.load_dataset(source.repo_id, config, split=source.split)

@@ -15,6 +15,7 @@ from ..lm.config import TrainConfig, register, register_preset
 register("task", "math", "cegppo_edu.gpu.math_data:make_math_task")
 register("sampler", "vllm", "cegppo_edu.gpu.vllm_sampler:make_vllm_sampler")
 register("reward", "math_verify", "cegppo_edu.gpu.math_reward:make_math_reward")
+register("reward", "math_verify_authors", "cegppo_edu.gpu.math_reward:make_authors_math_reward")
 
 # --------------------------------------------------------------------------------------------------
 # Chapter 5: DeepSeek-R1-Distill-Qwen-1.5B on math, on one GPU (book/gpu_recipe.md has the full ledger)
@@ -28,6 +29,7 @@ SMOKE_MATH_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data
 R1_DISTILL_1GPU = TrainConfig(
     seed=0,
     steps=100,  # authors ≈1,000 steps on 128 GPUs; one rented GPU for hours (≈3,200 of the 30k problems)
+    device="cuda",  # never "auto": without a usable CUDA device it stops at once and says why (setup.cuda_problem)
     model_path=R1_DISTILL_1P5B,
     dtype="float32",  # fp32 master weights: bf16 weights with lr 1e-6 lose most updates (DESIGN.md)
     autocast_dtype="bfloat16",
@@ -81,7 +83,7 @@ R1_DISTILL_SMOKE = {
     "tiny_heads": 4, "tiny_kv_heads": 2, "tiny_intermediate_size": 192, "tiny_max_positions": 2048,
     "autocast_dtype": "none",
     "data_path": os.path.join(SMOKE_MATH_DATA, "mathsub30k_verl.jsonl"),
-    "eval_data_path": os.path.join(SMOKE_MATH_DATA, "aime24_h4.parquet"),
+    "eval_data_path": os.path.join(SMOKE_MATH_DATA, "aime24_h4.jsonl"),  # JSON: a wheel without extras runs it
     "sampler": "hf", "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 16, "max_prompt_tokens": 512,
     "reward_workers": 1, "drop_zero_variance": False, "lr": 1e-3, "warmup_steps": 1, "mini_batches": 2,
     "micro_batch_tokens": 512, "eval_every": 2, "eval_samples": 2, "checkpoint_every": 2,

@@ -19,6 +19,7 @@ import torch
 from . import checkpoint as ckpt
 from . import run_dir
 from .config import TrainConfig, resolve
+from .device import require_cuda
 from .models import DTYPES, build_tiny_model_and_tokenizer, load_model_and_tokenizer
 from .tasks import as_problem, encode_chat_prompt
 
@@ -56,6 +57,7 @@ def seed_and_device(config: TrainConfig) -> tuple[torch.device, torch.dtype | No
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
+    require_cuda(config.device)  # before any model is loaded: a CPU fallback of a GPU preset is never silent
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto"
                           else config.device)
     return device, DTYPES.get(config.autocast_dtype)
