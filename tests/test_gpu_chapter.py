@@ -250,3 +250,97 @@ def test_gpu_cli_help_lists_every_subcommand():
                          cwd=ROOT, check=True).stdout
     for command in ("bandit", "train", "report", "eval"):
         assert re.search(rf"^\s+{command}\s", out, re.M), command
+
+
+# ------------------------------------------------------------------------------ first contact with a rented GPU
+def test_eval_table_puts_each_rows_cap_and_protocol_beside_the_authors():
+    """The authors validate at 16,384 tokens with their prompt and grader; a row at 8,192 is not comparable."""
+    ours = {"model": "m", "sampler": "hf", "device": "cpu", "samples": 4, "temperature": 0.6, "top_p": 0.95,
+            "max_new_tokens": 8192, "protocol": "model-card", "benchmarks": {"aime24": {"avg": 0.25}}}
+    rows = evaluate.eval_table_rows({"run": ours})
+    paper = [r for r in rows if r["source"] == evaluate.PAPER_SOURCE]
+    assert paper and all(r["cap"] == 16384 and r["protocol"] == "authors" for r in paper)
+    assert rows[-1]["cap"] == 8192 and rows[-1]["protocol"] == "model-card" and rows[-1]["AIME24"] == 25.0
+    assert evaluate.MAX_NEW_TOKENS == {"model-card": 8192, "authors": 16384}
+    assert evaluate.EVAL_DEFAULTS["protocol"] == "model-card"
+
+
+def test_eval_with_the_authors_protocol_records_it(tmp_path):
+    result = evaluate.run_eval(None, "aime24", samples=2, out=str(tmp_path), smoke=True, limit=2, verbose=False,
+                               protocol="authors", reward_workers=0)
+    assert result["protocol"] == "authors"
+    with pytest.raises(ValueError, match="protocol='x'"):
+        evaluate.run_eval(None, "aime24", out=str(tmp_path), smoke=True, protocol="x")
+
+
+def test_vllm_memory_check_names_free_memory_and_what_fits():
+    from cegppo_edu.gpu.vllm_sampler import check_gpu_memory
+    gib = 2**30
+    check_gpu_memory(0.5, free_total=(41 * gib, 80 * gib))  # fits: nothing raised
+    with pytest.raises(ValueError, match=r"0.85 asks vLLM for 68.0 GiB.*56.0 GiB are free.*trainer.close\(\).*0.70"):
+        check_gpu_memory(0.85, free_total=(56 * gib, 80 * gib))
+
+
+def test_a_colocated_vllm_sampler_checks_free_memory_before_it_starts(monkeypatch):
+    from cegppo_edu.gpu import vllm_sampler
+    monkeypatch.setattr(vllm_sampler, "gpu_memory", lambda: (10 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(vllm_sampler, "VLLMSampler", lambda *a, **k: pytest.fail("started vLLM anyway"))
+    with pytest.raises(ValueError, match="vllm_gpu_memory_utilization=0.5"):
+        vllm_sampler.make_vllm_sampler(cfg.get_preset("r1-distill-1.5b-1gpu"))
+
+
+def test_trainer_close_releases_the_model_and_optimizer(tmp_path):
+    """Notebook 05 evaluates in the kernel that trained: the trainer's weights and AdamW state must go first."""
+    import gc
+    import weakref
+    trainer = Trainer(cfg.get_preset("r1-distill-1.5b-1gpu", smoke=True), str(tmp_path), progress=False)
+    model, optimizer = weakref.ref(trainer.model), weakref.ref(trainer.optimizer)
+    trainer.close()
+    gc.collect()
+    assert model() is None and optimizer() is None
+    assert trainer.reward_fn is None
+
+
+def test_notebook_05_closes_the_trainer_before_it_evaluates():
+    cells = ["".join(c["source"]) for c in json.loads(Path("notebooks/05_gpu_r1_distill_math.ipynb").read_text())[
+        "cells"] if c["cell_type"] == "code"]
+    closing = next(i for i, c in enumerate(cells) if "trainer.close()" in c)
+    evaluating = next(i for i, c in enumerate(cells) if "evaluate.run_eval(" in c)
+    assert closing < evaluating
+
+
+def test_the_gpu_presets_ask_for_cuda_and_stop_at_once_without_it(tmp_path, monkeypatch):
+    """A driver too old for torch's CUDA build makes torch.cuda.is_available() False: never a silent CPU run."""
+    for name in GPU_PRESETS:
+        assert cfg.get_preset(name).device == "cuda" and cfg.get_preset(name, smoke=True).device == "cpu"
+    if torch.cuda.is_available():
+        return
+    monkeypatch.setattr("cegppo_edu.lm.setup.load_model_and_tokenizer",
+                        lambda *a, **k: pytest.fail("loaded the model on a machine without CUDA"))
+    with pytest.raises(ValueError, match=rf"device='cuda', but torch {re.escape(torch.__version__)}"):
+        Trainer(cfg.get_preset("r1-distill-1.5b-1gpu"), str(tmp_path / "run"), progress=False)
+
+
+def test_the_cuda_diagnosis_names_an_old_driver_and_the_fix():
+    from cegppo_edu.lm.device import CudaStatus
+    old = CudaStatus("2.14.0+cu132", "13.2", False, [], "550.54.15",
+                     "The NVIDIA driver on your system is too old (found version 12040)")
+    text = old.problem()
+    assert "550.54.15" in text and "R580" in text and "CUDA 13.2" in text and "too old" in text
+    assert "CPU-only build" in CudaStatus("2.13.0+cpu", None, False, [], None, "").problem()
+    assert "no NVIDIA driver" in CudaStatus("2.14.0", "13.2", False, [], None, "").problem()
+    assert CudaStatus("2.14.0", "13.2", True, ["H100"], "580.1", "").problem() == ""
+
+
+def test_resume_decides_from_the_small_config_file_without_loading_the_state(tmp_path, monkeypatch):
+    """At 1.5B the state file is 21 GB: the resume rules read run_config.json; only the trainer loads the state."""
+    from cegppo_edu.lm import checkpoint as ckpt
+    out = tmp_path / "run"
+    assert cegppo(["train", "--preset", "r1-distill-1.5b-1gpu", "--smoke", "--out", str(out), "--no-progress",
+                   "--steps", "2"]) == 0
+    loads = []
+    real = ckpt.load_state
+    monkeypatch.setattr(ckpt, "load_state", lambda path: loads.append(path) or real(path))
+    assert cegppo(["train", "--preset", "r1-distill-1.5b-1gpu", "--smoke", "--out", str(out), "--no-progress",
+                   "--steps", "3", "--resume"]) == 0
+    assert len(loads) == 1

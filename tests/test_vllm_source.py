@@ -89,6 +89,10 @@ USES = (
     # vllm/config/parallel.py, vllm/platforms/cuda.py: one GPU -> UniProcExecutor running gpu_worker.Worker
     ("sets", "vllm/config/parallel.py", "ParallelConfig", "distributed_executor_backend", "uni"),
     ("sets", "vllm/platforms/cuda.py", None, "worker_cls", "vllm.v1.worker.gpu_worker.Worker"),
+    # close(): LLM.llm_engine (LLMEngine) -> engine_core (the in-process client) -> shutdown(), its finaliser's call
+    ("attr", "vllm/entrypoints/llm.py", "LLM", "llm_engine", None),
+    ("attr", "vllm/v1/engine/llm_engine.py", "LLMEngine", "engine_core", "EngineCoreClient.make_client("),
+    ("method", "vllm/v1/engine/core_client.py", "InprocClient", "shutdown", None),
     # vllm/envs.py: import_vllm sets it to "0" so that the engine core (and the tensors it gets) stay in-process
     ("env", "vllm/envs.py", None, "VLLM_ENABLE_V1_MULTIPROCESSING", "1"),
 )

@@ -37,10 +37,17 @@ from ..validation import Range, check_choice
 EVAL_FILE = "eval.json"
 SAMPLERS = ("auto", "hf", "vllm")
 SMOKE_MAX_NEW_TOKENS = 16
+# The response cap of each protocol (prompts.PROTOCOLS): the model card's is this project's training cap; the
+# authors validate at 16,384 tokens (their scripts' val_response_length). Wrong R1-Distill answers run much longer
+# than right ones, so a lower cap truncates (and fails) more of them: only the authors' cap gives numbers
+# comparable with their table.
+MAX_NEW_TOKENS = {"model-card": 8192, "authors": 16384}
+AUTHORS_PROTOCOL = ("authors: the bare problem as the prompt, the whole response graded (math-verify's default "
+                    "extraction), ≤ 16,384 new tokens")
 
 # the paper in brief §5: the authors' README, DeepSeek-R1-Distill-Qwen-1.5B, in percent (AIME: avg@32). Not ours.
 PAPER_SOURCE = ("reported by the authors (their README; DeepSeek-R1-Distill-Qwen-1.5B trained ≈1,000 steps on "
-                "128 GPUs; AIME avg@32, T = 0.6, top_p = 0.95)")
+                "128 GPUs; AIME avg@32, T = 0.6, top_p = 0.95, ≤ 16,384 new tokens)")
 PAPER_COLUMNS = ("aime24", "aime25", "hmmt25", "math500", "amc23", "avg")
 PAPER_RESULTS = {
     "base model": (29.2, 24.1, 13.1, 86.0, 73.7, 45.2),
@@ -180,17 +187,24 @@ def run_eval(model: str | None, benches: str | Sequence[str] = "aime24,aime25,ma
              smoke: bool = False, data_dir: str | None = None, seed: int = 0, sampler: str = "auto",
              batch_sequences: int = 64, gpu_memory_utilization: float = 0.85,
              reward_workers: int = TrainConfig.reward_workers, reward_timeout_s: float = TrainConfig.reward_timeout_s,
-             limit: int | None = None, save_responses: bool = False, verbose: bool = True) -> dict:
+             limit: int | None = None, save_responses: bool = False, verbose: bool = True,
+             protocol: str = "model-card") -> dict:
     """Evaluate ``model`` on ``benches`` and write ``out/eval.json`` and ``out/<bench>.jsonl``; returns the dict.
 
-    The defaults are the authors' evaluation settings (avg@32 at T = 0.6, top_p = 0.95); ``cegppo eval`` reads them
-    from this signature (``EVAL_DEFAULTS``)."""
+    The defaults are the authors' sampling settings (avg@32 at T = 0.6, top_p = 0.95); ``cegppo eval`` reads them
+    from this signature (``EVAL_DEFAULTS``). ``protocol`` (``prompts.PROTOCOLS``) sets the prompt, the grading and
+    the default response cap (``MAX_NEW_TOKENS``): ``"model-card"`` (this project's training setup, 8,192 tokens) or
+    ``"authors"`` (the CE-GPPO authors': bare problem, whole response graded, 16,384 tokens), whose numbers are the
+    ones to put next to theirs. Before a vLLM engine starts, the card must have the memory it will ask for
+    (``vllm_sampler.check_gpu_memory``): in a process that still holds a trainer, call ``trainer.close()`` first."""
     from .. import __version__
     from .math_reward import MathReward
-    from .prompts import encode_r1_prompt
+    from .prompts import PROTOCOLS, encode_r1_prompt
 
+    check_choice("protocol", protocol, PROTOCOLS)
     names = math_data.parse_benchmarks(benches)
-    max_new_tokens = max_new_tokens if max_new_tokens is not None else (SMOKE_MAX_NEW_TOKENS if smoke else 8192)
+    max_new_tokens = max_new_tokens if max_new_tokens is not None else (
+        SMOKE_MAX_NEW_TOKENS if smoke else MAX_NEW_TOKENS[protocol])
     check_settings(samples, temperature, top_p, max_new_tokens)
     Range(1, integer=True, none=True).check("limit", limit)
     if model is None and not smoke:
@@ -206,10 +220,12 @@ def run_eval(model: str | None, benches: str | Sequence[str] = "aime24,aime25,ma
     t0 = time.perf_counter()
     if sampler_name == "vllm":  # vLLM loads the model itself; its context must hold the longest prompt
         from ..lm.models import load_tokenizer
-        from .vllm_sampler import VLLMSampler
+        from .vllm_sampler import VLLMSampler, check_gpu_memory
 
         tokenizer, device = load_tokenizer(model_path), "cuda"
-        longest = max(len(encode_r1_prompt(p.question, tokenizer)) for ps in problems.values() for p in ps)
+        longest = max(len(encode_r1_prompt(p.question, tokenizer, protocol=protocol))
+                      for ps in problems.values() for p in ps)
+        check_gpu_memory(gpu_memory_utilization, "--gpu-memory-utilization")
         engine = VLLMSampler(model_path, gpu_memory_utilization=gpu_memory_utilization,
                              max_model_len=longest + max_new_tokens, sleep_level=0, seed=seed)
     else:
@@ -221,11 +237,12 @@ def run_eval(model: str | None, benches: str | Sequence[str] = "aime24,aime25,ma
     result = {"model": model_path or "tiny random Qwen2 (smoke)", "smoke": smoke, "sampler": sampler_name,
               "device": device, "device_name": _device_name(device), "samples": samples,
               "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed,
+              "protocol": protocol,
               "data": {n: benchmark_source(n, data_dir) for n in names}, "date": datetime.date.today().isoformat(),
               "versions": _versions(__version__), "benchmarks": {}}
-    with MathReward(timeout_s=reward_timeout_s, workers=reward_workers) as reward:
+    with MathReward(timeout_s=reward_timeout_s, workers=reward_workers, protocol=protocol) as reward:
         for index, name in enumerate(names):
-            ids = [encode_r1_prompt(p.question, tokenizer) for p in problems[name]]
+            ids = [encode_r1_prompt(p.question, tokenizer, protocol=protocol) for p in problems[name]]
             t_bench = time.perf_counter()
             summary, rows = evaluate_benchmark(problems[name], ids, engine, reward, samples=samples,
                                                temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -283,7 +300,8 @@ def describe(result: dict) -> str:
     """What produced an ``eval.json``: model, sampler, card, k, sampling settings; smoke runs say so."""
     what = (f"ours: {result['model']} — {result['sampler']} on {result.get('device_name') or result['device']}, "
             f"avg@{result['samples']}, T = {result['temperature']}, top_p = {result['top_p']}, "
-            f"≤ {result['max_new_tokens']} new tokens, {result.get('date', '')}")
+            f"≤ {result['max_new_tokens']:,} new tokens, {result.get('protocol', 'model-card')} protocol, "
+            f"{result.get('date', '')}")
     if result.get("smoke"):
         what += " — SMOKE: tiny random model on made-up fixture problems, says nothing about any real model"
     return what
@@ -292,17 +310,19 @@ def describe(result: dict) -> str:
 def eval_table_rows(results: dict[str, dict] | Sequence[dict] = (), columns: Sequence[str] = ("aime24", "aime25",
                     "math500"), include_paper: bool = True) -> list[dict]:
     """Rows for a table of the authors' reported numbers and ours (percent, avg@k), each row labelled with its
-    source. ``results``: eval.json dicts (a dict maps a run label to one)."""
+    source, its response cap and its protocol (only rows with the authors' cap and protocol are comparable with
+    theirs). ``results``: eval.json dicts (a dict maps a run label to one)."""
     rows = []
     if include_paper:
         for method, values in PAPER_RESULTS.items():
             by_column = dict(zip(PAPER_COLUMNS, values))
-            rows.append({"source": PAPER_SOURCE, "run": method,
-                         **{c.upper(): by_column.get(c, float("nan")) for c in columns}})
+            rows.append({"source": PAPER_SOURCE, "run": method, "cap": MAX_NEW_TOKENS["authors"],
+                         "protocol": "authors", **{c.upper(): by_column.get(c, float("nan")) for c in columns}})
     items = results.items() if isinstance(results, dict) else ((r["model"], r) for r in results)
     for label, result in items:
         bench = result["benchmarks"]
-        rows.append({"source": describe(result), "run": label,
+        rows.append({"source": describe(result), "run": label, "cap": result["max_new_tokens"],
+                     "protocol": result.get("protocol", "model-card"),
                      **{c.upper(): 100.0 * bench[c]["avg"] if c in bench else float("nan") for c in columns}})
     return rows
 
@@ -315,7 +335,7 @@ benchmark in OUT/eval.json, one line per problem in OUT/<bench>.jsonl. vLLM when
 importable and a GPU is present, else Hugging Face generate.
 
 example:
-  cegppo eval --model runs/r1 --bench aime24,aime25 --samples 32 --temperature 0.6 --top-p 0.95 --out runs/r1/eval
+  cegppo eval --model runs/r1 --bench aime24,aime25 --samples 32 --protocol authors --out runs/r1/eval
   cegppo eval --smoke --bench aime24,math500 --samples 4 --out /tmp/eval"""
 
 
@@ -329,7 +349,12 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=d["temperature"],
                         help=f"default {d['temperature']} (the authors')")
     parser.add_argument("--top-p", type=float, default=d["top_p"], help=f"default {d['top_p']} (the authors')")
-    parser.add_argument("--max-new-tokens", type=int, help="response cap (default 8192; smoke 16)")
+    parser.add_argument("--protocol", choices=("model-card", "authors"), default=d["protocol"],
+                        help="model-card (default): problem + 'Please reason step by step...', grade after "
+                             "</think>, 8,192 tokens; authors: the CE-GPPO authors' bare-problem prompt and "
+                             "whole-response grading at 16,384 tokens (use it to compare with their table)")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="response cap (default: the protocol's, 8192 or 16384; smoke 16)")
     parser.add_argument("--out", required=True, help="output folder (eval.json, <bench>.jsonl)")
     parser.add_argument("--smoke", action="store_true",
                         help="CPU, tiny random model (or --model), fixture problems: checks the code path only")
@@ -353,6 +378,6 @@ def run_cli(args) -> int:
              max_new_tokens=args.max_new_tokens, out=args.out, smoke=args.smoke, data_dir=args.data_dir,
              seed=args.seed, sampler=args.sampler, batch_sequences=args.batch_sequences,
              gpu_memory_utilization=args.gpu_memory_utilization, reward_workers=args.reward_workers,
-             limit=args.limit, save_responses=args.save_responses)
+             limit=args.limit, save_responses=args.save_responses, protocol=args.protocol)
     print(f"wrote {os.path.join(args.out, EVAL_FILE)}")
     return 0

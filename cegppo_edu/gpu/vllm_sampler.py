@@ -157,6 +157,32 @@ def hf_named_weights(model, dtype=None) -> Iterable[tuple[str, Any]]:
         yield name, (tensor.to(dtype) if dtype is not None else tensor)
 
 
+# ---------------------------------------------------------------------------------------- GPU memory
+def gpu_memory() -> tuple[int, int]:
+    """``(free, total)`` bytes of the current CUDA device, as the driver reports them (what vLLM reads)."""
+    import torch
+    return torch.cuda.mem_get_info()
+
+
+def check_gpu_memory(utilization: float, name: str = "gpu_memory_utilization",
+                     free_total: tuple[int, int] | None = None) -> None:
+    """Raise ``ValueError`` unless ``utilization`` × the card's total memory is free now.
+
+    vLLM reserves that share of the *total* memory and refuses to start when less is free; it says so only after
+    loading the model. This says it first, with the largest share that would start and the usual cause (a
+    trainer in the same process: ``Trainer.close()`` releases its ≈20 GiB at 1.5B; or another process)."""
+    free, total = free_total if free_total is not None else gpu_memory()
+    wanted = utilization * total
+    if free >= wanted:
+        return
+    gib = 2**30
+    fits = math.floor(free / total * 100) / 100
+    raise ValueError(
+        f"{name}={utilization} asks vLLM for {wanted / gib:.1f} GiB of this card's {total / gib:.1f} GiB, but only "
+        f"{free / gib:.1f} GiB are free: vLLM would refuse to start. Free the card first (in a notebook that "
+        f"trained, trainer.close(); or stop the other process using it), or lower {name} to at most {fits:.2f}")
+
+
 # ------------------------------------------------------------------------------------------ the sampler
 class VLLMSampler:
     """``Sampler`` backed by vLLM's offline ``LLM`` engine, sharing one GPU with the trainer.
@@ -190,6 +216,23 @@ class VLLMSampler:
                            max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
                            enable_sleep_mode=sleep_level > 0, seed=seed, **(llm_kwargs or {}))
         self._llm = llm
+
+    def close(self) -> None:
+        """Shut the engine down and give its GPU memory back (idempotent); the sampler cannot generate after it.
+
+        vLLM's in-process engine core holds its worker, weights and KV cache until it is shut down
+        (``LLM.llm_engine.engine_core.shutdown()``, the call its own finaliser makes), asleep or not."""
+        llm, self._llm = self._llm, None
+        client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if client is not None and hasattr(client, "shutdown"):
+            client.shutdown()
+        del llm, client
+        import gc
+
+        import torch
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     # -------------------------------------------------------------------------------------- phases
     def sleep(self) -> None:
@@ -254,6 +297,7 @@ def make_vllm_sampler(config, model=None, tokenizer=None) -> VLLMSampler:
     """Factory for the trainer's sampler registry (``config.sampler = "vllm"``), the signature of
     ``lm.rollout.make_hf_sampler``. ``model``/``tokenizer`` are unused: vLLM loads its own copy from
     ``config.model_path`` and gets the trainer's weights through ``sync_weights``."""
+    check_gpu_memory(config.vllm_gpu_memory_utilization, "vllm_gpu_memory_utilization")
     return VLLMSampler(config.model_path, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                        max_model_len=config.max_prompt_tokens + config.max_new_tokens,
                        sleep_level=config.vllm_sleep_level, seed=config.seed)
