@@ -9,16 +9,17 @@ Measures, on the CUDA device:
   2. Hugging Face ``generate`` tokens/s for a small batch (8 prompts x 256 new tokens, bf16 weights, KV cache);
   3. with ``--vllm MODEL_DIR`` (vLLM installed): that the weight sync is right. vLLM loads MODEL_DIR, the trainer's
      copy of the same model is moved off it (one noisy step on every weight), ``VLLMSampler.sync_weights`` hands
-     the trainer's weights over, and vLLM's greedy tokens are compared with the trainer's own greedy tokens
-     (HF ``generate``, bf16) on the same prompts: before the sync they differ, after it they must agree. Run this
-     before training: a broken sync trains on rollouts of a policy that is not the one being optimised.
+     the trainer's weights over, and vLLM's log-probs of the tokens it samples are compared with the trainer's
+     teacher-forced log-probs of the same tokens: before the sync they differ, after it they must agree within a
+     tolerance (``check_weight_sync``). Run this before training: a broken sync trains on rollouts of a policy that
+     is not the one being optimised.
 
 MFU = model FLOPs per token x tokens/s / the card's dense bf16 peak. Model FLOPs per token are 6·N (N = the
 parameters that do matrix products: all but the input embedding table; the recomputation of gradient
 checkpointing is not counted, by convention), and a second figure adds causal attention, 6·L·d·T per token.
 
 Prints one JSON summary at the end and writes it to $OUT/gpu_check.json when OUT is set (or to --out). Without a
-CUDA device it says so and exits 0. ``--tiny`` runs a small Qwen2 on whatever device there is (the CPU in the
+usable CUDA device it says why (CPU-only torch, no driver, a driver too old for torch's CUDA build) and exits 1. ``--tiny`` runs a small Qwen2 on whatever device there is (the CPU in the
 tests) to check the code path in seconds.
 
     python benchmarks/gpu_check.py                 # on a GPU machine: about 1-3 minutes on an H100
@@ -192,51 +193,82 @@ def measure_generation(model, device, batch, prompt_len, new_tokens):
             "tokens_per_s": round(generated / seconds, 1)}
 
 
-def greedy_tokens(generate, prompts, new_tokens) -> list[list[int]]:
-    """Greedy continuations of ``prompts`` (token-id lists) from a ``Sampler``-like ``generate``."""
-    return generate(prompts, n=1, max_new_tokens=new_tokens, temperature=0.0).response_ids
+# The sync check's verdict: after a correct sync, the mean |log π_vLLM − log π_trainer| over the sampled tokens must
+# be at most this (nats). Measured on the CPU stand-in (tests/test_math_gpu_check.py: a bf16 copy of the weights
+# sampling, the fp32 trainer under bf16 autocast scoring, as vLLM and the trainer do; a tiny random Qwen2, 3 seeds):
+# 0.0007-0.0012 after a right sync, 0.12-0.15 before it (noise 0.5). vLLM's fused GPU kernels against HF's add
+# rounding differences of the same kind, larger on a real model, so the tolerance sits ~100x above the stand-in's
+# rounding; what tells a sync that did not happen is the ratio below (a missing sync leaves the gap unchanged).
+LOGPROB_GAP_TOLERANCE = 0.1
+# ... and the gap before the sync must be at least this many times the gap after it (else the check could not tell).
+MIN_GAP_RATIO = 5.0
 
 
-def agreement(a: list[list[int]], b: list[list[int]]) -> float:
-    """Fraction of prompts whose greedy continuations are identical."""
-    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+def teacher_forced_logps(model, prompts, responses, pad_id, autocast_dtype=torch.bfloat16) -> list[list[float]]:
+    """The trainer's log π of each response token given its prompt, computed as the trainer computes old
+    log-probs (``batching.logp_entropy_influence``, bf16 autocast, temperature 1)."""
+    from cegppo_edu.lm.batching import collate, logp_entropy_influence
+
+    device = next(model.parameters()).device
+    batch = collate(prompts, responses, pad_id, device)
+    with torch.no_grad():
+        logp, _, _ = logp_entropy_influence(model, batch, with_entropy=False, autocast_dtype=autocast_dtype)
+    return [logp[i, :len(r)].tolist() for i, r in enumerate(responses)]
 
 
-def check_weight_sync(trainer_model, reference, sampler, prompts, new_tokens, noise=0.05, seed=0) -> dict:
+def logprob_gap(sampled: list[list[float]], scored: list[list[float]]) -> float:
+    """Mean over tokens of |log π_sampler − log π_trainer| (the sampler's log-probs of its own sampled tokens)."""
+    pairs = [(a, b) for row_a, row_b in zip(sampled, scored, strict=True) for a, b in zip(row_a, row_b, strict=True)]
+    return sum(abs(a - b) for a, b in pairs) / max(len(pairs), 1)
+
+
+def check_weight_sync(trainer_model, sampler, prompts, new_tokens, pad_id, noise=0.05, seed=0,
+                      autocast_dtype=torch.bfloat16) -> dict:
     """The sync check of step 3, with any sampler that holds its own copy of the weights (vLLM on a GPU).
 
-    ``reference`` generates from ``trainer_model`` itself (an ``rollout.HFSampler`` over it). The trainer's weights
-    are moved off the sampler's (each weight w becomes w·(1 + noise·ε), ε ~ N(0, 1)), then ``sampler.sync_weights``
-    is called. Greedy tokens must differ before the sync (else the check could not tell) and agree after it.
-    Near-ties can flip a greedy token between two kernels (bf16 in vLLM and in HF), so the verdict asks for 90 %
-    of the prompts to agree exactly; a wrong sync agrees on almost none.
+    The trainer's weights are moved off the sampler's (each weight w becomes w·(1 + noise·ε), ε ~ N(0, 1)), then
+    ``sampler.sync_weights`` is called. Before and after, the sampler samples responses at temperature 1 with its
+    own log-probs (vLLM: ``logprobs=0``, raw log-probs, which at temperature 1 are the sampling distribution's) and
+    the trainer scores the very same tokens, teacher-forced (``teacher_forced_logps``). A right sync makes the
+    two agree up to kernel rounding (gap ≤ ``LOGPROB_GAP_TOLERANCE``); before it, they must differ clearly (gap at
+    least ``MIN_GAP_RATIO`` × the gap after). Comparing log-probs, not greedy tokens: a near-tie flips a greedy
+    token between two correct kernels, and a flat distribution has many near-ties.
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for p in trainer_model.parameters():
             p.mul_(1 + noise * torch.randn(p.shape, generator=generator).to(p.device, p.dtype))
-    before = agreement(greedy_tokens(sampler.generate, prompts, new_tokens),
-                       greedy_tokens(reference.generate, prompts, new_tokens))
+
+    def gap() -> float:
+        rollout = sampler.generate(prompts, n=1, max_new_tokens=new_tokens, temperature=1.0, top_p=1.0, seed=seed)
+        scored = teacher_forced_logps(trainer_model, prompts, rollout.response_ids, pad_id, autocast_dtype)
+        return logprob_gap(rollout.response_logp, scored)
+
+    before = gap()
     sampler.sync_weights(trainer_model)
-    after = agreement(greedy_tokens(sampler.generate, prompts, new_tokens),
-                      greedy_tokens(reference.generate, prompts, new_tokens))
-    return {"prompts": len(prompts), "new_tokens": new_tokens, "agree_before_sync": round(before, 3),
-            "agree_after_sync": round(after, 3), "ok": after >= 0.9 and before < after}
+    after = gap()
+    return {"prompts": len(prompts), "new_tokens": new_tokens, "logprob_gap_before_sync": round(before, 4),
+            "logprob_gap_after_sync": round(after, 4), "tolerance": LOGPROB_GAP_TOLERANCE,
+            "ok": after <= LOGPROB_GAP_TOLERANCE and before >= MIN_GAP_RATIO * after}
 
 
-def measure_vllm_sync(model_dir: str, device, prompts: int = 16, prompt_len: int = 32, new_tokens: int = 32):
-    """Step 3 on a GPU: vLLM from ``model_dir`` beside the trainer's fp32 copy of the same model."""
-    from cegppo_edu.lm.models import load_model_and_tokenizer
-    from cegppo_edu.lm.rollout import HFSampler
+def measure_vllm_sync(model_dir: str, device, prompts: int = 16, new_tokens: int = 64):
+    """Step 3 on a GPU: vLLM from ``model_dir`` beside the trainer's fp32 copy of the same model, on the R1
+    prompts of the smoke mode's made-up problems (real text, not random tokens)."""
+    from cegppo_edu.gpu.math_data import load_problems
+    from cegppo_edu.gpu.presets import SMOKE_MATH_DATA
+    from cegppo_edu.gpu.prompts import encode_r1_prompt
     from cegppo_edu.gpu.vllm_sampler import VLLMSampler
+    from cegppo_edu.lm.models import load_model_and_tokenizer
 
     trainer_model, tokenizer = load_model_and_tokenizer(model_dir, "float32", str(device))
-    sampler = VLLMSampler(model_dir, gpu_memory_utilization=0.3, max_model_len=prompt_len + new_tokens,
-                          sleep_level=1)
-    ids = torch.randint(100, min(tokenizer.vocab_size, 30000), (prompts, prompt_len),
-                        generator=torch.Generator().manual_seed(1)).tolist()
-    reference = HFSampler(trainer_model, tokenizer, autocast_dtype=torch.bfloat16)
-    return check_weight_sync(trainer_model, reference, sampler, ids, new_tokens)
+    ids = [encode_r1_prompt(p.question, tokenizer) for p in load_problems(SMOKE_MATH_DATA)][:prompts]
+    sampler = VLLMSampler(model_dir, gpu_memory_utilization=0.3,
+                          max_model_len=max(len(i) for i in ids) + new_tokens, sleep_level=1)
+    try:
+        return check_weight_sync(trainer_model, sampler, ids, new_tokens, tokenizer.pad_token_id)
+    finally:
+        sampler.close()
 
 
 def parse_args(argv=None):
@@ -284,11 +316,15 @@ def main(argv=None) -> int:
                "python": platform.python_version(), "model": "tiny Qwen2" if args.tiny else
                "DeepSeek-R1-Distill-Qwen-1.5B architecture, random weights"}
     if not torch.cuda.is_available() and not args.tiny:
-        print("gpu_check: no CUDA device found; nothing measured. Run it on a GPU machine "
-              "(or pass --tiny to check the code path on this CPU).", file=sys.stderr)
-        summary.update(status="no-gpu", device=None)
+        from cegppo_edu.lm.device import cuda_status
+
+        status = cuda_status()
+        print(f"gpu_check: no usable CUDA device; nothing measured. {status.problem()} "
+              f"(or pass --tiny to check the code path on this CPU).", file=sys.stderr)
+        summary.update(status="no-gpu", device=None, problem=status.problem(), driver=status.driver,
+                       torch_cuda=status.torch_cuda)
         write_summary(summary, args.out)
-        return 0
+        return 1
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     peak = peak_bf16_tflops(name) if device.type == "cuda" else None

@@ -67,13 +67,15 @@ def test_argument_parsing(gpu_check):
             gpu_check.parse_args(bad)
 
 
-def test_exits_cleanly_without_a_gpu(gpu_check, monkeypatch, tmp_path, capsys):
+def test_without_a_gpu_it_says_why_and_fails(gpu_check, monkeypatch, tmp_path, capsys):
+    """A renter whose driver is too old must not read "no-gpu" and exit 0 as a pass."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("OUT", str(tmp_path))
-    assert gpu_check.main([]) == 0
-    assert "no CUDA device" in capsys.readouterr().err
+    assert gpu_check.main([]) == 1
+    err = capsys.readouterr().err
+    assert "no usable CUDA device" in err and f"torch {torch.__version__}" in err
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert summary["status"] == "no-gpu" and "training" not in summary
+    assert summary["status"] == "no-gpu" and "training" not in summary and summary["problem"]
 
 
 def test_tiny_run_goes_through_the_whole_code_path(gpu_check, monkeypatch, tmp_path):
@@ -92,13 +94,13 @@ def test_tiny_run_goes_through_the_whole_code_path(gpu_check, monkeypatch, tmp_p
 
 
 class CopySampler:
-    """A sampler with its own copy of the weights, as vLLM has; ``broken`` makes its sync a no-op."""
+    """A sampler with its own bf16 copy of the weights, as vLLM has; ``broken`` makes its sync a no-op."""
 
     def __init__(self, model, tokenizer, broken=False):
         import copy
 
         from cegppo_edu.lm.rollout import HFSampler
-        self.copy, self.broken = copy.deepcopy(model), broken
+        self.copy, self.broken = copy.deepcopy(model).to(torch.bfloat16), broken
         self.inner = HFSampler(self.copy, tokenizer)
 
     def generate(self, *args, **kwargs):
@@ -106,19 +108,37 @@ class CopySampler:
 
     def sync_weights(self, model):
         if not self.broken:
-            self.copy.load_state_dict(model.state_dict())
+            with torch.no_grad():
+                for mine, theirs in zip(self.copy.parameters(), model.parameters(), strict=True):
+                    mine.copy_(theirs.to(torch.bfloat16))
 
 
-@pytest.mark.parametrize("broken", [False, True])
-def test_weight_sync_check_tells_a_working_sync_from_a_broken_one(gpu_check, broken):
+def _sync_check(gpu_check, broken, seed):
     from cegppo_edu.lm.models import build_tiny_model_and_tokenizer
-    from cegppo_edu.lm.rollout import HFSampler
 
-    model, tok = build_tiny_model_and_tokenizer(seed=0, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
-                                                intermediate_size=64)
-    prompts = torch.randint(5, len(tok), (12, 6), generator=torch.Generator().manual_seed(0)).tolist()
+    model, tok = build_tiny_model_and_tokenizer(seed=seed, hidden_size=64, num_layers=2, num_heads=4,
+                                                num_kv_heads=2, intermediate_size=128)
+    prompts = torch.randint(5, len(tok), (8, 12), generator=torch.Generator().manual_seed(seed)).tolist()
     sampler = CopySampler(model, tok, broken=broken)
-    result = gpu_check.check_weight_sync(model, HFSampler(model, tok), sampler, prompts, new_tokens=8, noise=1.0)
-    assert result["agree_before_sync"] < 0.9  # the perturbation changed the greedy answers
+    return gpu_check.check_weight_sync(model, sampler, prompts, new_tokens=16, pad_id=tok.pad_token_id, noise=0.5,
+                                       seed=seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("broken", [False, True])
+def test_weight_sync_check_tells_a_working_sync_from_a_broken_one(gpu_check, broken, seed):
+    """The stand-in samples with bf16 weights and the trainer scores in fp32 under bf16 autocast, as on a GPU: a
+    right sync leaves only rounding (well under the tolerance), a missing one a gap many times larger."""
+    result = _sync_check(gpu_check, broken, seed)
+    before, after = result["logprob_gap_before_sync"], result["logprob_gap_after_sync"]
     assert result["ok"] is (not broken)
-    assert result["agree_after_sync"] == (result["agree_before_sync"] if broken else 1.0)
+    if broken:  # nothing moved: the gap stays where the perturbation put it
+        assert after == before
+    else:  # bf16 rounding only: far under the tolerance, and far under the gap before the sync
+        assert after < gpu_check.LOGPROB_GAP_TOLERANCE / 10 and before > 20 * after
+
+
+def test_logprob_gap_is_the_mean_absolute_difference_per_token(gpu_check):
+    assert gpu_check.logprob_gap([[-1.0, -2.0], [-0.5]], [[-1.5, -2.0], [-0.0]]) == pytest.approx(1.0 / 3)
+    with pytest.raises(ValueError):
+        gpu_check.logprob_gap([[-1.0]], [[-1.0, -2.0]])
