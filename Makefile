@@ -13,13 +13,14 @@ STAMP  := $(VENV)/.installed
 VERL_VENV  := .venv-verl
 VERL_BIN   := $(VERL_VENV)/bin
 VERL_STAMP := $(VERL_VENV)/.installed
-# TRL, the peer trainer of benchmarks/bench_vs_trl.py, gets its own environment too (pinned; never in make test).
+# TRL gets its own environment too (pinned): the CE-GPPO drop-in's tests (tests_trl/, part of make test) and the
+# peer trainer of benchmarks/bench_vs_trl.py (not part of make test).
 TRL_PIN    := trl==1.16.0
 TRL_VENV   := .venv-trl
 TRL_BIN    := $(TRL_VENV)/bin
 TRL_STAMP  := $(TRL_VENV)/.installed
 
-.PHONY: test check test-verl bench-trl book notebooks venv browser lab clean help
+.PHONY: test check test-verl test-trl bench-trl book notebooks venv browser lab clean help
 
 help:
 	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
@@ -27,6 +28,7 @@ help:
 	@echo "make check  - the fast unit tests only (no notebooks, book, browser, verl, kernel sets): the edit-test loop"
 	@echo "make notebooks - re-execute every chapter notebook in place (rewrites their stored outputs)"
 	@echo "make test-verl - only the verl plugin tests (creates .venv-verl; also part of make test)"
+	@echo "make test-trl  - only the TRL drop-in tests (creates .venv-trl; also part of make test)"
 	@echo "make bench-trl - our trainer against TRL's GRPOTrainer, side by side (creates .venv-trl; not in make test)"
 	@echo "make lab    - open the notebooks in JupyterLab (installs it into .venv first)"
 	@echo "make venv   - only create/refresh .venv"
@@ -56,11 +58,12 @@ book: $(STAMP)
 
 # The whole suite: unit tests, the notebooks with nbval (here and, in subprocesses, under every other float-kernel
 # set this CPU has), the book build (which re-executes the notebooks), the browser check, then the verl plugin
-# tests in their own environment (.venv-verl).
+# tests in their own environment (.venv-verl), then the TRL drop-in's (.venv-trl).
 test: $(STAMP) browser book
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest --nbval-lax --durations=25
 	$(MAKE) test-verl
+	$(MAKE) test-trl
 
 # The edit-test loop: the import contract (pyproject.toml) and the unit tests (no notebooks, book, browser, verl,
 # wheel or kernel-set subprocesses).
@@ -91,12 +94,17 @@ test-verl: $(VERL_STAMP)
 $(TRL_BIN)/python:
 	$(PYTHON) -m venv $(TRL_VENV)
 
-# CPU torch first, then the pinned TRL and this package, with a constraint that keeps that torch.
+# CPU torch first, then the pinned TRL and this package with its `trl` extra (the same pin, and pytest), with a
+# constraint that keeps that torch.
 $(TRL_STAMP): $(TRL_BIN)/python pyproject.toml
 	echo "$(TORCH_CPU)" > $(TRL_VENV)/constraints.txt
 	$(TRL_BIN)/python -c "import torch" 2>/dev/null || $(TRL_BIN)/pip install --quiet $(TORCH_CPU)
-	$(TRL_BIN)/pip install --quiet -c $(TRL_VENV)/constraints.txt "$(TRL_PIN)" -e .
+	$(TRL_BIN)/pip install --quiet -c $(TRL_VENV)/constraints.txt "$(TRL_PIN)" -e ".[trl]"
 	touch $@
+
+# tests_trl/ has its own pytest.ini: the main suite (testpaths tests, notebooks) never collects it.
+test-trl: $(TRL_STAMP)
+	$(TRL_BIN)/pytest -c tests_trl/pytest.ini tests_trl
 
 # The side-by-side of issue 13: both trainers alternated in one process, at the chapter-4 geometry and at 4x the
 # batch with 32 new tokens. Minutes on 2 cores; pass e.g. BENCH_ARGS="--pairs 7".
