@@ -251,3 +251,28 @@ def test_presets_validate_and_smoke_mode():
 def test_plugins_resolve_by_name_or_module_path():
     assert cfg.resolve("reward", "exact_match").__name__ == "make_exact_match"
     assert cfg.resolve("sampler", "cegppo_edu.lm.rollout:make_hf_sampler").__name__ == "make_hf_sampler"
+
+
+@pytest.mark.parametrize("device,dtype,capability,amx,expected", [
+    ("cpu", torch.bfloat16, "DEFAULT", True, True), ("cpu", torch.float16, "AVX2", True, True),
+    ("cpu", torch.bfloat16, "AVX512", True, False), ("cpu", torch.bfloat16, "DEFAULT", False, False),
+    ("cpu", torch.float32, "DEFAULT", True, False), ("cpu", None, "AVX2", True, False),
+    ("cuda", torch.bfloat16, "DEFAULT", True, False)])
+def test_math_attention_only_where_torchs_cpu_flash_kernel_cannot_pack(device, dtype, capability, amx, expected):
+    """torch's CPU flash attention packs bf16/fp16 for AMX with AVX-512 code: under a forced lower kernel set on an
+    AMX CPU it raises (pack_vnni2); only there does the trainer fall back to the math backend."""
+    from cegppo_edu.lm.batching import needs_math_attention
+
+    assert needs_math_attention(device, dtype, capability, amx) is expected
+
+
+def test_attention_guard_selects_the_math_backend_inside_autocast_where_needed(monkeypatch):
+    from cegppo_edu.lm import batching
+
+    monkeypatch.setattr(batching, "needs_math_attention", lambda *a, **k: True)
+    with batching.autocast_context(torch.device("cpu"), torch.bfloat16):
+        assert not torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled()
+    monkeypatch.setattr(batching, "needs_math_attention", lambda *a, **k: False)
+    with batching.autocast_context(torch.device("cpu"), torch.bfloat16):
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.is_autocast_enabled("cpu")

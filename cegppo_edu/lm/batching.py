@@ -81,8 +81,39 @@ def pack_by_tokens(prompt_lens: Sequence[int], response_lens: Sequence[int], ord
     return groups
 
 
+@contextlib.contextmanager
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    """bf16/fp16 autocast when ``dtype`` is given, with attention kernels that work under it here."""
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device.type, dtype=dtype), attention_guard(device, dtype):
+        yield
+
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def needs_math_attention(device_type: str, dtype: torch.dtype | None, capability: str | None = None,
+                         amx: bool | None = None) -> bool:
+    """Whether torch's CPU flash attention would fail for ``dtype`` here: on a CPU with AMX it packs bf16/fp16
+    operands for AMX with AVX-512-only code (``at::vec::pack_vnni2``), so under a kernel set forced below AVX-512
+    (``ATEN_CPU_CAPABILITY=avx2`` or ``default``, the kernel-set re-runs) it raises "pack_vnni2 is only supported
+    when avx512 is supported". ``capability`` and ``amx`` default to this machine's."""
+    if device_type != "cpu" or dtype not in HALF_DTYPES:
+        return False
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    amx = torch.cpu._is_amx_tile_supported() if amx is None else amx
+    return amx and not capability.upper().startswith("AVX512")
+
+
+def attention_guard(device: torch.device | str, dtype: torch.dtype | None):
+    """Scaled-dot-product attention restricted to torch's math backend where ``needs_math_attention`` (the same
+    attention, summed in another order); elsewhere nothing changes, so no number changes on any other setup."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    device_type = device.type if isinstance(device, torch.device) else str(device)
+    return sdpa_kernel(SDPBackend.MATH) if needs_math_attention(device_type, dtype) else contextlib.nullcontext()
 
 
 def response_logits(model, batch: Batch, autocast_dtype: torch.dtype | None = None,

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from ..validation import NON_NEGATIVE_INT
+from .batching import attention_guard
 from .interfaces import Rollout, check_sampling
 
 
@@ -58,7 +59,8 @@ class HFSampler:
         ids, mask = self._left_pad(prompts, device)
         autocast = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                     else contextlib.nullcontext())
-        with autocast:
+        weights = next(self.model.parameters()).dtype  # a bf16 copy of the weights attends in bf16 without autocast
+        with autocast, attention_guard(device, self.autocast_dtype or weights):
             out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config)
         new_tokens = out.sequences[:, ids.shape[1]:]  # (B, L_new)
         # out.scores: L_new tensors (B, V), the processed sampling logits. Gather step by step, so that no
