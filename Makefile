@@ -65,11 +65,11 @@ test: $(STAMP) browser book
 	$(MAKE) test-verl
 	$(MAKE) test-trl
 
-# The edit-test loop: the import contract (pyproject.toml) and the unit tests (no notebooks, book, browser, verl,
-# wheel or kernel-set subprocesses).
+# The edit-test loop, offline: the import contract (pyproject.toml) and the unit tests (no notebooks, book,
+# browser, verl, wheel install, network download or kernel-set subprocesses).
 check: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest tests -m "not slow and not browser" -q
+	$(BIN)/pytest tests -m "not slow and not browser and not network" -q
 
 # Re-execute every chapter and store its outputs (what nbval compares and a notebook viewer shows), each figure
 # once as plotly JSON (plots.style.STORE_ONCE): the book makes its own figure divs when it re-executes them.
