@@ -1,7 +1,7 @@
 """The ``cegppo`` command: one sub-command per capability.
 
-``train``, ``report`` and ``eval`` are defined next to the code they run (``lm.command``, ``plots.report``,
-``gpu.evaluate``): each of those modules has ``add_cli(subparsers)``, which adds its parser and sets ``func``
+``train``, ``report``, ``eval`` and ``preflight`` are defined next to the code they run (``lm.command``,
+``plots.report``, ``gpu.evaluate``, ``gpu.preflight``): each of those modules has ``add_cli(subparsers)``, which adds its parser and sets ``func``
 (called with the parsed arguments; its return value is the exit code). ``bandit`` is defined here, because it
 writes a figure and the toy layer sits below the figures. Importing ``cegppo_edu.gpu`` registers the GPU
 chapter's presets and plug-ins, so ``--preset`` offers them.
@@ -21,6 +21,7 @@ SUBCOMMANDS = (
     "cegppo_edu.lm.command",  # cegppo train
     "cegppo_edu.plots.report",  # cegppo report
     "cegppo_edu.gpu.evaluate",  # cegppo eval
+    "cegppo_edu.gpu.preflight",  # cegppo preflight
 )
 
 

@@ -344,3 +344,42 @@ def test_resume_decides_from_the_small_config_file_without_loading_the_state(tmp
     assert cegppo(["train", "--preset", "r1-distill-1.5b-1gpu", "--smoke", "--out", str(out), "--no-progress",
                    "--steps", "3", "--resume"]) == 0
     assert len(loads) == 1
+
+
+# ------------------------------------------------------------------------------ cegppo preflight
+def test_preflight_on_this_machine_fails_the_gpu_rows_and_says_why(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this check is of a machine without a GPU; on a GPU machine the rows pass")  # CI has none
+    code = cegppo(["preflight", "--preset", "r1-distill-1.5b-1gpu", "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines()[1:]}
+    assert code == 1 and set(rows) == {"Python", "GPU and driver", "GPU memory", "vLLM", "disk",
+                                       "Hub or local files", "grading pool"}
+    assert "FAIL" in rows["GPU and driver"] and f"torch {torch.__version__}" in rows["GPU and driver"]
+    assert " ok " in rows["grading pool"] and " ok " in rows["Python"]
+    assert "failed: GPU and driver, GPU memory" in err
+
+
+def test_preflight_arithmetic_for_the_1p5b_preset():
+    from cegppo_edu.gpu import preflight
+    config = cfg.get_preset("r1-distill-1.5b-1gpu")
+    needed, how = preflight.gpu_memory_needed(config, 80 * 2**30)
+    assert needed == int(0.5 * 80 * 2**30 + 12 * 1_777_088_000) and "vLLM's share" in how
+    disk, how = preflight.disk_needed(config)
+    assert disk == 2 * 12 * 1_777_088_000 + 2 * 1_777_088_000 and "2 checkpoints at once" in how
+
+
+def test_preflight_takes_local_sources_and_names_missing_ones(tmp_path):
+    from cegppo_edu.gpu import preflight
+    model, data = tmp_path / "model", tmp_path / "train.jsonl"
+    model.mkdir()
+    data.write_text("{}\n")
+    config = cfg.apply_overrides(cfg.get_preset("r1-distill-1.5b-1gpu"), {
+        "model_path": str(model), "data_path": str(data), "eval_data_path": str(data)})
+    unreachable = lambda repo: pytest.fail("asked the Hub although every source is local")  # noqa: E731
+    assert preflight.check_sources(config, unreachable).verdict == preflight.OK
+    missing = cfg.apply_overrides(config, {"data_path": str(tmp_path / "nope.jsonl")})
+    row = preflight.check_sources(missing, unreachable)
+    assert row.verdict == preflight.FAIL and "nope.jsonl" in row.found
+    hub = preflight.check_sources(cfg.get_preset("r1-distill-1.5b-1gpu"), lambda repo: "no network")
+    assert hub.verdict == preflight.FAIL and "no network" in hub.found and "--set model_path=" in hub.found

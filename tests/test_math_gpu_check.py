@@ -44,6 +44,8 @@ def test_real_architecture_has_the_expected_parameter_count(gpu_check):
         model = Qwen2ForCausalLM(Qwen2Config(**gpu_check.R1_DISTILL_QWEN_1P5B))
     counts = r1_distill_param_count()
     assert sum(p.numel() for p in model.parameters()) == counts["total"] == 1_777_088_000
+    from cegppo_edu.gpu.presets import MODEL_PARAMS, R1_DISTILL_1P5B
+    assert MODEL_PARAMS[R1_DISTILL_1P5B] == counts["total"]  # what `cegppo preflight` sizes memory and disk by
     assert gpu_check.matmul_params(model) == counts["total"] - counts["embedding"]
     assert model.config.num_key_value_heads == 2 and not model.config.tie_word_embeddings
 

@@ -21,6 +21,9 @@ register("reward", "math_verify_authors", "cegppo_edu.gpu.math_reward:make_autho
 # Chapter 5: DeepSeek-R1-Distill-Qwen-1.5B on math, on one GPU (book/gpu_recipe.md has the full ledger)
 # --------------------------------------------------------------------------------------------------
 R1_DISTILL_1P5B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+# Parameters of the presets' models, for the memory and disk arithmetic of `cegppo preflight` (nothing is loaded
+# there). tests/test_math_gpu_check.py counts them from the architecture's config.
+MODEL_PARAMS = {R1_DISTILL_1P5B: 1_777_088_000}
 # Made-up problems in the schema of each dataset (cegppo_edu/gpu/data/math/README.md), shipped inside the package
 # so that the smoke mode (and the data-loader tests) work from an installed wheel.
 SMOKE_MATH_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "math")
