@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -114,6 +115,16 @@ def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message
     with pytest.raises(ValueError) as error:
         CEGPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], **{field: value})
     assert message in str(error.value)
+
+
+def test_an_on_policy_configuration_is_warned_about(tmp_path):
+    with pytest.warns(UserWarning, match="every optimizer step is on policy"):
+        CEGPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[])  # TRL's defaults: one step per batch
+    for off_policy in (dict(steps_per_generation=4), dict(num_iterations=2)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            CEGPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], **off_policy)
+        assert not [w for w in caught if "on policy" in str(w.message)], off_policy
 
 
 @pytest.mark.parametrize("args", [None, "grpo"])

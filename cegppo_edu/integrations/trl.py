@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -146,6 +147,14 @@ class CEGPPOConfig(GRPOConfig):
         if hyper["dual_clip"] is not None and not hyper["dual_clip"] > 1 + hyper["eps_high"]:
             raise ValueError(f"CEGPPOConfig.delta={self.delta!r} is outside the allowed range "
                              f"({1 + hyper['eps_high']}, inf) (above 1 + epsilon_high) or None")
+        # TRL's defaults take one optimizer step per generation batch: every ratio is then 1 (the scoreboard's P12)
+        if self.num_iterations == 1 and self.steps_per_generation <= self.gradient_accumulation_steps:
+            warnings.warn(
+                f"CEGPPOConfig: every optimizer step is on policy (num_iterations=1, steps_per_generation="
+                f"{self.steps_per_generation} <= gradient_accumulation_steps={self.gradient_accumulation_steps}), so "
+                f"r = 1 on every token, none is clipped and beta1, beta2 change nothing (CE-GPPO is PPO-clip there). "
+                f"Set steps_per_generation to several times gradient_accumulation_steps (the paper: up to 8 optimizer "
+                f"steps per generation batch) or num_iterations > 1.", UserWarning, stacklevel=3)
 
     def cegppo_hyper(self) -> dict:
         """ε_l, ε_h, β1, β2 and the dual clip c, validated."""
