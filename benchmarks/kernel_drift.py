@@ -22,11 +22,11 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cegppo_edu.lm.reproducibility import kernel_env, kernel_sets  # noqa: E402
+from cegppo_edu.experiments.reproducibility import kernel_env, kernel_sets  # noqa: E402
 from cegppo_edu.lm.run_dir import read_metrics  # noqa: E402
 
 RUNS = os.path.join(ROOT, "notebooks", "data", "ch04", "runs")
-CHILD = ("import sys; from cegppo_edu.lm.reproducibility import rerun_prefix; "
+CHILD = ("import sys; from cegppo_edu.experiments.reproducibility import rerun_prefix; "
          "rerun_prefix(sys.argv[1], sys.argv[2], sys.argv[3], steps=int(sys.argv[4]))")
 
 

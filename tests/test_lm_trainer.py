@@ -56,7 +56,7 @@ def fast_config(**extra):
 # ATEN_CPU_CAPABILITY=avx2). Two kinds of metric now sum in another
 # order and agree within float32 rounding: the entropy re-measure after an update phase (each prompt runs once) and
 # the token-group sums (one scatter over the classes instead of a loop; ``token_groups.group_stats``).
-# Elsewhere the run is compared with the measured cross-machine tolerance of lm.reproducibility.
+# Elsewhere the run is compared with the measured cross-machine tolerance of experiments.reproducibility.
 WARM_START = os.path.join(ROOT, "notebooks", "data", "ch04", "warm_start")
 BEFORE_SPEED_WORK = os.path.join(ROOT, "tests", "data", "fast_run_before_speed_work.json")
 
@@ -68,7 +68,7 @@ def reordered(key: str) -> bool:
 
 
 def test_the_trainer_computes_what_it_computed_before_the_speed_work(tmp_path):
-    from cegppo_edu.lm import reproducibility as repro
+    from cegppo_edu.experiments import reproducibility as repro
 
     with open(BEFORE_SPEED_WORK) as f:
         before = json.load(f)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from cegppo_edu.lm.reproducibility import KERNEL_SETS, kernel_env, kernel_sets
+from cegppo_edu.experiments.reproducibility import KERNEL_SETS, kernel_env, kernel_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -137,7 +137,7 @@ def _other_kernel_sets() -> list[str]:
 @pytest.mark.parametrize("kernel", _other_kernel_sets())
 def test_checked_outputs_do_not_depend_on_the_float_kernels(kernel, tmp_path):
     """Every ``# NBVAL_CHECK_OUTPUT`` cell prints the same under another kernel set: its numbers are rounded past
-    the kernels' noise or are verdicts of a tolerance check (``cegppo_edu.lm.reproducibility``)."""
+    the kernels' noise or are verdicts of a tolerance check (``cegppo_edu.experiments.reproducibility``)."""
     done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
                            "notebooks"], cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env=kernel_env(kernel))

@@ -1,4 +1,4 @@
-"""Reproducibility, in the two kinds of ``cegppo_edu.lm.reproducibility``.
+"""Reproducibility, in the two kinds of ``cegppo_edu.experiments.reproducibility``.
 
 1. Determinism on one machine (exact): the same run twice gives bitwise the same metrics; resumed runs are in
    ``test_lm_trainer.py`` (also exact).
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from cegppo_edu.lm import reproducibility as repro
-from cegppo_edu.lm import study
+from cegppo_edu.experiments import reproducibility as repro
+from cegppo_edu.experiments import study
 from cegppo_edu.lm.run_dir import read_metrics
 from cegppo_edu.lm.trainer import Trainer
 from cegppo_edu.lm.run_dir import read_metrics, strip_timings
@@ -28,12 +28,12 @@ from test_lm_trainer import fast_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "notebooks", "data", "ch04")
 RUNS = os.path.join(DATA, "runs")
-# chapter 4's runs, the run that validates the parameter-space entropy predictor (predictor/regenerate.py), and
-# three of the many-seed study's 55 (seeds/regenerate.py): other seeds, methods and β than the runs above
+# chapter 4's runs, the run that validates the parameter-space entropy predictor (regenerate ch04-predictor), and
+# three of the many-seed study's 55 (regenerate ch04-seeds): other seeds, methods and β than the runs above
 COMMITTED = [f"runs/{run}" for run in sorted(os.listdir(RUNS))] + ["predictor/chapter"] + [
     f"seeds/{study.run_folder(name, seed)}" for name, seed in (("grpo", 1), (study.CE_GPPO, 2),
                                                                (study.ce_gppo_name(1.0, 0.5), 3))] + [
-    # chapter 6's controllers (notebooks/data/ch06/regenerate.py): each one's state carries from step to step
+    # chapter 6's controllers (regenerate ch06): each one's state carries from step to step
     f"../ch06/runs/{name}/seed{seed}" for name, seed in (("ce_gppo-predictive-constant", 0),
                                                          ("ce_gppo-pi-decaying", 1),
                                                          ("grpo-entropy_bonus-constant", 2))]
@@ -107,21 +107,23 @@ def test_committed_run_agrees_here_within_the_tolerance(tmp_path, run):
 
 
 @pytest.mark.slow
-def test_the_regeneration_script_makes_the_committed_runs(tmp_path):
-    """``notebooks/data/ch04/reproduce.sh`` (one step of every run, into a scratch folder): each run it writes
-    agrees with the committed one. It once called a module that had lost its command line and did nothing."""
-    env = {**os.environ, "PYTHON": sys.executable, "STEPS": "1", "SKIP_WARM_START": "1",
-           "DEST": str(tmp_path / "kept"), "SCRATCH": str(tmp_path / "scratch")}
-    done = subprocess.run(["bash", os.path.join(DATA, "reproduce.sh")], env=env, capture_output=True, text=True,
-                          timeout=600)
+def test_the_regeneration_runner_makes_the_committed_runs(tmp_path):
+    """``python -m cegppo_edu.experiments.regenerate ch04-runs`` (one step of every run, kept in a scratch folder,
+    from a directory that is not the root): each run it writes agrees with the committed one. The script it replaces
+    once called a module that had lost its command line and did nothing."""
+    done = subprocess.run([sys.executable, "-m", "cegppo_edu.experiments.regenerate", "ch04-runs", "--steps", "1",
+                           "--skip-warm-start", "--dest", str(tmp_path / "kept"), "--scratch", str(tmp_path / "scratch")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    written = sorted(os.listdir(tmp_path / "kept"))
+    written = sorted(os.listdir(tmp_path / "kept" / "runs"))
     assert written == sorted(os.listdir(RUNS))
     for run in written:
-        fresh = read_metrics(str(tmp_path / "kept" / run / "metrics.jsonl"))
+        fresh = read_metrics(str(tmp_path / "kept" / "runs" / run / "metrics.jsonl"))
         assert [m["step"] for m in fresh] == [0, 1]
         agreement = repro.compare_with_committed(fresh, read_metrics(os.path.join(RUNS, run, "metrics.jsonl")))
         assert agreement.ok, f"{run}: {agreement}"
+        config = json.loads((tmp_path / "kept" / "runs" / run / "config.json").read_text())
+        assert config["model_path"] == study.CHAPTER_WARM_START  # relative to the root, as committed
 
 
 def test_committed_configs_name_no_path_of_the_machine_that_made_them():
@@ -142,8 +144,8 @@ def test_committed_warm_start_agrees_here_within_the_tolerance(which):
 
 CHILD = """
 import json, sys, tempfile, torch
-from cegppo_edu.lm import reproducibility as repro
-from cegppo_edu.lm import study
+from cegppo_edu.experiments import reproducibility as repro
+from cegppo_edu.experiments import study
 from cegppo_edu.lm.run_dir import read_metrics
 root, runs = sys.argv[1], sys.argv[2:]
 out = {"capability": torch.backends.cpu.get_cpu_capability(), "runs": {}}

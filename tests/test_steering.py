@@ -12,7 +12,7 @@ import torch
 
 from cegppo_edu import steering
 from cegppo_edu.entropy import entropy_from_logits
-from cegppo_edu.lm import steer_study
+from cegppo_edu.experiments import steer_study
 from cegppo_edu.steering import BetaBounds, EntropyBonus, PIController, solve_betas
 from cegppo_edu.toy import steering as toy_steering
 from cegppo_edu.toy.bandit import _seed_generators, _small_tensors, _uniform_stream, make_toy

@@ -1,4 +1,4 @@
-"""Chapter 4's many-seed comparison (``cegppo_edu.lm.study``): the claims' verdicts on constructed runs whose
+"""Chapter 4's many-seed comparison (``cegppo_edu.experiments.study``): the claims' verdicts on constructed runs whose
 answers are known, the task that does not saturate, and the committed runs and their summary."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from cegppo_edu.lm import study
+from cegppo_edu.experiments import study
 from cegppo_edu.lm.config import get_preset, validate
 from cegppo_edu.lm.tasks import make_addition_task_from_config
 from cegppo_edu.summaries import FAILS, FINAL_STEPS, HOLDS, seed_interval

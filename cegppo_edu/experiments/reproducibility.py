@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .run_dir import TIMING_PREFIX, read_metrics
+from ..lm.run_dir import TIMING_PREFIX, read_metrics
+from . import DATA
 
 # Environment settings that make one machine compute like another, read when torch loads (so they act on a new
 # process only). ATEN_CPU_CAPABILITY picks ATen's vectorised kernels (softmax, reductions, elementwise and, for
@@ -62,8 +63,7 @@ ATTRIBUTION_ATOL = 1e-3
 WARM_START_PREFIX_STEPS = 5
 # The committed warm starts, by name: chapter 4's (from the tiny-arith preset) and the many-seed study's, which
 # continues chapter 4's on the study's task (``study.warm_start_config``). Each keeps its SFT log.
-WARM_STARTS = {"chapter": os.path.join("notebooks", "data", "ch04", "warm_start"),
-               "study": os.path.join("notebooks", "data", "ch04", "seeds", "warm_start")}
+WARM_STARTS = {"chapter": os.path.join(DATA, "ch04", "warm_start"), "study": os.path.join(DATA, "ch04", "seeds", "warm_start")}
 
 
 def _cpuinfo(field: str) -> str:
@@ -173,7 +173,7 @@ def compare_prefix(fresh: Sequence[dict], committed: Sequence[dict], rtol: float
 def committed_config(run_dir: str, root: str, steps: int | None = None):
     """The ``TrainConfig`` of a committed run (its ``config.json``), cut to ``steps`` (None: the run's own),
     paths resolved from ``root``."""
-    from .config import from_dict
+    from ..lm.config import from_dict
 
     with open(os.path.join(run_dir, "config.json")) as f:
         saved = json.load(f)
@@ -187,7 +187,7 @@ def rerun_prefix(run_dir: str, root: str, out_dir: str, *, steps: int = PREFIX_S
 
     The run keeps its own ``steps`` and stops after ``steps`` of them: what depends on the run's length (a β
     schedule, a decaying entropy target) is then what it was."""
-    from .trainer import Trainer
+    from ..lm.trainer import Trainer
 
     trainer = Trainer(committed_config(run_dir, root), out_dir, progress=False)
     try:
@@ -227,7 +227,7 @@ def warm_start_config(which: str, root: str):
     """The config that made committed warm start ``which`` (a key of ``WARM_STARTS``), paths resolved from ``root``."""
     from dataclasses import replace
 
-    from .config import get_preset
+    from ..lm.config import get_preset
     from .study import warm_start_config as study_warm_start
 
     if which not in WARM_STARTS:
@@ -240,14 +240,14 @@ def warm_start_config(which: str, root: str):
 
 def rerun_warm_start(root: str, steps: int = WARM_START_PREFIX_STEPS, which: str = "chapter") -> list[dict]:
     """The first ``steps`` supervised steps of a committed warm start, re-run from the same seed."""
-    from .warm_start import warm_start_from_config
+    from ..lm.warm_start import warm_start_from_config
 
     return warm_start_from_config(warm_start_config(which, root), steps)[2]
 
 
 def check_committed_warm_start(root: str, steps: int = WARM_START_PREFIX_STEPS, which: str = "chapter") -> Agreement:
     """Kind-2 check of a committed warm start (its ``warm_start.jsonl``)."""
-    from .run_dir import WARM_START_FILE
+    from ..lm.run_dir import WARM_START_FILE
 
     committed = read_metrics(os.path.join(root, WARM_STARTS[which], WARM_START_FILE))[:steps]
     return compare_prefix(rerun_warm_start(root, steps, which), committed)

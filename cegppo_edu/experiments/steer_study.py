@@ -7,7 +7,7 @@ CE-GPPO, Clip-Cov, KL-Cov, SAPO) do not look at the target, so one run of each s
 entropy of each step's rollout batch as sampled (``entropy/mean``), which is what the controllers see; it moves
 from batch to batch with the prompts, and that noise is in every row's tracking error alike.
 
-The runs are made by ``notebooks/data/ch06/regenerate.py``; this module defines and reads them.
+The runs are made by ``python -m cegppo_edu.experiments.regenerate ch06``; this module defines and reads them.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import numpy as np
 
 from ..steering import COMPARISON_ROWS, Comparison, SteeredRun, target_at
 from ..validation import check_choice
+from . import DATA as DATA_ROOT
 from . import study
-from .run_dir import read_metrics
+from ..lm.run_dir import read_metrics
 
-DATA = os.path.join("notebooks", "data", "ch06")  # relative to the project root, like every run config
+DATA = os.path.join(DATA_ROOT, "ch06")  # relative to the project root, like every run config
 SEEDS = study.SEEDS
 STEPS = study.STEPS
 # The study's lower learning rate: no run collapses there (chapter 4, claim C3), so a row's tracking is not
@@ -56,7 +57,7 @@ def runs() -> dict[str, dict]:
 def run_config(name: str, seed: int, steps: int = STEPS):
     """The config of run ``name`` at ``seed``: the study's (``study.run_config``'s base) with the row's fields; the
     predictor and attribution only where the predictive controller needs them."""
-    from .config import apply_overrides, get_preset
+    from ..lm.config import apply_overrides, get_preset
 
     check_choice("run", name, list(runs()))
     fields = runs()[name]
@@ -105,8 +106,8 @@ def load(folder: str, target: str, seeds=SEEDS) -> Comparison:
         for seed in seeds:
             path = os.path.join(folder, "runs", name, f"seed{seed}")
             if not os.path.exists(os.path.join(path, "metrics.jsonl")):
-                raise FileNotFoundError(f"run {name} seed {seed} is missing: {path}/metrics.jsonl (regenerate.py "
-                                        f"makes it)")
+                raise FileNotFoundError(f"run {name} seed {seed} is missing: {path}/metrics.jsonl (python -m "
+                                        f"cegppo_edu.experiments.regenerate ch06 makes it)")
             logs.append(read_metrics(path))
         rows.append(steered_run(label, method, controller, logs, target))
     return Comparison(target, rows, TRANSIENT)

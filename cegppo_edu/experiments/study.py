@@ -16,7 +16,8 @@ the dynamics of a solved task. Here:
 - **The claims** (``claims``, ``lr_claims``, ``predictor_claim``), each from paired differences where it compares
   runs; "final" is the mean over the last ``summaries.FINAL_STEPS`` steps, as everywhere in the book.
 
-The runs are made by ``notebooks/data/ch04/seeds/regenerate.py``; this module only defines and reads them.
+The runs are made by ``python -m cegppo_edu.experiments.regenerate ch04-seeds``; this module only defines and reads
+them.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from ..losses import method_label
 from ..param_entropy import TARGET_CORRELATION, TARGET_RATIO_ERROR, agreement, attribution_totals
 from ..steering import COLLAPSE_FRACTION
 from ..summaries import FAILS, FINAL_STEPS, HOLDS, Claim, Paired, all_of, paired_difference, seed_interval
-from .run_dir import read_metrics
+from ..lm.run_dir import read_metrics
+from . import DATA as DATA_ROOT
 
 # 1-3 digit addition, the same problems for every seed, held-out problems unseen by chapter 4's warm start too
-TASK = {"task": "cegppo_edu.lm.study:make_task", "n_digits": 3, "min_digits": 1, "data_seed": 0}
+TASK = {"task": "cegppo_edu.experiments.study:make_task", "n_digits": 3, "min_digits": 1, "data_seed": 0}
 WARM_START = {"warm_start_steps": 100, "warm_start_lr": 1e-3}  # continued SFT of chapter 4's warm start
-CHAPTER_WARM_START = os.path.join("notebooks", "data", "ch04", "warm_start")
-DATA = os.path.join("notebooks", "data", "ch04", "seeds")  # relative to the project root, like every run config
+CHAPTER_WARM_START = os.path.join(DATA_ROOT, "ch04", "warm_start")
+DATA = os.path.join(DATA_ROOT, "ch04", "seeds")  # relative to the project root, like every run config
 STEPS = 100  # RL steps per run
 SEEDS = tuple(range(5))
 BETA1S = (0.0, 0.5, 1.0)
@@ -69,8 +71,8 @@ def make_task(config):
     not be held out. The train split is arith's own; the held-out split keeps ``n_heldout`` problems."""
     from dataclasses import replace
 
-    from .config import get_preset
-    from .tasks import TaskData, make_addition_task_from_config
+    from ..lm.config import get_preset
+    from ..lm.tasks import TaskData, make_addition_task_from_config
 
     seen = {p.question for p in make_addition_task_from_config(get_preset("tiny-arith")).train}
     task = make_addition_task_from_config(replace(config, n_heldout=2 * config.n_heldout))
@@ -83,7 +85,7 @@ def make_task(config):
 
 def warm_start_config():
     """The study's warm start: chapter 4's model, further SFT on ``TASK`` (``warm_start.build_warm_start``)."""
-    from .config import apply_overrides, get_preset
+    from ..lm.config import apply_overrides, get_preset
 
     return apply_overrides(get_preset("tiny-arith"), {"model_path": CHAPTER_WARM_START, **TASK, **WARM_START})
 
@@ -91,7 +93,7 @@ def warm_start_config():
 def run_config(name: str, seed: int, steps: int = STEPS):
     """The config of configuration ``name`` at ``seed``: the tiny-arith preset on ``TASK`` from the study's warm
     start, evaluated every 10 steps, the predictor and attribution every ``PREDICTOR_EVERY`` steps."""
-    from .config import apply_overrides, get_preset
+    from ..lm.config import apply_overrides, get_preset
 
     if name not in CONFIGS:
         raise ValueError(f"configuration {name!r} is not one of {', '.join(CONFIGS)}")
@@ -106,7 +108,7 @@ _NOT_KEPT = re.compile(r"^time/|^ZA/|/(frac|mean_prob|weight_sum|clip_low_frac|c
 
 
 def keep_key(key: str) -> bool:
-    """Whether the committed log of a study run keeps metric ``key`` (regenerate.py leaves the others out)."""
+    """Whether the committed log of a study run keeps metric ``key`` (the regeneration leaves the others out)."""
     return not _NOT_KEPT.search(key)
 
 
@@ -156,8 +158,8 @@ def load(folder: str, configs=None, seeds=SEEDS) -> Study:
         for seed in seeds:
             path = os.path.join(folder, run_folder(name, seed))
             if not os.path.exists(os.path.join(path, "metrics.jsonl")):
-                raise FileNotFoundError(f"run {name} seed {seed} is missing: {path}/metrics.jsonl (regenerate.py "
-                                        f"makes it)")
+                raise FileNotFoundError(f"run {name} seed {seed} is missing: {path}/metrics.jsonl (python -m "
+                                        f"cegppo_edu.experiments.regenerate ch04-seeds makes it)")
             runs[name].append(read_metrics(path))
     return Study(runs, tuple(seeds))
 

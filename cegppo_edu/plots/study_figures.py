@@ -1,4 +1,4 @@
-"""Figures of chapter 4's many-seed comparison (``lm.study``): curves as a mean over seeds with a 95 % band, and
+"""Figures of chapter 4's many-seed comparison (``experiments.study``): curves as a mean over seeds with a 95 % band, and
 the β grid's final entropy and accuracy as two annotated heatmaps."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..lm import study as st
+from ..experiments import study as st
 from ..summaries import FINAL_STEPS, seed_interval
 from .run_figures import run_colors
 from .style import BAND_OPACITY, TEMPLATE, finish, hex_to_rgba, moving_average

@@ -1,7 +1,7 @@
 """Write ``fast_run_before_speed_work.json``: the FAST run of ``tests/test_lm_trainer.py`` (4 RL steps) as the
 trainer computed it before the speed work of issue 13 (commit ``BEFORE_SPEED_WORK`` of ``benchmarks/baseline.py``),
 timings stripped, with the machine it was made on: the test demands bitwise equality only on that machine (kernel
-set, torch version and CPU model), and the cross-machine tolerance of ``lm.reproducibility`` elsewhere.
+set, torch version and CPU model), and the cross-machine tolerance of ``experiments.reproducibility`` elsewhere.
 
 The old package runs whole, in a subprocess that imports it from ``git archive`` (its configuration names its
 built-in task, sampler and reward by the module path ``cegppo_edu...``, so it cannot run beside today's).
@@ -45,7 +45,7 @@ def run_old(out_dir: str) -> None:
 def main() -> None:
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from baseline import BEFORE_SPEED_WORK
-    from cegppo_edu.lm.reproducibility import cpu_model
+    from cegppo_edu.experiments.reproducibility import cpu_model
 
     folder = tempfile.mkdtemp(prefix="fast_run_before_")
     archive = subprocess.run(["git", "-C", ROOT, "archive", BEFORE_SPEED_WORK, "cegppo_edu"], capture_output=True,
