@@ -43,7 +43,7 @@ class Recorder:
         record = self.records[-1] if getattr(self, "records", None) else None
         if logps.requires_grad and record is not None and "logp" not in record:  # the loss's forward pass
             logps.retain_grad()
-            record["logp"] = logps
+            record["logp"], record["entropy"] = logps, entropies.detach()
         return logps, entropies, aux
 
 
@@ -101,7 +101,10 @@ def optimizer_steps(records, per_step: int = GEOMETRY["gradient_accumulation_ste
                           old=torch.cat([b["old_per_token_logps"] for b in batch]),
                           adv=torch.cat([b["advantages"] for b in batch]),
                           mask=torch.cat([b["completion_mask"] for b in batch]),
-                          loss=sum(r["loss"].detach() for r in group)))
+                          loss=sum(r["loss"].detach() for r in group),
+                          # each micro-batch's token-mean entropy, what TRL's entropy bonus is made of
+                          entropy=torch.stack([(r["entropy"] * b["completion_mask"]).sum() / b["completion_mask"].sum()
+                                               for r, b in zip(group, batch)])))
     return steps
 
 

@@ -72,6 +72,20 @@ def test_clipped_tokens_keep_beta_times_one_plus_minus_eps_times_advantage(ce_ru
     assert torch.equal(step["grad"][~valid], torch.zeros_like(step["grad"][~valid]))
 
 
+def test_trls_entropy_bonus_acts_beside_ce_gppo(tiny_model, tmp_path):
+    """TRL's bonus −c·H̄ reaches the logits through the entropy, not through log π: the per-token gradient through
+    log π stays CE-GPPO's, and the loss is CE-GPPO's minus c times the micro-batches' mean entropy (TRL's documented
+    objective, each micro-batch's token mean divided by the accumulation steps)."""
+    coef = 0.1
+    _, records = run(CEGPPOTrainer, CEGPPOConfig, tiny_model, tmp_path, entropy_coef=coef, **TRL_HYPER)
+    for step in optimizer_steps(records):
+        value, grad = reference(ce_gppo, step, **HYPER)
+        assert (step["grad"] - grad).abs().max() <= GRAD_ATOL
+        bonus = coef * step["entropy"].mean()  # mean over the accumulated micro-batches
+        assert bonus > 0.1  # the bonus is there (entropy ≈ log 104 ≈ 4.6 nats for the random model)
+        assert torch.allclose(step["loss"], value - bonus, rtol=0, atol=VALUE_ATOL), (step["loss"], value - bonus)
+
+
 def test_beta_zero_is_trls_own_dapo(tiny_model, tmp_path):
     eps = dict(epsilon=HYPER["eps_low"], epsilon_high=HYPER["eps_high"])
     _, ours = run(CEGPPOTrainer, CEGPPOConfig, tiny_model, tmp_path / "ce0", beta1=0.0, beta2=0.0, **eps)
