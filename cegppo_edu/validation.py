@@ -65,6 +65,27 @@ def check_range(name: str, value, low: float = -math.inf, high: float = math.inf
     return Range(low, high, **kind).check(name, value)
 
 
+def available_memory() -> int | None:
+    """Bytes of RAM a new allocation can get now (Linux ``MemAvailable``); None where that cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits_in_memory(name: str, value, needed_bytes: int, what: str, available: int | None = None) -> None:
+    """``ValueError`` naming ``name`` when ``what`` (``needed_bytes``, which ``value`` of it sets) would not fit in
+    this machine's available memory: refused before the work, not as a failed allocation after it."""
+    available = available_memory() if available is None else available
+    if available is not None and needed_bytes > available:
+        raise ValueError(f"{name}={value!r} is outside the allowed range on this machine: {what} would need "
+                         f"{needed_bytes / 2**30:,.1f} GiB and {available / 2**30:,.1f} GiB are available")
+
+
 # Ranges used in several places (the trainer's config, the samplers, the evaluation, the toy).
 POSITIVE_INT = Range(1, integer=True)
 NON_NEGATIVE_INT = Range(0, integer=True)
@@ -77,4 +98,5 @@ TOP_P = Range(0.0, 1.0, low_open=True)
 LEARNING_RATE = Range(0.0, 1.0, low_open=True, high_open=True)
 
 __all__ = ["LEARNING_RATE", "NON_NEGATIVE", "NON_NEGATIVE_INT", "OPEN_UNIT", "POSITIVE", "POSITIVE_INT", "Range",
-           "SAMPLING_TEMPERATURE", "TEMPERATURE", "TOP_P", "check_choice", "check_range"]
+           "SAMPLING_TEMPERATURE", "TEMPERATURE", "TOP_P", "available_memory", "check_choice", "check_fits_in_memory",
+           "check_range"]

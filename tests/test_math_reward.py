@@ -270,3 +270,27 @@ def test_the_cap_is_what_is_mapped_plus_the_headroom():
     assert address_space_cap(4096, None) is None
     mapped = address_space_bytes()
     assert mapped is None or mapped > 2**20  # this process maps at least a MB (None off Linux)
+
+
+@pytest.mark.slow  # a pool started, its owner killed: ~10 s
+def test_workers_end_when_their_owner_is_killed(tmp_path):
+    """SIGKILL runs no clean-up: the workers notice their owner is gone and end within seconds."""
+    import signal
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import sys, time\n"
+        "from cegppo_edu.gpu.math_reward import MathReward\n"
+        "if __name__ == '__main__':\n"
+        "    reward = MathReward(workers=2)\n"
+        "    print(' '.join(str(p.pid) for p in reward._pool._processes.values()), flush=True)\n"
+        "    time.sleep(600)\n")
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    workers = [int(p) for p in owner.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(p) for p in workers)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers)

@@ -22,6 +22,7 @@ import datetime
 import importlib.util
 import inspect
 import json
+import math
 import os
 import platform
 import time
@@ -32,6 +33,7 @@ import numpy as np
 from . import math_data
 from ..lm.config import TrainConfig
 from ..lm.interfaces import check_sampling
+from ..lm.run_dir import check_output_folder
 from ..validation import Range, check_choice
 
 EVAL_FILE = "eval.json"
@@ -207,6 +209,11 @@ def run_eval(model: str | None, benches: str | Sequence[str] = "aime24,aime25,ma
         SMOKE_MAX_NEW_TOKENS if smoke else MAX_NEW_TOKENS[protocol])
     check_settings(samples, temperature, top_p, max_new_tokens)
     Range(1, integer=True, none=True).check("limit", limit)
+    # every setting named before a model is built or a benchmark downloaded
+    Range(0, 64, integer=True, note="0 = grade in this process").check("reward_workers", reward_workers)
+    Range(0.0, math.inf, low_open=True).check("reward_timeout_s", reward_timeout_s)
+    Range(0.05, 0.95).check("gpu_memory_utilization", gpu_memory_utilization)
+    check_output_folder(out)
     if model is None and not smoke:
         raise ValueError("model=None: give --model PATH (a model folder, a run directory or a Hub id)")
     if smoke and data_dir is None:

@@ -100,8 +100,20 @@ def normalise_records(records: Iterable[dict], source: str) -> list[MathProblem]
 
 # -------------------------------------------------------------------------------------------- local files
 def _read_json(path: Path) -> list[dict]:
-    """A JSON array (or an object holding one list), or JSON Lines: the Hub's ``.json`` files are often JSONL."""
-    text = path.read_text(encoding="utf-8")
+    """A JSON array (or an object holding one list), or JSON Lines: the Hub's ``.json`` files are often JSONL.
+    An unreadable file (not UTF-8 text, a broken line, no record at all) is named with the line at fault."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}): "
+                         f"a data file must be JSON, JSON Lines or parquet") from None
+    records = _parse_json_text(path, text)
+    if not records:
+        raise ValueError(f"{path} holds no record (an empty file?)")
+    return records
+
+
+def _parse_json_text(path: Path, text: str) -> list:
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -114,7 +126,15 @@ def _read_json(path: Path) -> list[dict]:
             if len(lists) == 1:
                 return lists[0]
             return [data]
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not a JSON line ({err.msg} at column {err.colno}): "
+                                 f"{line[:60]!r}") from None
+    return records
 
 
 def _read_parquet(path: Path) -> list[dict]:

@@ -156,8 +156,28 @@ def grade_response_authors(response: str, gold: str, inner_timeout_s: int | None
 GRADERS = {"model-card": grade_answer, "authors": grade_response_authors}
 
 
-def _worker_init(memory_limit_mb: int | None) -> None:
-    """Runs once in each worker: quiet loggers, cap memory growth, import and warm up math-verify."""
+def _exit_with_parent(owner_pid: int, interval_s: float = 1.0) -> None:
+    """A worker's watchdog thread: end the worker once the process that owns the pool is gone or the worker's own
+    parent changed (the forkserver exits when its owner dies). A trainer killed with SIGKILL runs no clean-up, and
+    its grading workers would otherwise live on (one held 264 MB)."""
+    parent = os.getppid()
+    while True:
+        time.sleep(interval_s)
+        try:
+            os.kill(owner_pid, 0)
+            gone = os.getppid() != parent
+        except ProcessLookupError:
+            gone = True
+        except PermissionError:  # a process of another user took the pid: the owner is gone
+            gone = True
+        if gone:
+            os._exit(0)
+
+
+def _worker_init(memory_limit_mb: int | None, owner_pid: int | None = None) -> None:
+    """Runs once in each worker: end with the owner, quiet loggers, cap memory growth, warm up math-verify."""
+    if owner_pid is not None:
+        threading.Thread(target=_exit_with_parent, args=(owner_pid,), daemon=True, name="exit-with-owner").start()
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.simplefilter("ignore")
@@ -244,7 +264,8 @@ class MathReward:
     def _start_pool(self) -> None:
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers,
                                             mp_context=mp.get_context(self.start_method),
-                                            initializer=_worker_init, initargs=(self.memory_limit_mb,))
+                                            initializer=_worker_init,
+                                            initargs=(self.memory_limit_mb, os.getpid()))
         # One ping per worker makes the pool start every process now, so that start-up (imports, warm-up)
         # is never charged to an answer's time budget.
         pings = [self._pool.submit(_ping) for _ in range(self.workers)]

@@ -18,8 +18,10 @@ the files, before the marker and rename) and announces it on stderr, so a test c
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -31,6 +33,7 @@ import torch
 from .run_dir import CHECKPOINT_DIR, NoSpaceError
 
 COMPLETE = "COMPLETE"
+MANIFEST = "MANIFEST.json"  # every file's size and SHA-256, written before COMPLETE and checked on resume
 STATE_FILE = "trainer_state.pt"
 RUN_CONFIG_FILE = "run_config.json"  # the run's TrainConfig, readable without loading the state (21 GB at 1.5B)
 PREFIX = "step_"
@@ -103,6 +106,7 @@ def save_checkpoint(out_dir: str, step: int, model, tokenizer, state: dict, keep
         if "config" in state:
             with open(os.path.join(tmp, RUN_CONFIG_FILE), "w") as f:
                 json.dump(state["config"], f, indent=1)
+        _write_manifest(tmp)
         _fsync_tree(tmp)
         _test_sleep(step)
         with open(os.path.join(tmp, COMPLETE), "w") as f:
@@ -197,8 +201,108 @@ def remove_incomplete(out_dir: str) -> None:
                 shutil.rmtree(os.path.join(root, d), ignore_errors=True)
 
 
+# ------------------------------------------------------------------------------ verified, safe loading
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: damaged, incomplete, or holding more than tensors and plain data."""
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _checkpoint_files(folder: str) -> list[str]:
+    """The files a checkpoint's manifest covers: all of them but the manifest and the marker (relative paths)."""
+    found = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), folder)
+            if rel not in (MANIFEST, COMPLETE):
+                found.append(rel)
+    return sorted(found)
+
+
+def _write_manifest(folder: str) -> None:
+    """``MANIFEST.json``: size and SHA-256 of every file (reading a 21 GB checkpoint back costs ~15 s at 1.5B)."""
+    entries = {rel: {"bytes": os.path.getsize(os.path.join(folder, rel)),
+                     "sha256": _file_digest(os.path.join(folder, rel))} for rel in _checkpoint_files(folder)}
+    with open(os.path.join(folder, MANIFEST), "w") as f:
+        json.dump(entries, f, indent=1)
+
+
+REQUIRED_FILES = (STATE_FILE, "config.json")  # a checkpoint without these cannot resume, manifest or not
+
+
+def verify_checkpoint(path: str) -> str:
+    """"" when checkpoint ``path`` is whole (its manifest's every file present with its size and SHA-256, no file
+    more), else what is wrong. A checkpoint from before manifests is checked for its required files only."""
+    missing = [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(path, name))]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    manifest = os.path.join(path, MANIFEST)
+    if not os.path.exists(manifest):
+        return ""
+    try:
+        with open(manifest) as f:
+            entries = json.load(f)
+    except (OSError, ValueError) as err:
+        return f"{MANIFEST} unreadable ({err})"
+    for rel, entry in entries.items():
+        file = os.path.join(path, rel)
+        if not os.path.isfile(file):
+            return f"{rel} missing"
+        if os.path.getsize(file) != entry["bytes"]:
+            return f"{rel} has {os.path.getsize(file):,} bytes, {entry['bytes']:,} were written (cut off?)"
+        if _file_digest(file) != entry["sha256"]:
+            return f"{rel} differs from what was written (its SHA-256 does not match: damaged bytes)"
+    extra = sorted(set(_checkpoint_files(path)) - set(entries))
+    return f"files not written with it: {', '.join(extra)}" if extra else ""
+
+
+def latest_good_checkpoint(out_dir: str, run_id: str | None = None, say=None) -> str | None:
+    """The newest complete checkpoint of ``run_id`` that verifies (``verify_checkpoint``); each damaged newer one
+    is skipped and named through ``say`` (default: stderr). None when there is none."""
+    say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    for path in reversed(complete_checkpoints(out_dir, run_id)):
+        problem = _verified(path)
+        if not problem:
+            return path
+        say(f"checkpoint {path} is damaged ({problem}): skipped, trying the one before it")
+    return None
+
+
+_VERIFIED: dict[tuple[str, float], str] = {}  # (path, marker mtime) -> problem: verify a 21 GB checkpoint once
+
+
+def _verified(path: str) -> str:
+    key = (os.path.realpath(path), os.path.getmtime(os.path.join(path, COMPLETE)))
+    if key not in _VERIFIED:
+        _VERIFIED[key] = verify_checkpoint(path)
+    return _VERIFIED[key]
+
+
+def _numpy_rng_types() -> list:
+    """What numpy's RNG state (a uint32 array in a tuple) pickles through: the only non-torch objects a genuine
+    trainer state holds."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_state(path: str) -> dict:
-    return torch.load(os.path.join(path, STATE_FILE), weights_only=False)
+    """The trainer state of checkpoint ``path``, loaded with ``weights_only=True``: tensors, plain containers and
+    numbers, and numpy's RNG arrays only. A pickle that would construct anything else (and could run code) is
+    refused with ``CheckpointError``; a checkpoint is a file a user may have downloaded."""
+    file = os.path.join(path, STATE_FILE)
+    try:
+        with torch.serialization.safe_globals(_numpy_rng_types()):
+            return torch.load(file, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise CheckpointError(f"refused to load {file}: it holds objects other than tensors and plain data, which "
+                              f"loading would have to run as code ({first[:200]}). Was it made by cegppo train?") from None
 
 
 def load_config_dict(path: str) -> dict:

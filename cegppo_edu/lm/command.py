@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from typing import Sequence
 
 from ..losses import METHODS
 from . import checkpoint as ckpt
-from . import metrics, run_dir
+from . import metrics, run_dir, setup
 from .config import PRESETS, TrainConfig, apply_overrides, from_dict, get_preset, to_dict
-from .trainer import Trainer
+from .trainer import Trainer, signals_stop_at_once
 
 DEFAULT_PRESET = "tiny-arith"
 
@@ -98,8 +99,20 @@ def resume_config(args, latest: str):
 
 
 def run_cli(args) -> int:
-    latest = ckpt.latest_checkpoint(args.out, run_dir.read_run_identity(args.out).get("run_id", "")) \
-        if args.resume and os.path.isdir(args.out) else None
+    try:
+        with signals_stop_at_once():  # SIGTERM / SIGHUP while setting up (the warm start included): stop now
+            return _run(args)
+    except KeyboardInterrupt as stop:
+        name = str(stop.args[0]) if stop.args else "SIGINT"
+        code = 128 + getattr(signal, name, signal.SIGINT)
+        print(f"cegppo train: {name} before the first RL step: nothing to keep. Run the same command again (with or "
+              f"without --resume) to start afresh", file=sys.stderr)
+        return code
+
+
+def _run(args) -> int:
+    run_id = setup.resumable_run_id(args.out) if args.resume and os.path.isdir(args.out) else None
+    latest = ckpt.latest_good_checkpoint(args.out, run_id) if run_id is not None else None
     if latest:
         config = resume_config(args, latest)
     else:
@@ -113,11 +126,11 @@ def run_cli(args) -> int:
     try:
         trainer.train()
     finally:
-        trainer.close()
+        trainer.close()  # the grading pool, the engine and the folder lock, however train() ended
     if trainer.interrupted:
         again = [a for a in argv if a not in ("--overwrite", "--resume")]
         again = ["train"] + again if again[:1] != ["train"] else again
         print(f"stopped after step {trainer.step}; checkpoint {ckpt.latest_checkpoint(args.out, trainer.run_id)}\n"
               f"continue with: cegppo {shlex.join(again)} --resume", file=sys.stderr)
-        return 130
+        return 128 + trainer.interrupted  # 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP
     return 0

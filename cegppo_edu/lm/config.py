@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import inspect
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 
@@ -310,6 +312,48 @@ def _check_steering(c: TrainConfig, method) -> None:
                          "it estimates each step's effect of β from the last update phase's attribution")
 
 
+GENERATED_TASKS = ("arith",)  # tasks that make their own problems and read no file
+LOCAL_DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+def _check_data_paths(c: TrainConfig) -> None:
+    """A data path given to a task that reads none is refused (it would be recorded as if used), and a path that
+    looks local (absolute, relative, or a data file's suffix) must exist: both before any work."""
+    for name in ("data_path", "eval_data_path"):
+        value = getattr(c, name)
+        if not value:
+            continue
+        if c.task in GENERATED_TASKS:
+            raise ValueError(f"{name}={value!r} is not read by task {c.task!r}, which generates its problems: "
+                             f"leave it empty, or choose a task that reads files")
+        looks_local = value.startswith((os.sep, ".", "~")) or value.endswith(LOCAL_DATA_SUFFIXES)
+        if looks_local and not os.path.exists(os.path.expanduser(value)):
+            raise ValueError(f"{name}={value!r}: no such file or folder")
+
+
+# What each plug-in factory is called with (so a "module:function" that cannot take it is refused up front).
+FACTORY_ARGUMENTS = {"task": ("config",), "sampler": ("config", "model", "tokenizer"), "reward": ("config",)}
+
+
+def _check_plugin(kind: str, path: str, arguments: tuple[str, ...]) -> None:
+    """A "module:function" plug-in must import, be callable and accept ``arguments``: refused before any work
+    (not after the warm start, when the trainer would first call it)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"{kind}={path!r} cannot be loaded: {type(err).__name__}: {err}") from None
+    if not callable(target):
+        raise ValueError(f"{kind}={path!r} is not a function")
+    try:
+        inspect.signature(target).bind(*arguments)
+    except TypeError:
+        raise ValueError(f"{kind}={path!r} is not a {kind} plug-in: it is called as {attr}({', '.join(arguments)}), "
+                         f"which its signature {inspect.signature(target)} does not take") from None
+    except ValueError:  # a builtin without a readable signature: its call will tell
+        pass
+
+
 def _check_relations(c: TrainConfig) -> None:
     """The rules that tie one field to another, or to a registry."""
     Range(1, c.n_digits, integer=True, note=f"at most n_digits={c.n_digits}").check("min_digits", c.min_digits)
@@ -324,6 +368,7 @@ def _check_relations(c: TrainConfig) -> None:
                          f"reward_wrong={c.reward_wrong}")
     if c.data_seed is not None:
         NON_NEGATIVE_INT.check("data_seed", c.data_seed)
+    _check_data_paths(c)
     if c.entropy_attribution and not c.entropy_predictor_every:
         raise ValueError("entropy_attribution=True needs entropy_predictor_every >= 1 (the steps it splits)")
     check_choice("method", c.method, sorted(METHODS))
@@ -345,6 +390,10 @@ def _check_relations(c: TrainConfig) -> None:
         if name not in registry and ":" not in name:
             raise ValueError(f"{kind}={name!r} is not allowed; choose one of {', '.join(sorted(registry))} or a "
                              f"'module:function' path")
+        if name not in registry:
+            _check_plugin(kind, name, FACTORY_ARGUMENTS[kind])
+    if c.prompt_encoder:
+        _check_plugin("prompt_encoder", c.prompt_encoder, ("message", "tokenizer"))
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -454,6 +503,12 @@ def to_dict(config: TrainConfig) -> dict:
 
 
 def from_dict(values: dict) -> TrainConfig:
+    """A validated config from a dict (a run's config.json or a checkpoint's): a field this version does not know
+    is named, not a TypeError."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"the saved config has fields this version of cegppo-edu does not know: {', '.join(unknown)}"
+                         f" (written by another version? run it with that version)")
     return validate(TrainConfig(**values))
 
 

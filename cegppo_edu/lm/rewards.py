@@ -36,9 +36,11 @@ class ExactMatchReward:
     def grade(self, response, answer) -> bool:
         if not isinstance(response, str) or not isinstance(answer, str):
             return False
+        if self.require_only_answer:  # strict format: the WHOLE response is the number and nothing else
+            stripped = response.strip()
+            if len(stripped) > self.max_digits + 1 or not _ONLY_INTEGER.fullmatch(stripped):
+                return False  # (checked on the whole response: text cut off before the last max_chars counts too)
         text = response[-self.max_chars:]  # the answer comes last; bound the work on huge outputs
-        if self.require_only_answer and not _ONLY_INTEGER.fullmatch(text.strip()):
-            return False  # strict format: the response is the number and nothing else
         predicted = extract_integer(text, self.max_digits)
         gold = extract_integer(answer, self.max_digits)
         if predicted is None or gold is None:

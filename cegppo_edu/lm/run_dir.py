@@ -31,6 +31,7 @@ METRICS_FILE = "metrics.jsonl"
 WARM_START_FILE = "warm_start.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILES = (RUN_FILE, CONFIG_FILE, METRICS_FILE, WARM_START_FILE)
+LOCK_FILE = ".lock"  # held (flock) by the one process writing the run
 TIMING_PREFIX = "time/"  # metric keys of wall-clock times: the only ones that differ between identical runs
 
 
@@ -38,8 +39,9 @@ class NoSpaceError(OSError):
     """The disk under a run folder is too full for what the run must write (errno ENOSPC)."""
 
     def __init__(self, path: str, needed_bytes: int, free_bytes: int | None = None, kept: str | None = None,
-                 checkpoints: int = 1):
-        text = f"no space left on {path}: a checkpoint needs about {_mb(needed_bytes // checkpoints)} MB"
+                 checkpoints: int = 1, what: str = "a checkpoint"):
+        text = (f"no space left on {path}: {what} needs about {_mb(needed_bytes // checkpoints)} MB"
+                if what == "a checkpoint" else f"no space left on {path} to write {what} ({needed_bytes:,} bytes)")
         if checkpoints > 1:
             text += (f", and this run will hold {checkpoints} more at once (the ones keep_checkpoints keeps while a "
                      f"new one is written): {_mb(needed_bytes)} MB in all")
@@ -58,9 +60,14 @@ def _mb(n: int) -> str:
 
 
 def check_output_folder(out_dir: str) -> None:
-    """Raise ``ValueError`` naming ``out_dir`` and the reason unless it is (or can become) a writable folder."""
+    """Raise ``ValueError`` naming ``out_dir`` and the reason unless it is (or can become) a writable folder whose
+    run files are not symbolic links (a linked ``metrics.jsonl`` would truncate and append to its target)."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir!r} is a file, not a folder: give a folder for the run")
+    linked = [name for name in (*RUN_FILES, CHECKPOINT_DIR, LOCK_FILE) if os.path.islink(os.path.join(out_dir, name))]
+    if linked:
+        raise ValueError(f"--out {out_dir!r} holds symbolic links where a run writes its own files ({', '.join(linked)}):"
+                         f" a run never writes through a link; remove them or give another --out")
     try:
         os.makedirs(out_dir, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
@@ -77,6 +84,53 @@ def holds_run(out_dir: str) -> bool:
     return (os.path.exists(os.path.join(out_dir, RUN_FILE))
             or (os.path.exists(metrics) and os.path.getsize(metrics) > 0)
             or (os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))))
+
+
+def open_no_follow(path: str, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` (O_NOFOLLOW), naming it."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{path} is a symbolic link: a run never writes through one") from None
+        raise
+
+
+# ------------------------------------------------------------------------------ one live writer per folder
+_HELD: dict[str, int] = {}  # real path of a run folder -> the lock's descriptor, in this process
+
+
+def lock_run_folder(out_dir: str) -> str:
+    """Make this process the one writer of ``out_dir`` (an exclusive ``flock`` on ``OUT/.lock`` holding its pid);
+    raise ``ValueError`` naming the other process when one holds it. The kernel releases the lock when its
+    process ends, however it ends, so a crashed run never leaves it stuck. A second trainer in the same process
+    (a notebook cell run again) takes the lock over. Returns the folder's key for ``unlock_run_folder``."""
+    import fcntl
+
+    check_output_folder(out_dir)
+    key = os.path.realpath(out_dir)
+    if key in _HELD:
+        return key
+    path = os.path.join(out_dir, LOCK_FILE)
+    fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ValueError(f"{out_dir!r} is being written by another cegppo run (pid {holder}): one run per folder at "
+                         f"a time. Wait for it to finish or stop it (Ctrl-C saves a checkpoint), or give another "
+                         f"--out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _HELD[key] = fd
+    return key
+
+
+def unlock_run_folder(key: str | None) -> None:
+    fd = _HELD.pop(key, None) if key else None
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def clear_run(out_dir: str) -> None:
@@ -108,6 +162,26 @@ def describe_run(out_dir: str) -> str:
     checkpoints = os.path.join(out_dir, CHECKPOINT_DIR)
     n_ckpt = len([d for d in os.listdir(checkpoints) if not d.startswith(".")]) if os.path.isdir(checkpoints) else 0
     return f"{steps} logged lines in {METRICS_FILE}, {n_ckpt} checkpoints"
+
+
+def adopt_run_identity(out_dir: str, run_ids: list[str]) -> str | None:
+    """A folder whose ``run.json`` was lost: when its complete checkpoints all carry one run id, write ``run.json``
+    again with that id (so ``--resume`` continues them) and return it; None when there is no single id."""
+    if len(set(run_ids)) != 1 or not run_ids[0]:
+        return None
+    write_json_atomic(os.path.join(out_dir, RUN_FILE), {
+        "run_id": run_ids[0], "restored": "run.json was missing; its run id was read from the run's checkpoints",
+        "restored_at": datetime.datetime.now().isoformat(timespec="seconds")})
+    return run_ids[0]
+
+
+def holds_logged_work(out_dir: str) -> bool:
+    """True when ``out_dir`` holds logged RL steps or checkpoints (what a resume must never lose); a folder with
+    only a run identity and a warm start's log (a run stopped during its warm start) holds none."""
+    metrics = os.path.join(out_dir, METRICS_FILE)
+    checkpoints = os.path.join(out_dir, CHECKPOINT_DIR)
+    return ((os.path.exists(metrics) and os.path.getsize(metrics) > 0)
+            or (os.path.isdir(checkpoints) and any(not d.startswith(".") for d in os.listdir(checkpoints))))
 
 
 def new_run_identity(out_dir: str, **how) -> str:
@@ -180,6 +254,8 @@ def read_metrics(path: str) -> list[dict]:
             record = json.loads(piece)
             if not isinstance(record, dict):
                 raise ValueError(f"a {type(record).__name__}, not an object")
+            if not isinstance(record.get("step"), int) or isinstance(record.get("step"), bool):
+                raise ValueError(f"its step is {record.get('step')!r}, not a whole number")
         except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
             if number == len(pieces):  # no newline after it: the write of this line never finished
                 warnings.warn(f"{path}:{number}: the last line is cut off (the run stopped while writing it); "

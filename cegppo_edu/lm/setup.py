@@ -10,7 +10,9 @@ replays exactly the steps an uninterrupted run would have taken.
 from __future__ import annotations
 
 import importlib
+import os
 import random
+import sys
 from typing import Callable
 
 import numpy as np
@@ -22,6 +24,8 @@ from .config import TrainConfig, resolve
 from .device import require_cuda
 from .models import DTYPES, build_tiny_model_and_tokenizer, load_model_and_tokenizer
 from .tasks import as_problem, encode_chat_prompt
+from ..steering import check_target
+from ..validation import check_fits_in_memory
 
 _SEED_TAGS = {"prompts": 1, "rollout": 2, "shuffle": 3, "eval": 4, "warm_start": 5}
 
@@ -34,20 +38,70 @@ def derive_seed(seed: int, tag: str, step: int = 0) -> int:
 def prepare_folder(out_dir: str, *, resume: bool, overwrite: bool) -> str | None:
     """Check ``out_dir`` before any work; the checkpoint to resume from, or None for a fresh run.
 
-    A fresh run into a folder that holds a run is refused unless ``overwrite``; ``resume`` on a folder that holds
-    logged steps but no complete checkpoint of that run is refused too (they cannot be continued).
+    A fresh run into a folder that holds a run is refused unless ``overwrite``. ``resume`` continues from the
+    newest checkpoint of the run that verifies (a damaged newer one is skipped and named); a folder whose
+    ``run.json`` was lost resumes under its checkpoints' run id; a folder stopped during its warm start (no
+    step logged, no checkpoint) starts afresh; a folder with logged steps but no usable checkpoint is refused,
+    without advice that would delete a checkpoint.
     """
-    run_dir.check_output_folder(out_dir)  # a file, a read-only disk, ... named at once
+    run_dir.check_output_folder(out_dir)  # a file, a read-only disk, a symbolic link, ... named at once
     identity = run_dir.read_run_identity(out_dir)
-    resume_from = ckpt.latest_checkpoint(out_dir, identity.get("run_id", "")) if resume else None
-    if resume and not resume_from and run_dir.holds_run(out_dir):
-        raise ValueError(f"cannot resume {out_dir!r}: it holds a run ({run_dir.describe_run(out_dir)}) but no "
-                         f"complete checkpoint of it; to start again, drop --resume and add --overwrite")
+    run_id = identity.get("run_id", "")
+    if resume and not identity:
+        run_id = run_dir.adopt_run_identity(out_dir, _checkpoint_run_ids(out_dir)) or ""
+    resume_from = ckpt.latest_good_checkpoint(out_dir, run_id) if resume else None
+    if resume and not resume_from and run_dir.holds_logged_work(out_dir):
+        raise ValueError(_cannot_resume(out_dir, run_id))
     if not resume_from:
-        run_dir.prepare_fresh(out_dir, overwrite)
+        stub = resume and run_dir.holds_run(out_dir) and not run_dir.holds_logged_work(out_dir)
+        if stub:
+            print(f"{out_dir} holds a run stopped before its first step (during its warm start): starting it afresh",
+                  file=sys.stderr, flush=True)
+        run_dir.prepare_fresh(out_dir, overwrite or stub)
     if resume:
         ckpt.remove_incomplete(out_dir)
     return resume_from
+
+
+def _checkpoint_run_ids(out_dir: str) -> list[str]:
+    return [ckpt.checkpoint_run_id(p) for p in ckpt.complete_checkpoints(out_dir)]
+
+
+def resumable_run_id(out_dir: str) -> str:
+    """The run id a resume of ``out_dir`` continues: ``run.json``'s, or where that file was lost the one run id
+    all its complete checkpoints carry ("" when neither exists)."""
+    identity = run_dir.read_run_identity(out_dir)
+    if identity:
+        return identity.get("run_id", "")
+    ids = set(_checkpoint_run_ids(out_dir))
+    return ids.pop() if len(ids) == 1 else ""
+
+
+def check_before_work(config: TrainConfig, model, device: torch.device) -> None:
+    """The bounds that need the model, checked before the warm start's minutes of work: an entropy target at most
+    log V, and a rollout batch whose per-token scores fit this machine's memory."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    for name in ("entropy_target", "entropy_target_final"):
+        if getattr(config, name) is not None:
+            check_target(name, getattr(config, name), vocab)
+    sequences = config.prompts_per_step * config.group_size
+    chunk = min(config.sampler_batch_sequences or sequences, sequences)
+    # HF generate keeps one (sequences, V) fp32 score row per new token; vLLM keeps none (it runs on its own budget)
+    score_bytes = chunk * config.max_new_tokens * vocab * 4 if config.sampler == "hf" else 0
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    check_fits_in_memory("prompts_per_step", config.prompts_per_step, score_bytes,
+                         f"the sampler's scores of {chunk} sequences × max_new_tokens={config.max_new_tokens} (set "
+                         f"sampler_batch_sequences to generate in smaller calls)", available=free)
+
+
+def _cannot_resume(out_dir: str, run_id: str) -> str:
+    text = f"cannot resume {out_dir!r}: it holds a run ({run_dir.describe_run(out_dir)}) but no usable checkpoint of it"
+    complete = ckpt.complete_checkpoints(out_dir)
+    if complete:  # there are checkpoints: never advise what would delete them
+        return (text + f"; its complete checkpoints ({', '.join(os.path.basename(p) for p in complete)}) are damaged "
+                f"(named above) or belong to another run (run.json's id is {run_id or 'missing'}). Copy them away "
+                f"before any --overwrite, or give a new --out")
+    return text + "; to start again, drop --resume and add --overwrite (nothing resumable is lost)"
 
 
 def seed_and_device(config: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
@@ -96,6 +150,11 @@ def make_prompt_encoder(config: TrainConfig, tokenizer) -> Callable[[str], list[
     return lambda message: list(function(message, tokenizer))
 
 
+# A prompt longer than this many characters per allowed token is skipped without being tokenised: no tokenizer
+# packs more into a token, and tokenising a 50 MB line of a data file took gigabytes.
+MAX_CHARS_PER_TOKEN = 64
+
+
 class Prompts:
     """Problems -> prompt token ids, encoded once per distinct question."""
 
@@ -113,7 +172,8 @@ class Prompts:
         """The problems of ``records`` whose prompt fits ``max_prompt_tokens``. Longer ones are left out (as verl's
         filter_overlong_prompts does): they would not fit the sampler's context (vLLM's max_model_len =
         max_prompt_tokens + max_new_tokens)."""
-        return [p for p in (as_problem(r) for r in records) if len(self.ids(p)) <= self.max_tokens]
+        return [p for p in (as_problem(r) for r in records)
+                if len(p.question) <= MAX_CHARS_PER_TOKEN * self.max_tokens and len(self.ids(p)) <= self.max_tokens]
 
 
 def enable_gradient_checkpointing(model) -> None:

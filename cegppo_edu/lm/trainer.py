@@ -92,9 +92,19 @@ class Trainer:
     def __init__(self, config: TrainConfig, out_dir: str, *, model=None, tokenizer=None, task: TaskData | None = None,
                  sampler=None, reward_fn=None, callbacks: Sequence[Callable[[dict], None]] = (),
                  resume: bool = False, progress: bool = True, overwrite: bool = False, how: dict | None = None):
-        self.config = c = validate(config)
+        self.config = validate(config)
         self.out_dir, self.callbacks, self.progress = out_dir, list(callbacks), progress
-        self.interrupted = False  # set by train() when Ctrl-C stopped it after a checkpoint
+        self.interrupted = 0  # set by train(): the signal (SIGINT, SIGTERM, SIGHUP) that stopped it after a checkpoint
+        self.lock = run_dir.lock_run_folder(out_dir)  # one live writer per run folder
+        try:
+            self._set_up(model, tokenizer, task, sampler, reward_fn, resume, overwrite, how)
+        except BaseException:
+            run_dir.unlock_run_folder(self.lock)  # a run that never started holds nothing
+            raise
+
+    def _set_up(self, model, tokenizer, task, sampler, reward_fn, resume, overwrite, how) -> None:
+        """``__init__``'s steps (``lm.setup``), in the order that refuses bad input before any expensive work."""
+        c, out_dir = self.config, self.out_dir
         self.resumed_from = setup.prepare_folder(out_dir, resume=resume, overwrite=overwrite)
         self.device, self.autocast = setup.seed_and_device(c)
         self.model, self.tokenizer = setup.model_and_tokenizer(c, self.device, self.resumed_from, model, tokenizer)
@@ -109,6 +119,7 @@ class Trainer:
         if not self.train_problems:
             raise ValueError(f"the task has no training problem of at most max_prompt_tokens={c.max_prompt_tokens} "
                              f"prompt tokens")
+        setup.check_before_work(c, self.model, self.device)  # bounds that need the model: before the warm start
         self.step, self.metrics_path = 0, os.path.join(out_dir, METRICS_FILE)
         if self.resumed_from:
             self.run_id = ckpt.checkpoint_run_id(self.resumed_from)
@@ -315,7 +326,8 @@ class Trainer:
         if not self.task.sft:
             raise ValueError(f"warm_start_steps={c.warm_start_steps} but task {c.task!r} provides no supervised "
                              f"examples")
-        with open(os.path.join(self.out_dir, WARM_START_FILE), "w") as f:
+        fd = run_dir.open_no_follow(os.path.join(self.out_dir, WARM_START_FILE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with open(fd, "w") as f:
             warm_start(self.model, self.tokenizer, self.task.sft, steps=c.warm_start_steps, lr=c.warm_start_lr,
                        batch_size=c.warm_start_batch_size, seed=setup.derive_seed(c.seed, "warm_start"),
                        encode=self.prompts.encode, on_step=lambda rec: f.write(json.dumps(rec) + "\n"))
@@ -357,19 +369,20 @@ class Trainer:
         if size < offset:
             raise ValueError(f"{self.metrics_path} has {size} bytes but checkpoint {checkpoint} was written after "
                              f"{offset}: the log was replaced or cut, so resuming would not continue this run")
-        with open(self.metrics_path, "a+b") as f:
+        with open(run_dir.open_no_follow(self.metrics_path, os.O_RDWR | os.O_CREAT), "r+b") as f:
             f.truncate(offset)
 
     def _write_metrics(self, metrics: dict) -> None:
         line = json.dumps(metrics) + "\n"
         try:
-            with open(self.metrics_path, "a") as f:
+            with open(run_dir.open_no_follow(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as err:
             if err.errno == errno.ENOSPC:
-                raise run_dir.NoSpaceError(self.metrics_path, len(line.encode())) from err
+                raise run_dir.NoSpaceError(self.metrics_path, len(line.encode()), what="a metrics line",
+                                           kept=ckpt.latest_checkpoint(self.out_dir, self.run_id)) from err
             raise
 
     def save(self) -> str:
@@ -392,6 +405,7 @@ class Trainer:
             if hasattr(part, "close"):
                 part.close()
         self.model = self.optimizer = self.scheduler = self.sampler = self.reward_fn = None
+        run_dir.unlock_run_folder(self.lock)
         gc.collect()  # the model and AdamW's state sit in reference cycles (modules, hooks)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()  # hand the freed blocks back to the driver, where another engine can get them
@@ -468,13 +482,18 @@ def update_metrics(results: list[tuple[float, float]]) -> dict:
 
 
 class _Interrupt:
-    requested = False
+    requested = 0  # the signal number that asked to stop (0: none)
+
+
+# Ctrl-C, what a cloud sends before it pre-empts a machine, and a closed terminal: each stops a run cleanly.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextlib.contextmanager
 def stop_on_interrupt():
-    """Turn the first Ctrl-C (SIGINT) into a request to stop after the step in flight; a second one stops at once
-    (``KeyboardInterrupt``). Outside the main thread signals cannot be caught, and nothing changes."""
+    """Turn the first of ``STOP_SIGNALS`` into a request to stop after the step in flight (the caller then writes a
+    checkpoint); a second one stops at once (``KeyboardInterrupt``). Outside the main thread signals cannot be
+    caught, and nothing changes."""
     flag = _Interrupt()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -483,15 +502,37 @@ def stop_on_interrupt():
     def handler(signum, frame):
         if flag.requested:
             raise KeyboardInterrupt
-        flag.requested = True
-        print("\ninterrupted: finishing this step, then writing a checkpoint (Ctrl-C again to stop at once)",
-              file=sys.stderr, flush=True)
+        flag.requested = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step, then writing a checkpoint (send it again, or "
+              f"Ctrl-C, to stop at once)", file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
-__all__ = ["Response", "Trainer", "rollout_metrics", "select_responses", "stop_on_interrupt", "update_metrics"]
+@contextlib.contextmanager
+def signals_stop_at_once():
+    """While a run sets up (the warm start included), SIGTERM and SIGHUP stop it at once as Ctrl-C does
+    (``KeyboardInterrupt``), so that ``finally`` blocks run: the grading pool is ended and the folder lock freed.
+    A run stopped before its first step leaves nothing to resume, and ``--resume`` then starts it afresh."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS if number != signal.SIGINT}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+__all__ = ["Response", "STOP_SIGNALS", "Trainer", "rollout_metrics", "select_responses", "signals_stop_at_once",
+           "stop_on_interrupt", "update_metrics"]

@@ -20,31 +20,60 @@ import plotly.io as pio
 from ..gpu import evaluate
 from . import run_figures
 from .tables import Table
-from ..lm.run_dir import read_metrics
+from ..lm import checkpoint as ckpt
+from ..lm.run_dir import CONFIG_FILE, read_metrics
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def trained_config(run_dir: str) -> tuple[dict | None, bool]:
+    """``(config, edited)``: the config the run trained with, from its newest checkpoint's ``run_config.json``
+    (written by the trainer, verified on resume), else the folder's ``config.json``; ``edited`` when the folder's
+    ``config.json`` says otherwise (someone changed it after the run wrote it)."""
+    shown = _read_json(os.path.join(run_dir, CONFIG_FILE))
+    latest = ckpt.latest_checkpoint(run_dir)
+    saved = _read_json(os.path.join(latest, ckpt.RUN_CONFIG_FILE)) if latest else None
+    if saved is None:
+        return shown, False
+    return saved, shown is not None and shown != saved
 
 
 def run_label(run_dir: str) -> str:
-    """``method`` plus the β values when the run's config has them, else the directory name."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
+    """``method`` plus the β values when the run's config has them, else the directory name; marked when the
+    folder's ``config.json`` was edited after the run (the label is the trained config's)."""
+    config, edited = trained_config(run_dir)
+    if config is None:
         return os.path.basename(os.path.normpath(run_dir))
-    with open(path) as f:
-        config = json.load(f)
     label = config.get("method", os.path.basename(os.path.normpath(run_dir)))
     betas = [f"{k}={config[k]}" for k in ("beta1", "beta2") if config.get(k) is not None]
-    return f"{label} ({', '.join(betas)})" if betas else label
+    label = f"{label} ({', '.join(betas)})" if betas else label
+    return label + " [config.json edited after the run]" if edited else label
+
+
+def run_labels(run_dirs: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
+    """One distinct label per run: the given ones, else ``run_label``; two runs of one method both keep theirs
+    (the second gets a prime), and a run's curves and its evaluation row carry the same label."""
+    if labels and len(labels) != len(run_dirs):
+        raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} runs; give one per run or none")
+    distinct: list[str] = []
+    for i, run_dir in enumerate(run_dirs):
+        label = labels[i] if labels else run_label(run_dir)
+        while label in distinct:
+            label += "'"
+        distinct.append(label)
+    return distinct
 
 
 def load_runs(run_dirs: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, list[dict]]:
-    if labels and len(labels) != len(run_dirs):
-        raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} runs; give one per run or none")
     runs = {}
-    for i, run_dir in enumerate(run_dirs):
+    for label, run_dir in zip(run_labels(run_dirs, labels), run_dirs):
         if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
             raise ValueError(f"run directory {run_dir!r} has no metrics.jsonl")
-        label = labels[i] if labels else run_label(run_dir)
-        while label in runs:  # two runs of the same method: keep both
-            label += "'"
         runs[label] = read_metrics(run_dir)
     return runs
 
@@ -57,10 +86,10 @@ def load_evals(run_dirs: Sequence[str], labels: Sequence[str] | None, eval_paths
     """label -> eval.json dict: those found in the run directories (labelled like the runs), then ``eval_paths``
     (files or folders, labelled by their model)."""
     evals = {}
-    for i, run_dir in enumerate(run_dirs):
+    for label, run_dir in zip(run_labels(run_dirs, labels), run_dirs):
         path = evaluate.find_eval(run_dir)
         if path:
-            evals[labels[i] if labels else run_label(run_dir)] = evaluate.read_eval(path)
+            evals[label] = evaluate.read_eval(path)
     for path in eval_paths:
         result = evaluate.read_eval(path)
         label = result["model"]

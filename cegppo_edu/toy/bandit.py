@@ -49,7 +49,8 @@ from ..losses import (clipped_sides, get_loss, get_method, ratio_from_logps, ref
                       weight_function)
 from ..summaries import FINAL_STEPS, final_mean
 from ..token_groups import GROUPS, HP_THRESHOLD, classify, group_stats
-from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT, Range, check_choice
+from ..validation import (NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE, POSITIVE_INT, Range, check_choice,
+                          check_fits_in_memory)
 
 TARGET_TOKEN = 0  # the rewarded token at every relevant position
 UNIT = Range(0.0, 1.0)
@@ -261,6 +262,7 @@ def simulate(method: str = "ce_gppo", beta1: float | None = None, beta2: float |
     hyper = resolve_hyper(method, beta1, beta2, eps_low, eps_high)
     cfg = make_toy(**toy)
     POSITIVE_INT.check("steps", steps)
+    check_record_size(seeds, steps)
     rngs = _seed_generators(seed, seeds)
     with _small_tensors(seeds):
         raw = _run_vectorised(method, hyper, cfg, steps, rngs)
@@ -448,11 +450,20 @@ def _weight_fn(method, hyper, betas, seeds: int):
     return lambda ratio, adv: weight(ratio, adv, beta1=b1, beta2=b2)
 
 
+RECORDED = ("entropy", "entropy_relevant", "entropy_irrelevant", "reward", "clip_low", "clip_high", "dH_pred", "dH_meas")
+RECORDED_BY_GROUP = ("group_frac", "group_clip_frac", "group_dH_pred", "group_dH_clipped")
+
+
+def check_record_size(rows: int, steps: int) -> None:
+    """The float64 records of ``rows`` runs over ``steps`` must fit in memory: refused up front, by name."""
+    per_step = rows * (len(RECORDED) + len(RECORDED_BY_GROUP) * len(GROUPS)) * 8
+    check_fits_in_memory("steps", steps, per_step * steps, f"the records of {rows} runs over {steps:,} steps")
+
+
 def _recorder(S: int, steps: int) -> dict:
-    names = ("entropy", "entropy_relevant", "entropy_irrelevant", "reward", "clip_low", "clip_high",
-             "dH_pred", "dH_meas")
+    names = RECORDED
     rec = {name: np.zeros((S, steps)) for name in names}
-    for name in ("group_frac", "group_clip_frac", "group_dH_pred", "group_dH_clipped"):
+    for name in RECORDED_BY_GROUP:
         rec[name] = np.zeros((S, steps, len(GROUPS)))
     return rec
 
