@@ -5,7 +5,10 @@
   numbers the same quantity.
 - ``paired_difference``: a claim "A is above B" over paired seeds (seed s of A and of B start from the same
   draw): the mean difference with its Student-t confidence interval, and a verdict — ``holds`` (the interval is
-  above 0), ``does not hold`` (below 0) or ``not resolved at n seeds`` (it contains 0).
+  above 0), ``does not hold`` (below 0) or ``not resolved at n seeds`` (it contains 0). Where "the same" is a
+  possible answer (two methods' final rewards), pass an equivalence ``margin``: an interval that lies inside
+  (−margin, +margin) is ``equal within ±margin`` whatever its sign, so a difference too small to matter is never
+  read as one method beating the other.
 - ``seed_interval``: a curve over seeds as its mean with a Student-t interval, step by step.
 - ``Claim``: a claim as a chapter tests it (statement, verdict, numbers).
 - ``all_of``: the verdict of a claim made of several such comparisons.
@@ -38,7 +41,11 @@ def final_mean(series, steps: int = FINAL_STEPS) -> np.ndarray:
 
 
 HOLDS, FAILS = "holds", "does not hold"
+EQUAL = "equal within"  # the verdict's prefix when a paired interval lies inside an equivalence margin
 CONFIDENCE = 0.95  # two-sided level of every interval the book reports
+# A difference of final reward or accuracy (both in [0, 1]) smaller than this counts as none: where "equal" is a
+# possible answer, the chapters pass it as ``paired_difference(..., margin=EQUIVALENCE_MARGIN)``.
+EQUIVALENCE_MARGIN = 0.01
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -97,9 +104,12 @@ class Paired:
     wins: int  # seeds with A > B
     level: float = CONFIDENCE
     unit: str = "seeds"  # what the n pairs are
+    margin: float | None = None  # equivalence margin: an interval inside (−margin, +margin) is "equal"
 
     @property
     def verdict(self) -> str:
+        if self.margin is not None and -self.margin < self.low and self.high < self.margin:
+            return f"{EQUAL} ±{self.margin:g}"
         if self.low > 0:
             return HOLDS
         if self.high < 0:
@@ -115,16 +125,19 @@ class Paired:
         return f"{self.interval} ({self.level:.0%} CI; A above B in {self.wins} of {self.n} {self.unit})"
 
 
-def paired_difference(a, b, level: float = CONFIDENCE, unit: str = "seeds") -> Paired:
+def paired_difference(a, b, level: float = CONFIDENCE, unit: str = "seeds", margin: float | None = None) -> Paired:
     """``a − b`` pair by pair (``b`` may be a number), with a Student-t interval for the mean difference.
 
-    The pairs are ``unit`` (seeds, unless said otherwise); the interval assumes they are independent."""
+    The pairs are ``unit`` (seeds, unless said otherwise); the interval assumes they are independent. With a
+    ``margin`` (> 0) the verdict is ``equal within ±margin`` when the whole interval lies inside ±margin."""
+    if margin is not None and not margin > 0:
+        raise ValueError(f"margin={margin!r} must be a positive number (allowed: (0, inf)) or None")
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     d = d.reshape(-1)
     if d.size < 2 or not np.isfinite(d).all():
         raise ValueError(f"a paired comparison needs at least 2 finite paired values, got {d.size}")
     mean, low, high = (float(x) for x in seed_interval(d, level))
-    return Paired(mean, low, high, int(d.size), int((d > 0).sum()), level, unit)
+    return Paired(mean, low, high, int(d.size), int((d > 0).sum()), level, unit, margin)
 
 
 def seed_interval(values, level: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,14 +165,14 @@ class Claim:
 
 
 def all_of(verdicts) -> str:
-    """A claim made of several comparisons: it holds if each holds, does not hold if any does not, else not
-    resolved (with the smallest number of seeds named)."""
+    """A claim made of several comparisons: it holds if each holds, does not hold if any does not, is equal within
+    a margin if any is (and none fails), else not resolved (with the smallest number of seeds named)."""
     verdicts = list(verdicts)
     if all(v == HOLDS for v in verdicts):
         return HOLDS
     if any(v == FAILS for v in verdicts):
         return FAILS
-    return next(v for v in verdicts if v.startswith("not resolved"))
+    return next((v for v in verdicts if v.startswith(EQUAL)), None) or next(v for v in verdicts if v.startswith("not resolved"))
 
 
 @dataclass(frozen=True)
@@ -200,5 +213,5 @@ def sign_agreement(predicted, measured, level: float = CONFIDENCE) -> SignAgreem
                          int(pred.size), paired_difference(right, guess, level, unit="cases"))
 
 
-__all__ = ["CONFIDENCE", "FAILS", "FINAL_STEPS", "HOLDS", "Paired", "SignAgreement", "all_of", "final_mean",
+__all__ = ["CONFIDENCE", "EQUAL", "EQUIVALENCE_MARGIN", "FAILS", "FINAL_STEPS", "HOLDS", "Paired", "SignAgreement", "all_of", "final_mean",
            "paired_difference", "sign_agreement", "student_t_quantile"]

@@ -217,12 +217,13 @@ def runs():
 
 
 def test_the_chapters_verdicts_come_from_the_package(runs):
-    """Chapter 3 prints ``toy.claims.chapter3_claims``: on the default toy claims 1, 2, 5 and 6 hold at 8 paired
-    seeds, and the β grid never goes the wrong way by a resolved margin."""
+    """Chapter 3 prints ``toy.claims.chapter3_claims``, named by their scoreboard rows: on the default toy P4, P5,
+    P11-toy, P3b and B7 hold at 8 paired seeds, and the β grid (P6, P7) never goes the wrong way by a resolved
+    margin."""
     claims = chapter3_claims({m: runs[m] for m in ("grpo", "dapo", "ce_gppo")}, runs["grid"])
-    for name in ("1", "2", "1 irrelevant", "2 irrelevant", "5", "6 groups", "6 clipped"):
+    for name in ("P4", "P5", "P4-irrelevant", "P5-irrelevant", "P11-toy", "P3b", "B7"):
         assert claims[name].verdict == HOLDS, claims[name]
-    for name in ("3", "4"):
+    for name in ("P6", "P7"):
         assert claims[name].verdict != FAILS, claims[name]
 
 

@@ -3,7 +3,8 @@
 Each chapter prints its verdicts in its last cell as ``scoreboard: {key: verdict}`` (nbval checks that cell
 against a fresh run, under every kernel set); here the stored outputs are read and every key must have a row
 with the same verdict. A row no chapter computes must either be "untested here" or name the unit tests that
-back it, and those tests must exist.
+back it, and those tests must exist. The page has two tables of rows (claims about the methods, checks of the
+software: S rows) and a tally at the top, recounted here from the rows.
 """
 
 from __future__ import annotations
@@ -18,19 +19,37 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "book" / "scoreboard.md"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-VERDICT = re.compile(r"^(holds|does not hold|untested here|not resolved at \d+ (seeds|cases))$")
+VERDICT = re.compile(r"^(holds|does not hold|untested here|not resolved at \d+ (seeds|cases)|equal within ±[\d.]+)$")
+HEADER = ["#", "claim", "from", "verdict", "evidence"]
+TALLY_HEADER = ["verdict", "claims about the methods", "checks of the software"]
 TEST_REFERENCE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 
 
+def _tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every markdown table of ``text``: (header cells, rows of cells)."""
+    tables, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+        elif block:
+            tables.append((block[0], block[2:]))
+            block = []
+    return tables
+
+
+def _row_tables() -> list[list[dict]]:
+    """The tables of scoreboard rows (claims about the methods, checks of the software), each as dicts."""
+    tables = [[dict(zip(header, row)) for row in rows] for header, rows in _tables(PAGE.read_text()) if header == HEADER]
+    assert len(tables) == 2, f"expected the claims table and the software table, found {len(tables)}"
+    return tables
+
+
 def _rows() -> dict[str, dict]:
-    lines = [line for line in PAGE.read_text().splitlines() if line.startswith("| ")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    assert header == ["#", "claim", "from", "verdict", "evidence"], header
     rows = {}
-    for line in lines[1:]:
-        cells = dict(zip(header, (cell.strip() for cell in line.strip("|").split(" | "))))
-        assert cells["#"] not in rows, f"row {cells['#']} twice"
-        rows[cells["#"]] = cells
+    for table in _row_tables():
+        for cells in table:
+            assert cells["#"] not in rows, f"row {cells['#']} twice"
+            rows[cells["#"]] = cells
     return rows
 
 
@@ -84,3 +103,22 @@ def test_the_reader_of_scoreboard_lines_parses_what_the_chapters_print(line, key
     nbformat.write(nb, tmp_path / "x.ipynb")
     monkeypatch.setattr(__import__(__name__), "NOTEBOOKS", [tmp_path / "x.ipynb"])
     assert _computed()[key] == (verdict, "x.ipynb")
+
+
+def _tally_of(rows: list[dict]) -> dict[str, int]:
+    out = {"holds": 0, "does not hold": 0, "not resolved": 0, "untested here": 0}
+    for row in rows:
+        verdict = "not resolved" if row["verdict"].startswith("not resolved") else row["verdict"]
+        out[verdict] = out.get(verdict, 0) + 1
+    return out
+
+
+def test_the_tally_at_the_top_counts_the_rows_and_software_checks_are_apart():
+    claims, software = _row_tables()
+    tallies = [(header, rows) for header, rows in _tables(PAGE.read_text()) if header == TALLY_HEADER]
+    assert len(tallies) == 1, "the page needs one tally table at its top"
+    printed = {row[0]: (int(row[1]), int(row[2])) for row in tallies[0][1]}
+    counted = {k: (v, _tally_of(software).get(k, 0)) for k, v in _tally_of(claims).items()}
+    assert printed == counted, f"the tally says {printed}; the rows count {counted}"
+    assert all(row["#"].startswith("S") or row["#"] == "B8" for row in software), [r["#"] for r in software]
+    assert not any(row["#"].startswith("S") for row in claims), "a software check among the claims"

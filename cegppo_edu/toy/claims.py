@@ -3,15 +3,20 @@ them) from runs that share their seeds: seed s of every method starts from the s
 uniforms, so each comparison is made seed by seed (``summaries.paired_difference``) and gets a verdict —
 ``holds``, ``does not hold`` or ``not resolved at n seeds``.
 
-    claim 1   GRPO's entropy falls faster than CE-GPPO's: final H(CE-GPPO) − H(GRPO) > 0
-    claim 2   DAPO's entropy stays higher than GRPO's:    final H(DAPO) − H(GRPO) > 0
-    claim 3   at fixed β1, a larger β2 gives a higher final H (every neighbour pair of a sweep row)
-    claim 4   at fixed β2, a larger β1 gives a lower final H (every neighbour pair of a sweep column)
-    claim 5   the per-step first-order prediction tracks the measured ΔH (per-seed correlation > 0.9)
-    claim 6   each token group's summed push has the sign of the paper's table; clipped tokens move H only
-              under a method that keeps their gradient (CE-GPPO)
+Each claim carries its row ID of the book's claims scoreboard (``book/scoreboard.md``), from the chapter's first
+test of it to the scoreboard, so that one name follows a claim everywhere:
 
-``step_size_scan`` separates the two reasons the first-order prediction of claim 5 can miss: the step size
+    P4        GRPO's entropy falls faster than CE-GPPO's: final H(CE-GPPO) − H(GRPO) > 0
+    P5        DAPO's entropy stays higher than GRPO's:    final H(DAPO) − H(GRPO) > 0
+    P6        at fixed β1, a larger β2 gives a higher final H (every neighbour pair of a sweep row)
+    P7        at fixed β2, a larger β1 gives a lower final H (every neighbour pair of a sweep column)
+    P11-toy   the per-step first-order prediction tracks the measured ΔH (per-seed correlation > 0.9)
+    P3b       each token group's summed push has the sign of the paper's table
+    B7        clipped tokens move H only under a method that keeps their gradient (CE-GPPO)
+    P4-easy, P5-easy              P4 and P5 with easy prompts
+    P4-irrelevant, P5-irrelevant  P4 and P5 on the reward-irrelevant positions (not scoreboard rows)
+
+``step_size_scan`` separates the two reasons the first-order prediction of P11-toy can miss: the step size
 (its error is second order in η) and the clipping regime (a smaller η also clips fewer tokens, unless ε shrinks
 with it).
 """
@@ -27,7 +32,7 @@ from ..summaries import FAILS, FINAL_STEPS, HOLDS, Claim, Paired, all_of, final_
 from ..token_groups import GROUP_ENTROPY_EFFECT, GROUPS
 from . import bandit
 
-PREDICTION_CORRELATION = 0.9  # claim 5: how closely "tracks" is meant
+PREDICTION_CORRELATION = 0.9  # P11-toy: how closely "tracks" is meant
 
 
 def _final(history, field: str = "entropy") -> np.ndarray:
@@ -100,13 +105,13 @@ def clipped_push(name: str, runs: dict, keeping: str = "ce_gppo") -> Claim:
 def chapter3_claims(runs: dict, sweep, easy: dict | None = None) -> dict[str, Claim]:
     """Every claim of chapter 3 from its runs: ``runs`` (grpo, dapo, ce_gppo on the default toy), ``sweep`` (a
     CE-GPPO β grid) and ``easy`` (the three methods with easy prompts), all on the same seeds."""
-    claims = [above("1", runs["ce_gppo"], runs["grpo"]), above("2", runs["dapo"], runs["grpo"]),
-              above("1 irrelevant", runs["ce_gppo"], runs["grpo"], "entropy_irrelevant"),
-              above("2 irrelevant", runs["dapo"], runs["grpo"], "entropy_irrelevant"),
-              monotone_in_beta("3", sweep, axis=1, sign=+1), monotone_in_beta("4", sweep, axis=0, sign=-1),
-              prediction_tracks("5", runs), group_signs("6 groups", runs), clipped_push("6 clipped", runs)]
+    claims = [above("P4", runs["ce_gppo"], runs["grpo"]), above("P5", runs["dapo"], runs["grpo"]),
+              above("P4-irrelevant", runs["ce_gppo"], runs["grpo"], "entropy_irrelevant"),
+              above("P5-irrelevant", runs["dapo"], runs["grpo"], "entropy_irrelevant"),
+              monotone_in_beta("P6", sweep, axis=1, sign=+1), monotone_in_beta("P7", sweep, axis=0, sign=-1),
+              prediction_tracks("P11-toy", runs), group_signs("P3b", runs), clipped_push("B7", runs)]
     if easy:
-        claims += [above("1 easy", easy["ce_gppo"], easy["grpo"]), above("2 easy", easy["dapo"], easy["grpo"])]
+        claims += [above("P4-easy", easy["ce_gppo"], easy["grpo"]), above("P5-easy", easy["dapo"], easy["grpo"])]
     return {c.name: c for c in claims}
 
 
