@@ -48,17 +48,38 @@ def _axis_title(fig_dict, axis="xaxis"):
 
 def test_weight_plane_figure():
     d = figures.weight_plane_figure().to_dict()
-    assert [t["type"] for t in d["data"]] == ["heatmap"] * 5
-    assert [t["name"] for t in d["data"]] == [style.method_label(m) for m in style.compared_methods()]
+    heatmaps = [t for t in d["data"] if t["type"] == "heatmap"]
+    assert [t["name"] for t in heatmaps] == [style.method_label(m) for m in style.compared_methods()]
     _check_slider(d, 5)
     assert "ratio r" in _axis_title(d) and "advantage" in _axis_title(d, "yaxis")
     # the heat map is gradient_weight itself: PPO's upper-clipped corner is 0, CE-GPPO's is β2(1+ε_h)
     fig = figures.weight_plane_figure()
-    r, adv = np.asarray(fig.data[0].x), np.asarray(fig.data[0].y)
+    maps = [t for t in fig.data if t.type == "heatmap"]
+    r, adv = np.asarray(maps[0].x), np.asarray(maps[0].y)
     corner = np.ix_(adv > 0, r > 1.25)  # (Â, r) indices of the upper-clipped corner
-    assert (np.asarray(fig.data[0].z)[corner] == 0).all()
-    np.testing.assert_allclose(np.asarray(fig.data[3].z)[corner], 1.2, rtol=1e-6)
-    assert d["data"][0]["name"] == "PPO / GRPO" and d["data"][3]["name"] == "CE-GPPO"
+    assert (np.asarray(maps[0].z)[corner] == 0).all()
+    np.testing.assert_allclose(np.asarray(maps[3].z)[corner], 1.2, rtol=1e-6)
+    assert maps[0].name == "PPO / GRPO" and maps[3].name == "CE-GPPO"
+
+
+@pytest.mark.parametrize("eps_high", [0.2, 0.3])
+def test_weight_plane_bounds_and_title_follow_each_methods_own_eps(eps_high):
+    """Figure 1.1: each slider step shows the dashed lines r = 1−ε_l, 1+ε_h of its method (DAPO's ε_h = 0.28,
+    CISPO's ε_l = 1 and ε_h = 0.28 included), and its title names ε_l and ε_h (issue 25: the lines stayed at
+    0.8/1.2 under DAPO and CISPO, and DAPO's title had no ε_h)."""
+    from cegppo_edu.losses import get_method
+    d = figures.weight_plane_figure(eps_high=eps_high).to_dict()
+    for step, method in zip(_slider_steps(d), style.compared_methods()):
+        own = get_method(method).defaults
+        eps_l = own["eps_low"] if method in ("dapo", "cispo") else 0.2
+        eps_h = own["eps_high"] if method in ("dapo", "cispo") else eps_high
+        shown = [t for t, v in zip(d["data"], step["args"][0]["visible"]) if v and t["type"] == "scatter"]
+        lines = sorted(round(float(t["x"][0]), 9) for t in shown)
+        expected = sorted(round(x, 9) for x in (1 - eps_l, 1 + eps_h) if x > 0)  # CISPO: no line at r = 0
+        assert lines == expected, (method, lines, expected)
+        assert all(t["line"]["dash"] == "dash" for t in shown)
+        title = step["args"][1]["title.text"].replace("<br>", " ")
+        assert f"ε_l={eps_l:g}" in title and f"ε_h={eps_h:g}" in title, (method, title)
 
 
 @pytest.mark.parametrize("param, values", [("beta2", [0.0, 0.5, 1.0, 2.0]), ("beta1", [0.0, 1.0]),
@@ -147,6 +168,12 @@ def test_bandit_history_figure(histories):
     lines = [t["name"] for t in d["data"][1::2]]
     assert lines == ["entropy", "reward", "clipped below (Â<0)", "clipped above (Â>0)", "ΔH measured",
                      "ΔH predicted (first order)"]
+    # Figure 3.9's legend: the panels with two series only, and no two entries drawn alike (issue 25: the
+    # entropy's black line and "ΔH measured" were two identical legend entries)
+    shown = [t for t in d["data"] if t.get("showlegend", True) is not False]
+    assert [t["name"] for t in shown] == lines[2:]
+    looks = [(t["line"]["color"], t["line"].get("dash")) for t in shown]
+    assert len(set(looks)) == len(looks), looks
     np.testing.assert_allclose(figures.bandit_history_figure(histories[2]).data[1].y, histories[2].entropy, rtol=1e-6)
     assert d["layout"]["xaxis3"]["title"]["text"] == "step (rollout batch)"
     assert "CE-GPPO" in d["layout"]["title"]["text"]
@@ -184,16 +211,26 @@ def test_beta_sweep_and_grid_figures(histories):
     from cegppo_edu.toy import bandit
     sweep = bandit.sweep([0.5, 1.0], [0.5, 1.0, 2.0], steps=8, seeds=2)
     d = figures.beta_sweep_figure(sweep, references=histories[:2]).to_dict()
-    assert len(d["data"]) == 2 * 2 + 2 * 6  # references (band, line) + one (band, line) per grid cell
-    _check_slider(d, 6, always=4)
+    # references (band, line), CE-GPPO at its default (0.5, 1) as a grey line, one (band, line) per grid cell
+    assert len(d["data"]) == 2 * 2 + 1 + 2 * 6
+    _check_slider(d, 6, always=5)
     labels = [s["label"] for s in _slider_steps(d)]
-    assert labels[0] == "β1=0.5, β2=0.5" and labels[-1] == "β1=1, β2=2"
-    assert d["layout"]["sliders"][0]["active"] == labels.index("β1=0.5, β2=1")
+    assert labels[0] == "0.5, 0.5" and labels[-1] == "1, 2"
+    assert d["layout"]["sliders"][0]["currentvalue"]["prefix"] == "β1, β2 = "
+    # Figure 3.3 is not Figure 3.1 at its start: it opens on the first grid point, beside the default run
+    assert d["layout"]["sliders"][0]["active"] == 0
+    default = sweep.histories[0][1]  # β1 = 0.5, β2 = 1
+    fig = figures.beta_sweep_figure(sweep, references=histories[:2])
+    np.testing.assert_allclose(fig.data[4].y, default.entropy_per_seed.mean(0), rtol=1e-6)
+    # one legend name for the moving curve at every step: the legend (and the plot's width) never changes
+    assert len({t["name"] for t in d["data"][5:] if t.get("showlegend", True) is not False}) == 1
     fig = figures.beta_grid_figure(sweep)
     d = fig.to_dict()
     assert d["data"][0]["type"] == "heatmap" and np.asarray(fig.data[0].z).shape == (2, 3)
     np.testing.assert_allclose(fig.data[0].z, sweep.final("entropy"))  # the final values (summaries.final_mean)
     assert _axis_title(d).startswith("β2") and _axis_title(d, "yaxis").startswith("β1")
+    # Figure 3.4: categorical axes, so the cells of β = 0.5, 1, 2 are equal (a numeric axis made them unequal)
+    assert d["layout"]["xaxis"]["type"] == "category" and d["layout"]["yaxis"]["type"] == "category"
 
 
 def test_book_renderer_emits_json_and_a_div_without_plotly_js(monkeypatch):
@@ -356,3 +393,51 @@ def test_tables_render_as_html_tables_and_align_as_text():
     assert rows.rows == [["1.23", "—"]]
     with pytest.raises(ValueError, match="row 0 has 1 cells"):
         Table(["a", "b"], [["only one"]])
+
+
+def test_funnel_share_axis_fits_the_tallest_bar_of_any_step():
+    """Figure 1.4: the share axis runs to 1.1 × the tallest bar over every ε step, not to 1 (issue 25: bars of at
+    most 0.22 on an axis to 1)."""
+    sample = demos.funnel_sample(seed=0)
+    eps = [0.1, 0.2, 0.3]
+    fig = figures.funnel_figure(sample, eps)
+    tallest = max(float(np.max(t.y)) for t in fig.data if t.type == "bar")
+    top = fig.layout.yaxis2.range[1]
+    assert tallest <= top <= 1.1 * tallest + 1e-12 and top < 1, (tallest, top)
+
+
+def test_study_grid_has_colour_scales_categorical_axes_and_accuracy_intervals_inside_0_1():
+    """Figure 4.10: a colour scale per heat map, equal cells, and the accuracy intervals written in the cells cut to
+    [0, 1] (issue 25: t-intervals of accuracy went below 0; the figure had no colour scale)."""
+    from cegppo_edu.plots import study_figures
+    st = study_figures.st  # the study module the figure reads (lm.study, moving to experiments.study)
+
+    class Fake:  # 5 seeds per configuration; accuracy near 0 with a spread, so the t-interval reaches below 0
+        def final(self, name, key):
+            b1, b2 = next((c["beta1"], c["beta2"]) for n, c in st.CONFIGS.items() if n == name)
+            base = 0.02 if key == st.ACCURACY else 1.0 + b2
+            return np.array([base, base + 0.05, 0.0 if key == st.ACCURACY else base, base + 0.01, base - 0.01 * b1])
+
+    fig = study_figures.beta_grid_figure(Fake())
+    d = fig.to_dict()
+    assert [t["type"] for t in d["data"]] == ["heatmap", "heatmap"]
+    assert all(t.get("showscale", True) is not False and t["colorbar"]["title"]["text"] for t in d["data"])
+    assert {d["layout"][a]["type"] for a in ("xaxis", "yaxis", "xaxis2", "yaxis2")} == {"category"}
+    lows = [float(v) for row in d["data"][1]["text"] for cell in row for v in re.findall(r"\[(-?[\d.]+),", cell)]
+    assert lows and min(lows) == 0.0  # cut at 0 (uncut it is negative)
+    assert "cut at 0 and 1" in " ".join(a["text"] for a in d["layout"]["annotations"])
+
+
+def test_gpu_preview_figure_states_what_the_smoke_run_logged():
+    """Chapter 5 in smoke mode: one annotated figure, a panel per metric, each naming what the run logged."""
+    from cegppo_edu.plots import run_figures
+    runs = {"ce_gppo (smoke)": [{"step": 0, "eval/accuracy": 0.0},
+                                *({"step": k, "reward/mean": -1.0, "entropy/mean": 5.0 + k, "PA&LP/clip_high_frac": 0.0,
+                                   "NA&LP/clip_low_frac": 0.0, **{f"{g}/clipped": 0.0 for g in GROUPS}}
+                                  for k in (1, 2, 3))]}
+    d = run_figures.gpu_preview_figure(runs).to_dict()
+    texts = [a["text"].replace("<br>", " ") for a in d["layout"]["annotations"]]
+    notes = [t for t in texts if t.startswith("On a GPU")]
+    assert len(notes) == len(run_figures.GPU_PANELS) == 4
+    assert "3 steps, entropy/mean = 6 to 8" in notes[0] and "= -1 to 0" in notes[1], notes
+    assert not d["data"]  # no flat curve of a random model

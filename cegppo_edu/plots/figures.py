@@ -50,14 +50,30 @@ def weight_breakpoints(method: str, r_min: float, r_max: float, **hyper) -> np.n
     return np.unique([x for x in points if r_min <= x <= r_max])
 
 
+def _method_bounds(method: str, **shared) -> tuple[float, float]:
+    """The clip interval [1−ε_l, 1+ε_h] that ``method`` uses with the shared slider values (DAPO and CISPO keep
+    their own ε)."""
+    p = get_method(method).resolve(**_method_hyper(method, **shared))
+    return 1 - p["eps_low"], 1 + p["eps_high"]
+
+
+def _method_title_hyper(method: str, **shared) -> dict:
+    """The ε and β ``method`` uses with the shared slider values, as the figure titles print them: ε_l and ε_h
+    always, β1 and β2 where the method takes or fixes them (PPO / GRPO and DAPO fix them at 0, GPPO at 1)."""
+    p = get_method(method).resolve(**_method_hyper(method, **shared))
+    return {k: p[k] for k in SLIDER_HYPERS if k in p}
+
+
 def weight_plane_figure(methods=None, eps_low=None, eps_high=None, beta1=None, beta2=None,
                         r_max=2.0, n=100) -> go.Figure:
     """Heat map of the gradient weight F(r, Â) over the (r, Â) plane, one method per slider step.
 
     White is exactly F = 0, where a method drops the token's gradient (``style.zero_white_colorscale``: any F > 0
-    starts at the scale's dark end). The dashed lines are r = 1−ε_l and r = 1+ε_h;
-    the two corners PPO clips are labelled with the group that mostly lives there (PA&LP, NA&LP).
-    ``methods`` defaults to ``style.compared_methods()``; unset ε, β are CE-GPPO's defaults.
+    starts at the scale's dark end). The dashed lines are the shown method's r = 1−ε_l and r = 1+ε_h (DAPO's
+    ε_h = 0.28 and CISPO's ε_l = 1, ε_h = 0.28 move them; a bound at r ≤ 0 is not drawn); the step's title names
+    the method's ε_l, ε_h and, where it has them, β1, β2. The two corners PPO clips are labelled with the group
+    that mostly lives there (PA&LP, NA&LP). ``methods`` defaults to ``style.compared_methods()``; unset ε, β are
+    CE-GPPO's defaults.
     """
     methods = methods or compared_methods()
     shared = _shared_hyper(eps_low=eps_low, eps_high=eps_high, beta1=beta1, beta2=beta2)
@@ -66,24 +82,30 @@ def weight_plane_figure(methods=None, eps_low=None, eps_high=None, beta1=None, b
     adv = np.array([-1.0, 1.0])  # F depends on the sign of Â only: one row per sign
     zmax = max(1.5, r_max)
     fig = go.Figure()
+    step_traces = []
     for method in methods:
         hyper = _method_hyper(method, **shared)
         weight = gradient_weight(r[None, :], adv[:, None], method, **hyper)  # (2, R)
+        indices = [len(fig.data)]
         fig.add_trace(go.Heatmap(x=f32(r), y=f32(adv), z=f32(weight), zmin=0, zmax=zmax,
                                  colorscale=zero_white_colorscale(zmax),
                                  name=method_label(method), colorbar={"title": {"text": "F"}},
                                  hovertemplate="r=%{x:.2f}<br>Â=%{y:.2f}<br>F=%{z:.2f}<extra></extra>"))
-    for x in (1 - eps_low, 1 + eps_high):
-        fig.add_vline(x=x, line_dash="dash", line_color="#555555")
+        for x in _method_bounds(method, **shared):
+            if 0 < x < r_max:  # the method's own bounds, shown and hidden with its step
+                indices.append(len(fig.data))
+                fig.add_trace(go.Scatter(x=[x, x], y=[-2, 2], mode="lines", showlegend=False, hoverinfo="skip",
+                                         name=f"r = {x:g}", line={"color": "#555555", "dash": "dash", "width": 1.5}))
+        step_traces.append(indices)
     fig.add_hline(y=0, line_color="#555555")
     fig.add_annotation(x=(1 + eps_high + r_max) / 2, y=1.0, text="Â>0, r>1+ε_h<br>mostly PA&LP",
                        showarrow=False, font={"color": GROUP_COLORS["PA&LP"], "size": 14}, bgcolor="white")
     fig.add_annotation(x=(1 - eps_low) / 2, y=-1.0, text="Â<0, r<1−ε_l<br>mostly NA&LP",
                        showarrow=False, font={"color": GROUP_COLORS["NA&LP"], "size": 14}, bgcolor="white")
     labels = [method_label(m) for m in methods]
-    titles = [f"Gradient weight F(r, Â) under {method_label(m)} "
-              f"({hyper_text(_method_hyper(m, **shared)) or 'defaults'})" for m in methods]
-    add_visibility_slider(fig, [[i] for i in range(len(methods))], labels, "method: ", titles)
+    titles = [f"Gradient weight F(r, Â) under {method_label(m)} ({hyper_text(_method_title_hyper(m, **shared))}); "
+              f"dashed: r = 1−ε_l, 1+ε_h" for m in methods]
+    add_visibility_slider(fig, step_traces, labels, "method: ", titles)
     fig.update_layout(height=500, xaxis_title="ratio r = π_θ / π_old", yaxis_title="advantage Â",
                       template=TEMPLATE)
     fig.update_xaxes(showline=True, mirror=True, linecolor="#555555")  # the plane's edge, where F = 0 meets white
@@ -155,7 +177,7 @@ def funnel_figure(sample: dict, eps_values=(0.1, 0.15, 0.2, 0.25, 0.3), threshol
     edges = np.linspace(0, 1, 11)
     centres = 0.5 * (edges[1:] + edges[:-1])
     bins = np.clip(np.digitize(prob, edges) - 1, 0, len(centres) - 1)
-    step_traces = []
+    step_traces, tallest = [], 0.0
     for eps in eps_values:
         start = len(fig.data)
         for y, label in ((1 - eps, f"1−ε = {1 - eps:g}"), (1 + eps, f"1+ε = {1 + eps:g}")):
@@ -163,6 +185,7 @@ def funnel_figure(sample: dict, eps_values=(0.1, 0.15, 0.2, 0.25, 0.3), threshol
                                      line={"color": "black", "dash": "dash"}), row=1, col=1)
         outside = (ratio < 1 - eps) | (ratio > 1 + eps)
         share = np.array([outside[bins == b].mean() if (bins == b).any() else 0.0 for b in range(len(centres))])
+        tallest = max(tallest, float(share.max()))
         fig.add_trace(go.Bar(x=centres, y=share, width=0.09, name="left the interval", showlegend=False,
                              marker_color=["#56B4E9" if c < threshold else "#0072B2" for c in centres]),
                       row=1, col=2)
@@ -178,7 +201,8 @@ def funnel_figure(sample: dict, eps_values=(0.1, 0.15, 0.2, 0.25, 0.3), threshol
     fig.update_xaxes(title_text="probability π_old of the sampled token", row=1, col=1)
     fig.update_yaxes(title_text="ratio r (log scale)", type="log", row=1, col=1)
     fig.update_xaxes(title_text="probability bin", range=[0, 1], row=1, col=2)
-    fig.update_yaxes(title_text="share outside", range=[0, 1], row=1, col=2)
+    # one range for every step (the bars compare across ε), fitted to the tallest bar of any step
+    fig.update_yaxes(title_text="share outside", range=[0, min(1.0, 1.1 * tallest) or 1.0], row=1, col=2)
     fig.update_layout(height=520, template=TEMPLATE)
     return finish(fig)
 
@@ -288,9 +312,11 @@ def bandit_history_figure(history) -> go.Figure:
                         subplot_titles=("entropy (mean over positions)", "reward of the batch",
                                         "share of token-updates clipped", "entropy change per step"))
     color = method_color(history.method, "#000000")
-    for trace in mean_band_traces(history.entropy_per_seed, "entropy", color):
+    # the two upper panels hold one series each, named by their subplot titles: no legend entry (the entropy's
+    # black line would read as a second "ΔH measured"); the legend names the lower panels' pairs only
+    for trace in mean_band_traces(history.entropy_per_seed, "entropy", color, showlegend=False):
         fig.add_trace(trace, row=1, col=1)
-    for trace in mean_band_traces(history.reward_per_seed, "reward", "#0072B2"):
+    for trace in mean_band_traces(history.reward_per_seed, "reward", "#0072B2", showlegend=False):
         fig.add_trace(trace, row=1, col=2)
     for name, per_seed, col in (("clipped below (Â<0)", history.clip_low_per_seed, GROUP_COLORS["NA&LP"]),
                                 ("clipped above (Â>0)", history.clip_high_per_seed, GROUP_COLORS["PA&LP"])):
@@ -394,38 +420,54 @@ def group_contribution_figure(histories, window: int = 10) -> go.Figure:
     return finish(fig)
 
 
-def beta_sweep_figure(sweep, references=(), field: str = "entropy") -> go.Figure:
+def beta_sweep_figure(sweep, references=(), field: str = "entropy", active: int = 0) -> go.Figure:
     """CE-GPPO's ``field`` curve for each (β1, β2) of a ``bandit.Sweep`` on one slider, against reference runs
-    (``references``: histories of other methods, always shown)."""
+    (``references``: histories of other methods, always shown, dashed) and, when the grid holds CE-GPPO's default
+    (β1, β2), that run as a thin grey line, so every step compares with the default.
+
+    The slider starts at step ``active`` (default the first grid point: at the default point the figure would only
+    repeat a comparison of the methods at their defaults). Its labels are short ("0.25, 0.5", the prefix names
+    β1, β2), so that every step is labelled; the moving curve's legend entry has one name at every step, so the
+    legend, and with it the plot's width, never changes.
+    """
     fig = go.Figure()
     for history in references:
         for trace in mean_band_traces(getattr(history, f"{field}_per_seed"), _history_label(history),
                                        method_color(history.method, "grey"), dash="dash"):
             fig.add_trace(trace)
+    default = get_method("ce_gppo").defaults
+    grid = [(i, j) for i in range(len(sweep.beta1s)) for j in range(len(sweep.beta2s))]
+    home = next(((i, j) for i, j in grid if sweep.beta1s[i] == default["beta1"]
+                 and sweep.beta2s[j] == default["beta2"]), None)
+    if home is not None:
+        history = sweep.histories[home[0]][home[1]]
+        fig.add_trace(go.Scatter(**step_axis(np.asarray(getattr(history, f"{field}_per_seed")).shape[1]),
+                                 y=f32(np.asarray(getattr(history, f"{field}_per_seed")).mean(0)), mode="lines",
+                                 name=f"CE-GPPO at its default β1={default['beta1']:g}, β2={default['beta2']:g}",
+                                 line={"color": "#999999", "width": 1.5}))
     always = tuple(range(len(fig.data)))
     step_traces, labels, titles = [], [], []
     final = sweep.final(field)
-    for i, beta1 in enumerate(sweep.beta1s):
-        for j, beta2 in enumerate(sweep.beta2s):
-            history = sweep.histories[i][j]
-            start = len(fig.data)
-            for trace in mean_band_traces(getattr(history, f"{field}_per_seed"), f"CE-GPPO β1={beta1:g}, β2={beta2:g}",
-                                           method_color("ce_gppo")):
-                fig.add_trace(trace)
-            step_traces.append(list(range(start, len(fig.data))))
-            labels.append(f"β1={beta1:g}, β2={beta2:g}")
-            titles.append(f"CE-GPPO with β1={beta1:g}, β2={beta2:g}: final {field.replace('_', ' ')} "
-                          f"{final[i, j]:.3f} (mean of the last {FINAL_STEPS} steps)")
-    default = min(range(len(labels)), key=lambda k: abs(sweep.beta1s[k // len(sweep.beta2s)] - 0.5)
-                  + abs(sweep.beta2s[k % len(sweep.beta2s)] - 1.0))
-    add_visibility_slider(fig, step_traces, labels, "", titles, active=default, always=always)
-    fig.update_layout(height=520, template=TEMPLATE, xaxis_title="step (rollout batch)",
+    for i, j in grid:
+        beta1, beta2 = sweep.beta1s[i], sweep.beta2s[j]
+        history = sweep.histories[i][j]
+        start = len(fig.data)
+        for trace in mean_band_traces(getattr(history, f"{field}_per_seed"), "CE-GPPO at the slider's β1, β2",
+                                       method_color("ce_gppo")):
+            fig.add_trace(trace)
+        step_traces.append(list(range(start, len(fig.data))))
+        labels.append(f"{beta1:g}, {beta2:g}")
+        titles.append(f"CE-GPPO with β1={beta1:g}, β2={beta2:g}: final {field.replace('_', ' ')} "
+                      f"{final[i, j]:.3f} (mean of the last {FINAL_STEPS} steps)")
+    add_visibility_slider(fig, step_traces, labels, "β1, β2 = ", titles, active=active, always=always)
+    fig.update_layout(height=560, template=TEMPLATE, xaxis_title="step (rollout batch)",
                       yaxis_title=field.replace("_", " "))
     return finish(fig)
 
 
 def beta_grid_figure(sweep, field: str = "entropy") -> go.Figure:
-    """Heat map of the final ``field`` (``summaries.final_mean``) over the (β1, β2) grid of a sweep."""
+    """Heat map of the final ``field`` (``summaries.final_mean``) over the (β1, β2) grid of a sweep; both axes are
+    categorical, so every grid point gets a cell of the same size whatever the spacing of its β values."""
     final = sweep.final(field)
     text = [[f"{v:.3f}" for v in row] for row in final]
     fig = go.Figure(go.Heatmap(x=[f"{b:g}" for b in sweep.beta2s], y=[f"{b:g}" for b in sweep.beta1s], z=final,
@@ -434,6 +476,8 @@ def beta_grid_figure(sweep, field: str = "entropy") -> go.Figure:
     fig.update_layout(height=420, template=TEMPLATE, xaxis_title="β2 (upper side, Â>0)",
                       yaxis_title="β1 (lower side, Â<0)",
                       title_text=f"CE-GPPO: final {field.replace('_', ' ')} over the (β1, β2) grid")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
     return finish(fig)
 
 

@@ -174,10 +174,18 @@ function defineCegppoLive(constants) {
 
   // The reference (PPO / GRPO) is a wide faint band drawn under the method's line: it shows where the two agree
   // (the band frames the line) and where the method keeps a gradient PPO drops (the band stays at 0).
+  // The reference takes the clip interval the method is drawn with (ε_l, ε_h of the sliders, or the method's
+  // fixed ones), so the two differ only in what each does outside it.
+  function referenceParams(ref, params) {
+    const out = {...ref.params};
+    (ref.followEps || []).forEach((name) => { if (name in params) out[name] = params[name]; });
+    return out;
+  }
+
   function drawWeights(root, config, state) {
     const {spec, params} = state;
     const ref = config.reference;
-    const traces = (ref ? weightTraces(ref.family, ref.params, config.rMax,
+    const traces = (ref ? weightTraces(ref.family, referenceParams(ref, params), config.rMax,
       {name: ref.label, role: "reference", opacity: 0.4, line: {color: ref.color, width: 6}}) : [])
       .concat(weightTraces(spec.family, params, config.rMax,
         {name: spec.label, role: "method", line: {color: spec.color, width: 2.5}}));
@@ -195,21 +203,38 @@ function defineCegppoLive(constants) {
     return `${adv > 0 ? "PA" : "NA"}&${prob < config.hpThreshold ? "LP" : "HP"}`;
   }
 
+  // The smallest "nice" number (1, 2 or 5 times a power of ten) at or above x: the update panel's y range, so
+  // that the bars fill most of the axis and the range only changes when the update crosses a step of that ladder.
+  function niceCeil(x) {
+    if (!(x > 0)) return 1;
+    const power = Math.pow(10, Math.floor(Math.log10(x)));
+    return [1, 2, 5, 10].map((k) => k * power).find((v) => v >= x * (1 - 1e-12));
+  }
+
   function drawUpdate(root, config, state) {
     const {spec, params, values} = state;
     const token = values.token;
     const out = softmaxUpdate(config.logits, token, values.ratio, values.adv, spec.family, params, values.lr);
     const colors = out.delta.map((d, b) => (b === token ? config.groupColors[groupOf(config, out.prob[b], values.adv)]
       : d > 0 ? config.upColor : config.downColor));
-    const bars = {type: "bar", x: config.logits.map((_, b) => b), y: out.delta, marker: {color: colors},
+    const x = config.logits.map((_, b) => b);
+    const bars = {type: "bar", x, y: out.delta, marker: {color: colors}, xaxis: "x", yaxis: "y", showlegend: false,
                   uid: "delta", name: "Δz", hovertemplate: "logit %{x}<br>Δz=%{y:.4f}<extra></extra>"};
+    const after = logSoftmax(config.logits.map((z, b) => z + out.delta[b])).map(Math.exp);
+    const probs = [["probBefore", "π before", out.prob, config.probColors.before],
+                   ["probAfter", "π after", after, config.probColors.after]].map(([uid, name, y, color]) => ({
+      type: "bar", x, y, uid, name, xaxis: "x2", yaxis: "y2", marker: {color},
+      hovertemplate: `logit %{x}<br>${name}=%{y:.4f}<extra></extra>`}));
     const ticks = out.prob.map((p, b) => `${b === token ? "▶ " : ""}π=${p.toFixed(3)}`);
+    const reach = niceCeil(1.1 * Math.max(...out.delta.map(Math.abs)));
     const layout = {
-      ...config.layout, xaxis: {...config.layout.xaxis, tickvals: bars.x, ticktext: ticks},
+      ...config.layout, xaxis: {...config.layout.xaxis, tickvals: x, ticktext: ticks},
+      xaxis2: {...config.layout.xaxis2, tickvals: x, ticktext: x.map((b) => (b === token ? `▶ ${b}` : `${b}`))},
+      yaxis: {...config.layout.yaxis, range: [-reach, reach]},
       title: {...config.layout.title,
               text: `One update of one softmax under ${spec.label}: ${paramText(config, spec, params)}`},
     };
-    Plotly.react(root.querySelector(".plotly-graph-div"), [bars], layout, config.plotConfig);
+    Plotly.react(root.querySelector(".plotly-graph-div"), [bars, ...probs], layout, config.plotConfig);
     showReadout(root, out);
   }
 
@@ -255,5 +280,5 @@ function defineCegppoLive(constants) {
     redraw(root, config);
   }
 
-  return {gradientWeight, softmaxUpdate, entropy, breakpoints, mount};
+  return {gradientWeight, softmaxUpdate, entropy, breakpoints, niceCeil, mount};
 }

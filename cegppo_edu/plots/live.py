@@ -42,7 +42,7 @@ import plotly.io as pio
 
 from ..losses import LOG_RATIO_CLAMP, cispo_weight, clip_weight, get_method, gradient_weight
 from ..token_groups import HP_THRESHOLD
-from ..validation import POSITIVE, Range, check_choice
+from ..validation import Range, check_choice
 from .figures import weight_breakpoints
 from .style import DOWN_COLOR, compared_methods, GROUP_COLORS, HYPER_LABELS, TEMPLATE, UP_COLOR, method_color, method_label
 
@@ -55,6 +55,7 @@ SLIDER_SPANS = {"eps_low": (0.0, 0.5, 0.01), "eps_high": (0.0, 0.5, 0.01), "beta
                 "beta2": (0.0, 2.0, 0.05)}
 WEIGHT_HYPERS = ("eps_low", "eps_high", "beta1", "beta2")  # the weight explorer's sliders
 UPDATE_HYPERS = ("beta1", "beta2")  # the update panel's (ε stays at the method's default; the title says it)
+PROB_COLORS = ("#BBBBBB", "#332288")  # the update panel's π before (light grey) and after (Tol's indigo)
 CHAPTER2_LOGITS = (3.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0)  # chapter 2's softmax; token 6 is its rare one
 KERNEL_NOTE = ("This live figure draws on the book's pages (its formulas run in the page, with plotly.js). "
                "In a kernel use <code>cegppo_edu.plots.widgets.{panel}()</code>.")
@@ -229,7 +230,8 @@ def weight_explorer(method: str = "ce_gppo", methods=None, *, r_max: float = 2.5
     ``methods`` (default ``live_methods()``) fill the selector, ``method`` is the first shown. A method's
     sliders start at its defaults; the parameters it fixes (GPPO's β = 1) or does not take (β of PPO / GRPO,
     DAPO, CISPO) are disabled and show the value it uses. ``reference`` (default PPO / GRPO at its own
-    defaults) is drawn faint, so the reader sees what the method changes; None leaves it out. r runs from 0 to
+    defaults but with the ε of the shown method, sliders included) is drawn faint, so the reader sees what the
+    method changes on the same interval; None leaves it out. r runs from 0 to
     ``r_max``; the y range is fixed, from the largest F any slider position gives.
     """
     methods = _check_methods(methods)
@@ -243,8 +245,9 @@ def weight_explorer(method: str = "ce_gppo", methods=None, *, r_max: float = 2.5
     config["rMax"] = r_max
     if reference is not None:
         spec = get_method(reference)
-        config["reference"] = {"label": f"{method_label(reference)} (defaults)", "family": WEIGHT_FAMILIES[spec.weight],
-                               "params": spec.resolve(), "color": method_color(reference)}
+        config["reference"] = {"label": f"{method_label(reference)} at the same ε", "family": WEIGHT_FAMILIES[spec.weight],
+                               "params": spec.resolve(), "color": method_color(reference),
+                               "followEps": ["eps_low", "eps_high"]}  # the page sets them from the shown method
     axis = {"title": {"text": "ratio r = π_θ / π_old"}, "range": [0, r_max]}
     config["layout"].update({
         "xaxis": {**axis, "domain": [0, 0.48]}, "xaxis2": {**axis, "domain": [0.52, 1], "anchor": "y2"},
@@ -275,14 +278,14 @@ def _check_logits(logits) -> np.ndarray:
 
 def softmax_update_explorer(logits=CHAPTER2_LOGITS, token: int = 6, *, ratio: float = 1.5, adv: float = 1.0,
                             lr: float = 0.5, method: str = "ce_gppo", methods=None, ratio_range=(0.1, 2.5),
-                            adv_range=(-1.0, 1.0), lr_range=(0.05, 1.0), y_max: float | None = None,
-                            height: int = 420) -> LiveFigure:
+                            adv_range=(-1.0, 1.0), lr_range=(0.05, 1.0), height: int = 560) -> LiveFigure:
     """Bars of the update Δz on every logit of one softmax when one token is kept, with live inputs.
 
     The inputs: the kept token, r, Â, β1, β2, η (``lr``) and the method, starting at the given values (chapter 2's
-    softmax, its rare token 6, r = 1.5, Â = +1, η = 0.5, CE-GPPO). Below the bars: F, ΔH predicted to first
-    order (−Cov_π(log π, Δz)) and measured (H(z+Δz) − H(z)). The y range is fixed, ±``y_max``, by default the
-    largest |Δz| any input position gives (so F = 1.2 and F = 0.4 look different).
+    softmax, its rare token 6, r = 1.5, Â = +1, η = 0.5, CE-GPPO). Below the bars: every token's probability
+    before and after the update, and F, ΔH predicted to first order (−Cov_π(log π, Δz)) and measured
+    (H(z+Δz) − H(z)). The bars' y range is symmetric and fitted to the update (±1, 2 or 5 times a power of ten, the
+    smallest above 1.1·max|Δz|, ``live.js``'s ``niceCeil``), so the bars fill most of it; the ticks say the size.
     """
     z = _check_logits(logits)
     Range(0, z.size - 1, integer=True).check("token", token)
@@ -296,17 +299,17 @@ def softmax_update_explorer(logits=CHAPTER2_LOGITS, token: int = 6, *, ratio: fl
     check_choice("method", method, methods)
     Range(250, 1200, integer=True).check("height", height)
     prob = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
-    if y_max is None:  # |Δz_b| = η·F·|Â|·|onehot(a) − π|_b ≤ η·F·|Â|·(1 − min π); each factor at its largest
-        push = max(abs(a) * _largest_weight(methods, UPDATE_HYPERS, lo_hi["ratio"], a) for a in lo_hi["adv"])
-        y_max = 1.05 * lo_hi["lr"][1] * push * (1 - prob.min())
-    POSITIVE.check("y_max", y_max)
     config = _common_config("update", methods, UPDATE_HYPERS, height)
     config.update({"logits": z.tolist(), "hpThreshold": HP_THRESHOLD, "groupColors": GROUP_COLORS,
-                   "upColor": UP_COLOR, "downColor": DOWN_COLOR})
+                   "upColor": UP_COLOR, "downColor": DOWN_COLOR,
+                   "probColors": {"before": PROB_COLORS[0], "after": PROB_COLORS[1]}})
     config["layout"].update({
-        "showlegend": False, "margin": {**config["layout"]["margin"], "b": 64},
-        "xaxis": {"title": {"text": "logit b (▶ = the kept token)"}, "tickangle": 0},
-        "yaxis": {"title": {"text": "update Δz_b"}, "range": [-y_max, y_max], "zeroline": True}})
+        "margin": {**config["layout"]["margin"], "b": 40}, "barmode": "group",
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 0.36, "yanchor": "bottom"},
+        "xaxis": {"title": {"text": "logit b (▶ = the kept token)"}, "tickangle": 0, "anchor": "y"},
+        "yaxis": {"title": {"text": "update Δz_b"}, "zeroline": True, "domain": [0.5, 1]},
+        "xaxis2": {"title": {"text": "logit b"}, "anchor": "y2"},
+        "yaxis2": {"title": {"text": "π before / after"}, "domain": [0, 0.3], "rangemode": "tozero"}})
     fig_id = _new_id("update", config)
     tokens = {b: f"{b} (π={p:.3f})" for b, p in enumerate(prob)}
     steps = {"ratio": 0.01, "adv": 0.05, "lr": 0.05}

@@ -15,7 +15,7 @@ from ..param_entropy import FORMS, attribution_totals
 from ..summaries import FINAL_STEPS, final_mean
 from ..token_groups import GROUPS
 from ..losses import METHODS, method_label
-from .style import FALLBACK_COLORS, GROUP_COLORS, METHOD_COLORS, TEMPLATE, finish
+from .style import FALLBACK_COLORS, GROUP_COLORS, METHOD_COLORS, TEMPLATE, finish, wrap
 
 CURVES = (("reward/mean", "reward (train)"), ("eval/accuracy", "held-out accuracy"),
           ("entropy/mean", "token entropy (nats)"), ("response/length_mean", "response length (tokens)"),
@@ -178,6 +178,55 @@ def summary_rows(runs: dict[str, list[dict]]) -> list[dict]:
                     f"reward {tail}": final("reward/mean"), f"entropy {tail}": final("entropy/mean"),
                     f"clip low {tail}": final("clip/low_frac"), f"clip high {tail}": final("clip/high_frac")})
     return out
+
+
+# What each panel of chapter 5's figures shows on a GPU run, for the smoke mode's one annotated figure
+# (``gpu_preview_figure``): (panel title, the metric keys the smoke run logged for it, what to look for on a GPU).
+GPU_PANELS = (
+    ("token entropy (nats)", ("entropy/mean",),
+     "On a GPU, one run per method: the paper's claim is here. GRPO's entropy falls, DAPO's rises, CE-GPPO's "
+     "stays near its start (the paper in brief §5, the authors' 7B figure)."),
+    ("reward (train) and held-out avg@k", ("reward/mean", "eval/accuracy"),
+     "On a GPU: both rise as the model learns to end with a boxed answer that math-verify accepts."),
+    ("PA&LP clipped above, NA&LP clipped below", ("PA&LP/clip_high_frac", "NA&LP/clip_low_frac"),
+     "On a GPU: the share of tokens PPO's clip drops on each side, where CE-GPPO's β2 (above, Â>0) and β1 "
+     "(below, Â<0) give a bounded gradient back. The other two sides are zero by definition."),
+    ("clipped tokens by group, whole run", tuple(f"{g}/clipped" for g in GROUPS),
+     "On a GPU: chapter 4's bars for this run, stacked by token group: most clipped tokens are low-probability."),
+)
+
+
+def gpu_preview_figure(runs: dict[str, list[dict]]) -> go.Figure:
+    """Chapter 5 in smoke mode: one figure, four annotated panels saying what each of the chapter's figures shows on
+    a GPU run, instead of three figures of flat lines.
+
+    A random tiny model on the fixture problems earns −1 on every response, so every advantage is 0 and nothing
+    is clipped: each panel states what the smoke run logged (its number of steps and the range of the panel's
+    metrics, read from ``runs``) and what to look for on a GPU (``GPU_PANELS``). No curve is drawn: a flat line
+    of a random model would look like a result.
+    """
+    fig = make_subplots(rows=len(GPU_PANELS), cols=1, subplot_titles=[title for title, _, _ in GPU_PANELS],
+                        vertical_spacing=0.07)
+    for row, (_, keys, text) in enumerate(GPU_PANELS, start=1):
+        logged = []
+        for label, metrics in runs.items():
+            steps = [m for m in metrics if m.get("step", 0) > 0]
+            values = [m[k] for m in metrics for k in keys if k in m]
+            span = (f"{min(values):g}" if values and min(values) == max(values)
+                    else f"{min(values):g} to {max(values):g}" if values else "not logged")
+            logged.append(f"{run_label(label)}: {len(steps)} step{'' if len(steps) == 1 else 's'}, {', '.join(keys) if len(keys) < 3 else 'per group'}"
+                          f" = {span}")
+        axis = "" if row == 1 else str(row)
+        fig.add_annotation(xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.02, y=0.5, xanchor="left",
+                           yanchor="middle", align="left", showarrow=False, font=dict(size=12),
+                           text=wrap(text, 78) + "<br><i>Smoke mode, " + wrap("; ".join(logged), 72) + "</i>")
+        fig.update_xaxes(visible=False, row=row, col=1)
+        fig.update_yaxes(visible=False, row=row, col=1)
+        fig.add_shape(type="rect", xref=f"x{axis} domain", yref=f"y{axis} domain", x0=0, x1=1, y0=0, y1=1,
+                      line=dict(color="#C9CED4", width=1), fillcolor="rgba(0,0,0,0)")
+    fig.update_layout(height=150 * len(GPU_PANELS) + 80, template=TEMPLATE, showlegend=False,
+                      title="Chapter 5's figures on a GPU run: what each panel shows (this page ran in smoke mode)")
+    return finish(fig)
 
 
 class LiveFigure:

@@ -40,18 +40,30 @@ def seed_curves_figure(study: st.Study, names=("grpo", "dapo", st.CE_GPPO), smoo
 
 def beta_grid_figure(study: st.Study) -> go.Figure:
     """Final entropy and final held-out accuracy of CE-GPPO on the β grid: mean over seeds, with the 95 % interval
-    written in each cell."""
+    written in each cell, and a colour scale beside each heat map.
+
+    An accuracy lies in [0, 1], but a Student-t interval over few seeds can reach past either end; the interval
+    written in an accuracy cell is cut at 0 and 1 (the subplot title says so). The axes are categorical: equal
+    cells, whatever the spacing of the β values."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16, subplot_titles=(
-        f"final entropy (nats, last {FINAL_STEPS} steps)", "final held-out accuracy"))
+        f"final entropy (nats, last {FINAL_STEPS} steps)", "final held-out accuracy (interval cut at 0 and 1)"))
     for col, key, scale in ((1, st.ENTROPY, "Blues"), (2, st.ACCURACY, "Greens")):
         cells = [[seed_interval(study.final(st.ce_gppo_name(b1, b2), key)) for b2 in st.BETA2S] for b1 in st.BETA1S]
+        if key == st.ACCURACY:  # what an accuracy can be
+            cells = [[(m, np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)) for m, lo, hi in row] for row in cells]
         mean = np.array([[float(c[0]) for c in row] for row in cells])
         text = [[f"{float(m):.3f}<br>[{float(lo):.3f}, {float(hi):.3f}]" for m, lo, hi in row] for row in cells]
+        title = "H (nats)" if key == st.ENTROPY else "accuracy"
         fig.add_trace(go.Heatmap(z=mean, x=[f"β2={b:g}" for b in st.BETA2S], y=[f"β1={b:g}" for b in st.BETA1S],
-                                 text=text, texttemplate="%{text}", textfont=dict(size=12), colorscale=scale,
-                                 showscale=False),
+                                 text=text, texttemplate="%{text}", textfont=dict(size=11), colorscale=scale,
+                                 colorbar=dict(title=dict(text=title), x=0.42 if col == 1 else 1.0, len=0.9,
+                                               thickness=12),
+                                 hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>"),
                       row=1, col=col)
-    fig.update_layout(height=360, template=TEMPLATE, margin_b=40)
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    fig.update_yaxes(showticklabels=False, row=1, col=2)  # the same β1 rows as the left map
+    fig.update_layout(height=420, template=TEMPLATE, margin=dict(b=40, l=70, r=30))
     return finish(fig)
 
 
