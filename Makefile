@@ -56,12 +56,13 @@ browser:
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-# The whole suite: unit tests, the notebooks with nbval (here and, in subprocesses, under every other float-kernel
-# set this CPU has), the book build (which re-executes the notebooks), the browser check, then the verl plugin
-# tests in their own environment (.venv-verl), then the TRL drop-in's (.venv-trl).
+# The whole suite: the book build (which executes every chapter), the unit tests, each chapter's checked cells
+# against that build's execution (no second execution for nbval) and, in subprocesses under every other
+# float-kernel set this CPU has, nbval and the committed-run prefixes, the browser check, then the verl and TRL
+# tests in their own environments.
 test: $(STAMP) browser book
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest --nbval-lax --durations=25
+	$(BIN)/pytest --durations=25
 	$(MAKE) test-verl
 	$(MAKE) test-trl
 

@@ -1,9 +1,10 @@
 """The chapters are committed executed, error-free and checkable; a raising notebook fails the book build.
 
-nbval (``pytest --nbval-lax``, collected from ``notebooks/`` by ``make test``) re-runs every notebook and compares
-the cells marked ``# NBVAL_CHECK_OUTPUT``. These tests check what nbval cannot: that the stored outputs (what a
-notebook viewer shows; the book re-executes) are complete and free of errors, and that the checked outputs are
-rounded enough that another CPU's float kernels cannot change them (nbval again, under every other kernel set).
+The cells marked ``# NBVAL_CHECK_OUTPUT`` must print what the committed notebook stores: ``make test`` checks that on
+the book build's execution of every chapter (the build runs them anyway; ``pytest --nbval-lax notebooks/X.ipynb``
+is the same check for one chapter while editing), and with nbval under every other kernel set, so that another
+CPU's float kernels cannot change them. The other tests check what nbval cannot: that the stored outputs (what a
+notebook viewer shows) are complete and free of errors.
 """
 
 import re
@@ -13,10 +14,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 import yaml
 
-from cegppo_edu.experiments.reproducibility import KERNEL_SETS, kernel_env, kernel_sets
+from kernel_runs import other_kernel_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -127,21 +127,43 @@ def test_book_build_fails_when_a_notebook_cell_raises(tmp_path):
     assert (tmp_path / "good" / "_build" / "html" / "chapter.html").exists()
 
 
-def _other_kernel_sets() -> list[str]:
-    """This CPU's kernel sets except the one the main nbval run already uses."""
-    native = torch.backends.cpu.get_cpu_capability().lower()
-    return [k for k in kernel_sets() if KERNEL_SETS[k].get("ATEN_CPU_CAPABILITY") != native]
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", other_kernel_sets())
+def test_checked_outputs_do_not_depend_on_the_float_kernels(kernel_set_runs, kernel):
+    """Every ``# NBVAL_CHECK_OUTPUT`` cell prints the same under another kernel set: its numbers are rounded past
+    the kernels' noise or are verdicts of a tolerance check (``cegppo_edu.experiments.reproducibility``). nbval runs
+    once per kernel set, beside that set's committed-run prefixes (``kernel_runs``)."""
+    done = kernel_set_runs[kernel].nbval
+    assert done.returncode == 0, f"nbval under kernel set {kernel}:\n{done.stdout[-4000:]}"
+
+
+BOOK_EXECUTED = ROOT / "_build" / "jupyter_execute" / "notebooks"
+
+
+def checked_outputs(cells) -> list[list[str]]:
+    """The text nbval compares of each ``# NBVAL_CHECK_OUTPUT`` cell: its streams and text/plain results."""
+    out = []
+    for cell in cells:
+        if cell.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in cell.source:
+            out.append([o.get("text", "") if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
+                        for o in cell.outputs])
+    return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernel", _other_kernel_sets())
-def test_checked_outputs_do_not_depend_on_the_float_kernels(kernel, tmp_path):
-    """Every ``# NBVAL_CHECK_OUTPUT`` cell prints the same under another kernel set: its numbers are rounded past
-    the kernels' noise or are verdicts of a tolerance check (``cegppo_edu.experiments.reproducibility``)."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
-                           "notebooks"], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env=kernel_env(kernel))
-    assert done.returncode == 0, f"nbval under kernel set {kernel}:\n{done.stdout[-4000:]}"
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_book_build_prints_the_committed_checked_outputs(path):
+    """nbval's check on this machine, made from the book build's execution (``make test`` builds the book first)
+    instead of executing every chapter a second time: the executed chapter is this source, and its checked cells
+    print what the committed notebook stores."""
+    executed = BOOK_EXECUTED / path.name
+    assert executed.exists(), f"{executed} is missing: build the book first (make book), as make test does"
+    committed, built = _cells(path), nbformat.read(executed, as_version=4).cells
+    assert [c.source for c in built] == [c.source for c in committed], \
+        f"{executed} was built from another version of {path.name}: rebuild the book"
+    expected = checked_outputs(committed)
+    assert expected, f"{path.name}: no checked cell"
+    assert checked_outputs(built) == expected, f"{path.name}: a checked cell prints something else than committed"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,20 +23,13 @@ from cegppo_edu.experiments import study
 from cegppo_edu.lm.run_dir import read_metrics
 from cegppo_edu.lm.trainer import Trainer
 from cegppo_edu.lm.run_dir import read_metrics, strip_timings
+from kernel_runs import COMMITTED, other_kernel_sets
 from test_lm_trainer import fast_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "notebooks", "data", "ch04")
 RUNS = os.path.join(DATA, "runs")
-# chapter 4's runs, the run that validates the parameter-space entropy predictor (regenerate ch04-predictor), and
-# three of the many-seed study's 55 (regenerate ch04-seeds): other seeds, methods and β than the runs above
-COMMITTED = [f"runs/{run}" for run in sorted(os.listdir(RUNS))] + ["predictor/chapter"] + [
-    f"seeds/{study.run_folder(name, seed)}" for name, seed in (("grpo", 1), (study.CE_GPPO, 2),
-                                                               (study.ce_gppo_name(1.0, 0.5), 3))] + [
-    # chapter 6's controllers (regenerate ch06): each one's state carries from step to step
-    f"../ch06/runs/{name}/seed{seed}" for name, seed in (("ce_gppo-predictive-constant", 0),
-                                                         ("ce_gppo-pi-decaying", 1),
-                                                         ("grpo-entropy_bonus-constant", 2))]
+
 
 
 # ------------------------------------------------------------------------------ kind 1: one machine, exact
@@ -142,41 +135,17 @@ def test_committed_warm_start_agrees_here_within_the_tolerance(which):
     assert agreement.ok and agreement.steps == repro.WARM_START_PREFIX_STEPS, agreement
 
 
-CHILD = """
-import json, sys, tempfile, torch
-from cegppo_edu.experiments import reproducibility as repro
-from cegppo_edu.experiments import study
-from cegppo_edu.lm.run_dir import read_metrics
-root, runs = sys.argv[1], sys.argv[2:]
-out = {"capability": torch.backends.cpu.get_cpu_capability(), "runs": {}}
-for run in runs:
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = repro.rerun_prefix(f"{root}/notebooks/data/ch04/{run}", root, tmp, steps=repro.PREFIX_STEPS)
-    committed = read_metrics(f"{root}/notebooks/data/ch04/{run}/metrics.jsonl")
-    tolerant = repro.compare_with_committed(fresh, committed)
-    exact = repro.compare_with_committed(fresh, committed, rtol=0.0, atol=0.0)
-    out["runs"][run] = {"ok": tolerant.ok, "text": str(tolerant), "bitwise": exact.ok}
-warm = {which: repro.check_committed_warm_start(root, which=which) for which in repro.WARM_STARTS}
-out["warm_start"] = {which: str(a) for which, a in warm.items()}
-out["warm_start_ok"] = all(a.ok for a in warm.values())
-print(json.dumps(out))
-"""
-
-
 @pytest.fixture(scope="module")
-def under_each_kernel_set():
-    """Every committed prefix re-run in a fresh process per kernel set (the settings act when torch loads)."""
-    results = {}
-    for name in repro.kernel_sets():
-        done = subprocess.run([sys.executable, "-c", CHILD, ROOT, *COMMITTED], cwd=ROOT, capture_output=True,
-                              text=True, timeout=600, env=repro.kernel_env(name))
-        assert done.returncode == 0, f"{name}: {done.stderr[-3000:]}"
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    return results
+def under_each_kernel_set(kernel_set_runs):
+    """Every committed prefix re-run in a fresh process per other kernel set (the settings act when torch loads);
+    the native set is the in-process test above."""
+    for name, run in kernel_set_runs.items():
+        assert not run.prefix_error, f"{name}: {run.prefix_error}"
+    return {name: run.prefixes for name, run in kernel_set_runs.items()}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernel", repro.kernel_sets())
+@pytest.mark.parametrize("kernel", other_kernel_sets())
 def test_committed_runs_agree_under_every_kernel_set(under_each_kernel_set, kernel):
     result = under_each_kernel_set[kernel]
     expected = repro.KERNEL_SETS[kernel].get("ATEN_CPU_CAPABILITY")
