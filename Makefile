@@ -53,8 +53,9 @@ browser:
 		|| echo "warning: could not install chromium; the browser test will say why it skips"; \
 	else echo "note: no apt-get or not root: chromium not installed, the browser test will skip"; fi
 
+# --all: every chapter re-executed with the current package (an incremental build skips unchanged notebooks).
 book: $(STAMP)
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # The whole suite: the book build (which executes every chapter), the unit tests, each chapter's checked cells
 # against that build's execution (no second execution for nbval) and, in subprocesses under every other

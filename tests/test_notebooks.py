@@ -158,6 +158,8 @@ def test_the_book_build_prints_the_committed_checked_outputs(path):
     print what the committed notebook stores."""
     executed = BOOK_EXECUTED / path.name
     assert executed.exists(), f"{executed} is missing: build the book first (make book), as make test does"
+    newest = max(f.stat().st_mtime for f in [path, *(ROOT / "cegppo_edu").rglob("*.py")])
+    assert executed.stat().st_mtime >= newest, f"{executed} is older than the package or the chapter: make book"
     committed, built = _cells(path), nbformat.read(executed, as_version=4).cells
     assert [c.source for c in built] == [c.source for c in committed], \
         f"{executed} was built from another version of {path.name}: rebuild the book"
