@@ -10,7 +10,9 @@ Without a browser the tests skip and say why; with ``CI`` set they fail instead,
 from __future__ import annotations
 
 import functools
+import gzip
 import http.server
+import io
 import os
 import shutil
 import subprocess
@@ -93,15 +95,54 @@ def site() -> Path:
     return HTML
 
 
-@pytest.fixture(scope="module")
-def base_url(site):
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Python's static file server, silent."""
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(site)))
+    def log_message(self, *args):
+        pass
+
+
+class CompressingHandler(QuietHandler):
+    """A static host as readers meet one (GitHub Pages, nginx's gzip): text files (HTML, JavaScript, CSS, JSON,
+    SVG) go out gzip-compressed to a browser that accepts it; fonts and images as they are."""
+
+    TEXT = (".html", ".js", ".css", ".json", ".svg", ".txt", ".map")
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path.split("?", 1)[0]))
+        if path.is_dir():
+            path = path / "index.html"
+        accepts = "gzip" in self.headers.get("Accept-Encoding", "")
+        if not (accepts and path.suffix in self.TEXT and path.is_file()):
+            return super().send_head()
+        body = gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
+
+
+def _serve(site: Path, handler):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(site)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    return server, thread
+
+
+@pytest.fixture(scope="module")
+def base_url(site):
+    server, thread = _serve(site, QuietHandler)
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def compressed_url(site):
+    server, thread = _serve(site, CompressingHandler)
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
@@ -376,5 +417,151 @@ def test_figure_titles_axis_titles_and_legends_are_not_cut_off(browser, base_url
         layout = page.evaluate(COLUMN_LAYOUT)
         problems = page.evaluate(FIGURE_LAYOUT, [layout["left"], layout["right"]])
         assert not problems, f"{name}: " + "\n  ".join([""] + problems)
+    finally:
+        page.close()
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Weight, speed, phone, keyboard (issue 25): what a page transfers, when its first figure is drawn, no sideways
+# scroll at 390 px, legends below and one column of subplots there, every slider reachable with Tab and named
+# --------------------------------------------------------------------------------------------------
+# The chapter pages and the GPU recipe (the pages that overflowed at 390 px or carried plotly.js).
+HEAVY_PAGES = CHAPTERS + [f for f in PAGES if f == "book/gpu_recipe"]
+MAX_TRANSFERRED = 3_000_000  # bytes per page from a compressing static host (issue 25's target)
+MAX_UNCOMPRESSED = 4_600_000  # bytes per page from python -m http.server: the full plotly.js alone is 4.8 MB
+# The target is 1.5 s from a local server; measured 0.5-1.3 s here (benchmarks/results/book_pages.txt). The
+# bound is three times the target, so that a 2-core CI box under load does not fail it; a page that loads
+# plotly.js synchronously again (3.3-4.8 s here before) or draws every figure before the first paint fails it.
+MAX_FIRST_FIGURE_MS = 4_500
+FIRST_FIGURE = """(() => {
+    window.__firstFigure = null;
+    new MutationObserver((records, observer) => {
+        if (window.__firstFigure === null && document.querySelector('.plotly-graph-div .main-svg')) {
+            window.__firstFigure = performance.now();
+            observer.disconnect();
+        }
+    }).observe(document, {childList: true, subtree: true});
+})();"""
+
+
+def _load(browser, url: str, width: int = 1280, height: int = 900) -> dict:
+    """One load with an empty cache: bytes transferred (Chrome's encodedDataLength, every response until the
+    network is quiet), the first figure's time from the navigation's start, and the page's scroll width."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.add_init_script(FIRST_FIGURE)
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+    urls, sizes = {}, {}
+    cdp.on("Network.requestWillBeSent", lambda e: urls.__setitem__(e["requestId"], e["request"]["url"]))
+    cdp.on("Network.loadingFinished", lambda e: sizes.__setitem__(e["requestId"], e["encodedDataLength"]))
+    try:
+        page.goto(url, wait_until="load")
+        if page.locator(".plotly-graph-div").count():
+            page.wait_for_function("() => [...document.querySelectorAll('.plotly-graph-div')]"
+                                   ".every(d => d.querySelector('.main-svg'))", timeout=120_000)
+        try:
+            page.wait_for_load_state("networkidle", timeout=5_000)  # MathJax's fonts come after "load"
+        except Exception:
+            pass
+        largest = sorted(((n, urls.get(k, "?").rsplit("/", 1)[-1]) for k, n in sizes.items()), reverse=True)[:4]
+        return {"bytes": sum(sizes.values()), "largest": largest, "first": page.evaluate("() => window.__firstFigure"),
+                "scroll": page.evaluate("() => document.documentElement.scrollWidth"), "page": page,
+                "context": context}
+    except Exception:
+        context.close()
+        raise
+
+
+@pytest.mark.parametrize("name", HEAVY_PAGES)
+def test_page_weight_and_first_figure_time(browser, base_url, compressed_url, name):
+    """At most 3 MB transferred from a compressing host, and a loose bound on the uncompressed bytes (plain
+    http.server); the first figure drawn within MAX_FIRST_FIGURE_MS of the navigation's start."""
+    plain = _load(browser, f"{base_url}/{name}.html")
+    plain["context"].close()
+    packed = _load(browser, f"{compressed_url}/{name}.html")
+    packed["context"].close()
+    assert packed["bytes"] <= MAX_TRANSFERRED, f"{name}: {packed['bytes']:,} bytes transferred: {packed['largest']}"
+    assert plain["bytes"] <= MAX_UNCOMPRESSED, f"{name}: {plain['bytes']:,} bytes uncompressed: {plain['largest']}"
+    names = [n for _, n in plain["largest"]]
+    assert not any(n.startswith("fontawesome.js") for n in names) and "plotly.min.js" not in names, names
+    if name.startswith("notebooks/"):
+        assert plain["first"] is not None, f"{name}: no figure drawn"
+        assert plain["first"] <= MAX_FIRST_FIGURE_MS, f"{name}: first figure after {plain['first']:.0f} ms"
+
+
+NARROW_LAYOUT = """() => [...document.querySelectorAll('.plotly-graph-div')].filter(gd => gd._fullLayout).map(gd => {
+    const layout = gd._fullLayout;
+    const xs = Object.keys(layout).filter(k => /^xaxis\\d*$/.test(k)).map(k => layout[k].domain);
+    const legend = layout.showlegend && gd.querySelector('.legend');
+    return {id: gd.id, width: gd.clientWidth, columns: new Set(xs.map(d => d[0].toFixed(2))).size,
+            legend: legend ? layout.legend.orientation : null,
+            legendBelow: legend ? legend.getBoundingClientRect().top >= gd.querySelector('.main-svg .cartesianlayer')
+                                  .getBoundingClientRect().bottom - 1 : null};
+})"""
+
+
+@pytest.mark.parametrize("name", HEAVY_PAGES)
+def test_no_sideways_scroll_at_390_px_legends_below_one_column(browser, base_url, name):
+    """On a 390 × 844 phone the page does not scroll sideways, and every plotly figure has one column of subplots
+    and its legend (if any) horizontal, below the plots."""
+    loaded = _load(browser, f"{base_url}/{name}.html", 390, 844)
+    try:
+        page = loaded["page"]
+        page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
+        page.wait_for_timeout(300)
+        scroll = page.evaluate("() => document.documentElement.scrollWidth")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{Path(name).name}-390.png"))
+        assert scroll <= 390, f"{name}: the page is {scroll} px wide at a 390-px viewport"
+        for figure in page.evaluate(NARROW_LAYOUT):
+            assert figure["columns"] == 1, f"{name}: {figure}"
+            assert figure["legend"] in (None, "h") and figure["legendBelow"] in (None, True), f"{name}: {figure}"
+    finally:
+        loaded["context"].close()
+
+
+ACCESSIBLE_INPUTS = """() => [...document.querySelectorAll('input[type=range], select')].map(el => ({
+    id: el.id || el.className, name: (el.getAttribute('aria-label') || [...(el.labels || [])]
+        .map(l => l.textContent).join(' ')).trim()}))"""
+
+
+def test_sliders_are_reached_with_tab_named_and_moved_with_arrow_keys(browser, base_url):
+    """Chapter 1: every range input and select has a name for a screen reader; Tab reaches each plotly slider's
+    keyboard twin and each live input; an arrow key on the twin moves the plotly slider and changes the traces."""
+    name = "notebooks/01_clipping_quadrants"
+    page, errors = _open(browser, f"{base_url}/{name}.html")
+    try:
+        _settle(page)
+        inputs = page.evaluate(ACCESSIBLE_INPUTS)
+        assert len(inputs) >= 8 and all(i["name"] for i in inputs), inputs
+        twins = page.locator("input.cegppo-slider-key")
+        sliders = page.evaluate("() => [...document.querySelectorAll('.plotly-graph-div')]"
+                                ".filter(gd => gd.layout && gd.layout.sliders && gd.layout.sliders.length).length")
+        assert twins.count() == sliders >= 2
+        reached, live = set(), set()
+        page.locator("article").first.focus() if False else page.evaluate("() => document.activeElement.blur()")
+        for _ in range(400):  # Tab through the page, as a keyboard reader does
+            page.keyboard.press("Tab")
+            focused = page.evaluate("() => { const e = document.activeElement; return e ? [e.className, e.id, "
+                                    "e.dataset.input || ''] : null; }")
+            if focused and focused[0] == "cegppo-slider-key":
+                reached.add(page.evaluate("() => document.activeElement.nextElementSibling.id"))
+            elif focused and focused[2]:
+                live.add(focused[1])
+        assert len(reached) == sliders, reached
+        assert len(live) >= 5, live  # the weight explorer's method and four sliders at least
+        twin = twins.first
+        gd_id = twin.evaluate("el => el.nextElementSibling.id")
+        before = page.evaluate(FIGURE_STATE, gd_id)
+        twin.focus()
+        page.keyboard.press("ArrowRight" if before["active"] == 0 else "ArrowLeft")
+        page.wait_for_timeout(300)
+        after = page.evaluate(FIGURE_STATE, gd_id)
+        assert after["active"] != before["active"] and after["visible"] != before["visible"], (before, after)
+        assert twin.get_attribute("aria-valuetext") and "slider" in twin.get_attribute("aria-label")
+        assert not errors, errors
     finally:
         page.close()

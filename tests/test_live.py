@@ -41,7 +41,7 @@ def _config(figure) -> dict:
 
 
 def _options(figure, name: str) -> list[str]:
-    select = re.search(rf'<select id="[^"]+" data-input="{name}">(.*?)</select>', figure._repr_html_(), re.S).group(1)
+    select = re.search(rf'<select id="[^"]+" data-input="{name}"[^>]*>(.*?)</select>', figure._repr_html_(), re.S).group(1)
     return re.findall(r'<option value="([^"]*)"', select)
 
 

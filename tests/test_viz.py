@@ -240,9 +240,16 @@ def test_book_renderer_emits_json_and_a_div_without_plotly_js(monkeypatch):
     bundle = renderer.to_mimebundle(fig.to_dict())
     assert set(bundle) == {"application/vnd.plotly.v1+json", "text/html"}
     html = bundle["text/html"]
-    assert "Plotly.newPlot" in html and "plotly-graph-div" in html
+    # an empty div and the figure as JSON: no code runs before the book's deferred plotly.js and book_figures.js
+    assert "plotly-graph-div" in html and 'style="height:460px; width:100%;"' in html
+    assert "Plotly.newPlot" not in html and "<script>" not in html
+    script = re.search(r'<script type="application/json" data-cegppo-figure="(fig-[0-9a-f]+-\d+)">(.*)</script>$',
+                       html, re.S)
+    import json
+    figure = json.loads(script.group(2))
+    assert len(figure["data"]) == len(fig.data) and figure["config"] == style.FIGURE_CONFIG
     assert len(html) < 200_000 and "<script src" not in html  # plotly.js itself is served by the book
-    assert "MathJax" not in html.split("Plotly.newPlot")[0]
+    assert "MathJax" not in html
     ids = re.findall(r'id="(fig-[0-9a-f]+-\d+)"', html)
     again = style.BookRenderer().to_mimebundle(fig.to_dict())["text/html"]
     assert ids and ids == re.findall(r'id="(fig-[0-9a-f]+-\d+)"', again)  # deterministic ids
@@ -441,3 +448,23 @@ def test_gpu_preview_figure_states_what_the_smoke_run_logged():
     assert len(notes) == len(run_figures.GPU_PANELS) == 4
     assert "3 steps, entropy/mean = 6 to 8" in notes[0] and "= -1 to 0" in notes[1], notes
     assert not d["data"]  # no flat curve of a random model
+
+
+def test_the_vendored_plotly_bundles_are_the_installed_plotly_version():
+    """book/_ext/vendor's partial bundles must be the plotly.js the figures were made for (the one inside the
+    installed plotly package); an upgrade of plotly without new bundles fails here, not in a reader's browser."""
+    from plotly.offline import get_plotlyjs_version
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("book_assets", ROOT / "book" / "_ext" / "book_assets.py")
+    assets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(assets)
+    for name, (path, _traces) in assets.BUNDLES.items():
+        head = path.read_text(encoding="utf-8", errors="replace")[:400]
+        version = re.search(r"plotly\.js(?: \([a-z]+ - minified\))? v(\d+\.\d+\.\d+)", head)
+        assert version and version.group(1) == get_plotlyjs_version(), (name, head[:120])
+    # the smallest bundle that draws a page's traces
+    line = style.figure_html(figures.weight_curves_figure("beta1", [0.5]).to_dict(), "fig-a-0")
+    heat = style.figure_html(figures.weight_plane_figure().to_dict(), "fig-b-0")
+    assert assets.bundle_for(line) == "plotly-basic.min.js"
+    assert assets.bundle_for(line + heat) == "plotly-cartesian.min.js"
+    assert assets.bundle_for('<div class="plotly-graph-div"></div><script>Plotly.newPlot()</script>') == "plotly.min.js"

@@ -1,35 +1,83 @@
-"""Sphinx extension of this book: serve plotly.js from the book itself, so figures draw offline, and the book's
-own style sheet (``book.css``: every code block and table fits the text column).
+"""Sphinx extension of this book: serve plotly.js from the book itself, so figures draw offline, the script that
+draws them, and the book's own style sheet (``book.css``: every code block and table fits the text column, at
+1,280 px and on a 390-px phone).
 
-The notebooks' figures are stored as ``text/html`` divs that call ``Plotly.newPlot`` (see
-``cegppo_edu.plots.style.BookRenderer``); they need ``plotly.min.js`` on the page. We copy the copy that ships
-inside the installed ``plotly`` package (the same version that made the figures) into the built site's
-``_static/`` and load it, without ``defer``, on the pages that contain a plotly figure.
+The notebooks' figures are stored as an empty ``plotly-graph-div`` and the figure's JSON (see
+``cegppo_edu.plots.style.BookRenderer``); ``book_figures.js`` draws them. A page that holds a figure loads, both
+with ``defer`` (the page's text shows first):
+
+- the smallest plotly.js bundle that draws its traces, of the version of the installed ``plotly`` package
+  (``vendor/``: ``plotly-basic`` for scatter and bar, 1.2 MB; ``plotly-cartesian`` when a heat map is there,
+  1.5 MB; the package's full ``plotly.min.js``, 4.8 MB, for any other trace type), then
+- ``book_figures.js``.
+
+The theme's ``fontawesome.js`` (1.5 MB of icon SVGs, there "so that users can add custom icons") is taken out of
+every page after the build: the theme's style sheet draws the icons the pages use from its web font.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
 import plotly
 
+HERE = Path(__file__).parent
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-STATIC_NAME = "plotly.min.js"
-BOOK_CSS = Path(__file__).with_name("book.css")
+BUNDLES = {  # name served -> (file, the trace types it draws)
+    "plotly-basic.min.js": (HERE / "vendor" / "plotly-basic.min.js", {"scatter", "bar", "pie"}),
+    "plotly-cartesian.min.js": (HERE / "vendor" / "plotly-cartesian.min.js",
+                                {"scatter", "bar", "pie", "heatmap", "box", "contour", "histogram", "histogram2d",
+                                 "histogram2dcontour", "image", "scatterternary", "violin"}),
+    "plotly.min.js": (PLOTLY_JS, None),  # every trace type
+}
+STATIC_NAME = "plotly.min.js"  # the full bundle's name in _static (kept for pages with other traces)
+FIGURES_JS = HERE / "book_figures.js"
+BOOK_CSS = HERE / "book.css"
+FONTAWESOME_JS = re.compile(r'\s*<script[^>]*src="[^"]*_static/scripts/fontawesome\.js[^"]*"[^>]*></script>')
+# A trace type in a figure's JSON (BookRenderer) or a live figure's config (plots.live draws scatter and bar)
+TRACE_TYPE = re.compile(r'"type":\s*"([a-z0-9]+)"')
+
+
+def bundle_for(body: str) -> str:
+    """The served name of the smallest bundle that draws every figure in a page's ``body``."""
+    types = set()
+    for script in re.findall(r'<script type="application/json" data-cegppo-figure="[^"]+">(.*?)</script>', body,
+                             re.S):
+        figure = json.loads(script.replace("<\\/", "</"))
+        types |= {trace.get("type", "scatter") for trace in figure.get("data", [])}
+    if "cegppo-live" in body:
+        types |= {"scatter", "bar"}
+    if "plotly-graph-div" in body and not types:  # a figure not made by BookRenderer: anything may be in it
+        return STATIC_NAME
+    for name, (_, draws) in BUNDLES.items():
+        if draws is None or types <= draws:
+            return name
+    return STATIC_NAME
 
 
 def _copy_static_files(app, exception) -> None:
     if exception is None and app.builder.format == "html":
-        shutil.copyfile(PLOTLY_JS, Path(app.outdir) / "_static" / STATIC_NAME)
-        shutil.copyfile(BOOK_CSS, Path(app.outdir) / "_static" / BOOK_CSS.name)
+        static = Path(app.outdir) / "_static"
+        for name, (source, _) in BUNDLES.items():
+            shutil.copyfile(source, static / name)
+        for source in (FIGURES_JS, BOOK_CSS):
+            shutil.copyfile(source, static / source.name)
+        for page in Path(app.outdir).rglob("*.html"):  # the theme writes this tag in its template
+            text = page.read_text(encoding="utf-8")
+            lean = FONTAWESOME_JS.sub("", text)
+            if lean != text:
+                page.write_text(lean, encoding="utf-8")
 
 
 def _add_plotly_js(app, pagename, templatename, context, doctree) -> None:
-    """Load plotly.js only where a figure needs it (it is 4.8 MB)."""
+    """Load plotly.js and the figure script only where a figure needs them, deferred."""
     body = context.get("body", "")
     if "plotly-graph-div" in body:
-        app.add_js_file(STATIC_NAME, priority=200)
+        app.add_js_file(bundle_for(body), priority=200, loading_method="defer")
+        app.add_js_file(FIGURES_JS.name, priority=201, loading_method="defer")
 
 
 def _drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
@@ -50,8 +98,9 @@ def _drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> No
 
 
 def setup(app):
-    if not PLOTLY_JS.is_file():
-        raise RuntimeError(f"plotly.min.js not found at {PLOTLY_JS}; reinstall plotly (pip install plotly)")
+    for source, _ in BUNDLES.values():
+        if not source.is_file():
+            raise RuntimeError(f"{source} not found; reinstall plotly (pip install plotly) or see book/_ext/vendor")
     app.connect("html-page-context", _add_plotly_js)
     app.connect("html-page-context", _drop_duplicate_scripts, priority=900)
     app.add_css_file(BOOK_CSS.name, priority=900)  # after the theme's, so its rules win

@@ -1,8 +1,8 @@
 """Sphinx directives of this book: tables and figures computed from the package when the book is built, so that
 no page types a number the package knows.
 
-- ``cegppo-figure NAME``: a figure of ``cegppo_edu.plots.diagrams.FIGURES`` as a plotly div (``book_assets``
-  then loads plotly.js on the page).
+- ``cegppo-figure NAME``: a figure of ``cegppo_edu.plots.diagrams.FIGURES`` as a plotly div and its JSON
+  (``plots.style.figure_html``; ``book_assets`` then loads plotly.js and ``book_figures.js`` on the page).
 - ``cegppo-method-defaults``: each token-level method's ε_l, ε_h, β1, β2, dual clip, interval and F in the two
   clipped corners at its defaults, from ``losses.METHODS`` and ``losses.gradient_weight``.
 - ``cegppo-group-entropy``: each token group's advantage sign, probability, first-order effect on the entropy,
@@ -188,8 +188,9 @@ class Figure(SphinxDirective):
         fig = diagrams.FIGURES[name]()
         if "height" in self.options:
             fig.update_layout(height=self.options["height"])
-        html = fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False,
-                           div_id=f"fig-{name.replace('_', '-')}", config={"displaylogo": False, "responsive": True})
+        from cegppo_edu.plots.style import figure_html  # drawn by book_figures.js once plotly.js has loaded
+
+        html = figure_html(fig.to_dict(), f"fig-{name.replace('_', '-')}")
         return [nodes.raw("", html, format="html")]
 
 

@@ -13,6 +13,7 @@
 //   softmaxUpdate   = toy.demos.single_softmax_update's delta, entropy.predicted_entropy_change, ΔH measured
 function defineCegppoLive(constants) {
   "use strict";
+  const NARROW = 600; // px: below it a figure is drawn for a phone (as book_figures.js does)
 
   // ------------------------------------------------------------------------------------------------
   // The formulas: pure functions of numbers and arrays
@@ -194,7 +195,37 @@ function defineCegppoLive(constants) {
       title: {...config.layout.title,
               text: `Gradient weight F(r, Â) under ${spec.label}: ${paramText(config, spec, params)}`},
     };
-    Plotly.react(root.querySelector(".plotly-graph-div"), traces, layout, config.plotConfig);
+    const gd = root.querySelector(".plotly-graph-div");
+    Plotly.react(gd, traces, narrowWeights(root, gd, layout), config.plotConfig);
+  }
+
+  // On a narrow screen (a phone) the two panels of the weight figure stack, Â>0 above Â<0, each as wide as the
+  // figure (side by side each would get under 170 px).
+  function narrowWeights(root, gd, layout) {
+    if (root.clientWidth >= NARROW) return layout;
+    const height = Math.round(1.7 * layout.height);
+    gd.style.height = `${height}px`;
+    return {
+      ...narrowTitle(root, layout), height,
+      xaxis: {...layout.xaxis, domain: [0, 1]}, xaxis2: {...layout.xaxis2, domain: [0, 1]},
+      yaxis: {...layout.yaxis, domain: [0.58, 1]}, yaxis2: {...layout.yaxis2, domain: [0, 0.42], showticklabels: true},
+      annotations: (layout.annotations || []).map((a, k) => ({...a, x: 0.5, y: k === 0 ? 1 : 0.42})),
+    };
+  }
+
+  // On a narrow screen the title wraps to the figure's width (plotly does not wrap titles), with room above.
+  function narrowTitle(root, layout) {
+    if (root.clientWidth >= NARROW) return layout;
+    const chars = Math.max(24, Math.floor((root.clientWidth - 24) / 7.2));
+    const lines = [];
+    let line = "";
+    layout.title.text.split(" ").forEach((word) => {
+      if (line && line.length + 1 + word.length > chars) { lines.push(line); line = word; }
+      else line = line ? `${line} ${word}` : word;
+    });
+    lines.push(line);
+    return {...layout, title: {...layout.title, text: lines.join("<br>")},
+            margin: {...layout.margin, t: Math.max(layout.margin.t, 40 + 18 * lines.length)}};
   }
 
   // The kept token's bar wears its token group's colour (token_groups.classify), the others up/down colours.
@@ -225,7 +256,8 @@ function defineCegppoLive(constants) {
                    ["probAfter", "π after", after, config.probColors.after]].map(([uid, name, y, color]) => ({
       type: "bar", x, y, uid, name, xaxis: "x2", yaxis: "y2", marker: {color},
       hovertemplate: `logit %{x}<br>${name}=%{y:.4f}<extra></extra>`}));
-    const ticks = out.prob.map((p, b) => `${b === token ? "▶ " : ""}π=${p.toFixed(3)}`);
+    const narrow = root.clientWidth < NARROW; // a phone: the logit's index alone (π is in the lower panel)
+    const ticks = out.prob.map((p, b) => `${b === token ? "▶ " : ""}${narrow ? b : `π=${p.toFixed(3)}`}`);
     const reach = niceCeil(1.1 * Math.max(...out.delta.map(Math.abs)));
     const layout = {
       ...config.layout, xaxis: {...config.layout.xaxis, tickvals: x, ticktext: ticks},
@@ -234,7 +266,7 @@ function defineCegppoLive(constants) {
       title: {...config.layout.title,
               text: `One update of one softmax under ${spec.label}: ${paramText(config, spec, params)}`},
     };
-    Plotly.react(root.querySelector(".plotly-graph-div"), [bars, ...probs], layout, config.plotConfig);
+    Plotly.react(root.querySelector(".plotly-graph-div"), [bars, ...probs], narrowTitle(root, layout), config.plotConfig);
     showReadout(root, out);
   }
 
@@ -263,7 +295,15 @@ function defineCegppoLive(constants) {
   // kernel's JupyterLab) the figure's note stays visible and nothing else happens.
   function mount(root) {
     if (!root || root.dataset.cegppoMounted) return;
-    if (!window.Plotly) return;
+    if (!window.Plotly) {
+      // The book loads plotly.js deferred: it runs after this inline script, before DOMContentLoaded. Try once more
+      // then; without plotly.js (a kernel's JupyterLab) the note stays.
+      if (document.readyState === "loading" && !root.dataset.cegppoWaiting) {
+        root.dataset.cegppoWaiting = "1";
+        document.addEventListener("DOMContentLoaded", () => mount(root));
+      }
+      return;
+    }
     root.dataset.cegppoMounted = "1";
     const config = JSON.parse(root.querySelector("script.cegppo-live-config").textContent);
     root.querySelector(".cegppo-live-note").hidden = true;

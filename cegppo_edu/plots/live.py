@@ -149,18 +149,27 @@ def _new_id(kind: str, config: dict) -> str:
     return f"cegppo-live-{kind}-{digest}-{next(_ids)}"
 
 
+# What a screen reader says for each input (the visible label is the symbol alone).
+SPOKEN = {"eps_low": "ε_l, lower clip bound", "eps_high": "ε_h, upper clip bound",
+          "beta1": "β1, weight below the interval (Â<0)", "beta2": "β2, weight above the interval (Â>0)",
+          "ratio": "r, probability ratio of the kept token", "adv": "Â, advantage of the kept token",
+          "lr": "η, step size", "method": "method", "token": "kept token"}
+
+
 def _range_input(fig_id: str, name: str, label: str, control: dict, value: float) -> str:
-    return (f'<label class="cegppo-live-control">{html.escape(label)} '
-            f'<input type="range" id="{fig_id}-{name}" data-input="{name}" min="{control["min"]}" '
-            f'max="{control["max"]}" step="{control["step"]}" value="{value}">'
-            f'<output data-for="{name}" for="{fig_id}-{name}">{value:g}</output></label>')
+    spoken = html.escape(SPOKEN.get(name, label))
+    return (f'<label class="cegppo-live-control" for="{fig_id}-{name}">{html.escape(label)} '
+            f'<input type="range" id="{fig_id}-{name}" data-input="{name}" aria-label="{spoken}" '
+            f'min="{control["min"]}" max="{control["max"]}" step="{control["step"]}" value="{value}">'
+            f'<output data-for="{name}" for="{fig_id}-{name}" aria-live="polite">{value:g}</output></label>')
 
 
 def _select(fig_id: str, name: str, label: str, options: dict, value) -> str:
     items = "".join(f'<option value="{html.escape(str(k))}"{" selected" if k == value else ""}>{html.escape(text)}'
                     "</option>" for k, text in options.items())
-    return (f'<label class="cegppo-live-control">{html.escape(label)} '
-            f'<select id="{fig_id}-{name}" data-input="{name}">{items}</select></label>')
+    return (f'<label class="cegppo-live-control" for="{fig_id}-{name}">{html.escape(label)} '
+            f'<select id="{fig_id}-{name}" data-input="{name}" aria-label="{html.escape(SPOKEN.get(name, label))}">'
+            f'{items}</select></label>')
 
 
 def _hyper_inputs(fig_id: str, config: dict, method: str) -> list[str]:
@@ -304,8 +313,8 @@ def softmax_update_explorer(logits=CHAPTER2_LOGITS, token: int = 6, *, ratio: fl
                    "upColor": UP_COLOR, "downColor": DOWN_COLOR,
                    "probColors": {"before": PROB_COLORS[0], "after": PROB_COLORS[1]}})
     config["layout"].update({
-        "margin": {**config["layout"]["margin"], "b": 40}, "barmode": "group",
-        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 0.36, "yanchor": "bottom"},
+        "margin": {**config["layout"]["margin"], "b": 84}, "barmode": "group",
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "yref": "container", "y": 0, "yanchor": "bottom"},
         "xaxis": {"title": {"text": "logit b (▶ = the kept token)"}, "tickangle": 0, "anchor": "y"},
         "yaxis": {"title": {"text": "update Δz_b"}, "zeroline": True, "domain": [0.5, 1]},
         "xaxis2": {"title": {"text": "logit b"}, "anchor": "y2"},

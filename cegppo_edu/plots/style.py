@@ -116,8 +116,17 @@ def zero_white_colorscale(zmax: float, base: str = "Viridis") -> list:
 # --------------------------------------------------------------------------------------------------
 # Notebook / book rendering
 # --------------------------------------------------------------------------------------------------
+FIGURE_CONFIG = {"displaylogo": False, "responsive": True}
+
+
 class BookRenderer(MimetypeRenderer):
-    """Plotly JSON for JupyterLab plus a ``text/html`` div for Jupyter Book (plotly.js served by the book).
+    """Plotly JSON for JupyterLab plus a ``text/html`` figure for Jupyter Book.
+
+    The ``text/html`` part is an empty ``plotly-graph-div`` of the figure's height and the figure as a JSON
+    ``<script type="application/json" data-cegppo-figure="ID">``, with no code: the book's ``book_figures.js``
+    (``book/_ext``, loaded after plotly.js, both deferred) draws every figure of the page once plotly.js is
+    there, fitted to a narrow screen, with a keyboard twin of each slider. So plotly.js never blocks the page's
+    text, and a figure never runs before plotly.js has loaded.
 
     Div ids are derived from the figure's content and a counter, so re-running a notebook gives the same
     ids (clean diffs) and two figures on one page never share one. With ``STORE_ONCE`` set in the environment
@@ -134,11 +143,18 @@ class BookRenderer(MimetypeRenderer):
         if os.environ.get(STORE_ONCE):
             return bundle
         digest = hashlib.sha1(json.dumps(bundle, sort_keys=True).encode()).hexdigest()[:10]
-        div = pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
-                          div_id=f"fig-{digest}-{next(self._count)}",
-                          config={"displaylogo": False, "responsive": True})
-        bundle["text/html"] = div
+        bundle["text/html"] = figure_html(fig_dict, f"fig-{digest}-{next(self._count)}")
         return bundle
+
+
+def figure_html(fig_dict, div_id: str) -> str:
+    """The book's HTML of one figure: its div and its JSON (``BookRenderer``; drawn by ``book_figures.js``)."""
+    figure = json.loads(pio.to_json(fig_dict, validate=False, remove_uids=False))
+    figure["config"] = FIGURE_CONFIG
+    height = int((figure.get("layout") or {}).get("height") or 450)
+    text = json.dumps(figure, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    return (f'<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;"></div>'
+            f'<script type="application/json" data-cegppo-figure="{div_id}">{text}</script>')
 
 
 def setup_notebook() -> None:
@@ -217,7 +233,7 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-__all__ = ["BookRenderer", "DOWN_COLOR", "GROUP_COLORS", "HYPER_LABELS", "METHOD_COLORS", "METHOD_DASHES", "TEMPLATE",
+__all__ = ["BookRenderer", "FIGURE_CONFIG", "figure_html", "DOWN_COLOR", "GROUP_COLORS", "HYPER_LABELS", "METHOD_COLORS", "METHOD_DASHES", "TEMPLATE",
            "TITLE_CHARS", "UP_COLOR", "add_visibility_slider", "compared_methods", "f32", "finish", "hex_to_rgba", "hyper_text",
            "mean_band_traces", "method_color", "method_label", "method_line", "moving_average", "setup_notebook",
            "step_axis", "wrap", "zero_white_colorscale"]
