@@ -468,3 +468,44 @@ def test_the_vendored_plotly_bundles_are_the_installed_plotly_version():
     assert assets.bundle_for(line) == "plotly-basic.min.js"
     assert assets.bundle_for(line + heat) == "plotly-cartesian.min.js"
     assert assets.bundle_for('<div class="plotly-graph-div"></div><script>Plotly.newPlot()</script>') == "plotly.min.js"
+
+
+def test_offer_shows_a_panel_only_where_a_front_end_can_draw_it(monkeypatch, capsys):
+    """plots.widgets.offer: nothing built, shown or returned under nbclient (make notebooks, the book build: no
+    JPY_SESSION_NAME), the panel in a kernel a Jupyter server started; CEGPPO_PANELS overrides either way."""
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv(widgets.PANELS_ENV, raising=False)
+    built = []
+
+    def make():
+        built.append(1)
+        return widgets.weight_panel()
+    assert widgets.offer(make) is None and not built
+    monkeypatch.setenv("JPY_SESSION_NAME", "/notebooks/01_clipping_quadrants.ipynb")
+    panel = widgets.offer(make)
+    assert isinstance(panel, widgets.Panel) and built == [1] and set(panel.controls) == {"eps_low", "eps_high", "beta1", "beta2"}
+    monkeypatch.setenv(widgets.PANELS_ENV, "0")
+    assert widgets.offer(make) is None and built == [1]
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    monkeypatch.setenv(widgets.PANELS_ENV, "1")
+    assert isinstance(widgets.offer(widgets.funnel_panel), widgets.Panel)
+
+
+PANEL_CELLS = {"01_clipping_quadrants": {"weight_panel", "funnel_panel"}, "02_gradient_flow": {"softmax_panel"},
+               "03_entropy_dynamics_bandit": {"bandit_panel"}}
+
+
+@pytest.mark.parametrize("name", sorted(PANEL_CELLS))
+def test_each_chapter_with_a_panel_offers_it_in_a_cell_kept_out_of_the_book_and_the_outputs(name):
+    import nbformat
+    cells = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
+    offered = {}
+    for cell in cells:
+        found = re.search(r"widgets\.offer\(widgets\.(\w+)\)", cell.source) if cell.cell_type == "code" else None
+        if found:
+            offered[found.group(1)] = cell
+    assert set(offered) == PANEL_CELLS[name]
+    for panel, cell in offered.items():
+        assert "remove-cell" in cell.metadata.get("tags", []), f"{name}: the {panel} cell shows in the book"
+        assert not cell.outputs, f"{name}: the {panel} cell has stored outputs"
+        assert callable(getattr(widgets, panel))

@@ -7,12 +7,17 @@ plotly-native sliders instead. Each panel is a small object: ``panel.controls`` 
     from cegppo_edu.plots import widgets
     widgets.weight_panel().widget
 
-The sliders start at CE-GPPO's defaults (``losses.METHODS``).
+The sliders start at CE-GPPO's defaults (``losses.METHODS``). The chapters offer their panels in cells that call
+``offer(panel)``: it shows the panel in a kernel that a Jupyter server started for a front end (JupyterLab,
+Jupyter Notebook) and nothing elsewhere, so that the stored outputs (``make notebooks``) and the book (which
+re-executes the chapters) hold no widget, whose callbacks would be dead there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import os
 
 import ipywidgets as ipw
 import numpy as np
@@ -114,4 +119,29 @@ def bandit_panel(steps: int = 200, seeds: int = 4) -> Panel:
     return Panel(build, controls, "Token bandit")
 
 
-__all__ = ["Panel", "bandit_panel", "funnel_panel", "softmax_panel", "weight_panel"]
+PANELS_ENV = "CEGPPO_PANELS"  # "1": always show offered panels, "0": never; unset: only with a front end
+
+
+def in_live_front_end() -> bool:
+    """Whether a widget displayed now can be drawn and moved: a kernel started by a Jupyter server for a notebook
+    session (jupyter_server sets ``JPY_SESSION_NAME`` in the kernel's environment; nbclient, which ``make
+    notebooks`` and the book build execute the chapters with, does not). ``CEGPPO_PANELS`` overrides it."""
+    forced = os.environ.get(PANELS_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return bool(os.environ.get("JPY_SESSION_NAME"))
+
+
+def offer(make_panel: Callable[..., Panel], *args, **kwargs) -> Panel | None:
+    """Show ``make_panel(*args, **kwargs)``'s widget where a front end can draw it (``in_live_front_end``) and
+    return the panel; elsewhere build nothing, show nothing and return None (a cell ending in None stores no
+    output)."""
+    if not in_live_front_end():
+        return None
+    panel = make_panel(*args, **kwargs)
+    display(panel.widget)
+    return panel
+
+
+__all__ = ["PANELS_ENV", "Panel", "bandit_panel", "funnel_panel", "in_live_front_end", "offer", "softmax_panel",
+           "weight_panel"]
