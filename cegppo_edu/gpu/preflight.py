@@ -203,7 +203,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "preflight", help="check this machine for a GPU preset before a long run (GPU, driver, memory, vLLM, disk, "
                           "Hub, grading pool)",
-        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
+        description="Check this machine for a preset before a long run: one row per check, exit 1 naming the "
+                    "failed rows.\nNothing is downloaded and no model is loaded.\n\n" + __doc__.split("\n\n")[2]
+                    + "\n\nexample:\n  cegppo preflight --preset r1-distill-1.5b-1gpu --out runs\n"
+                      "  cegppo preflight --preset r1-distill-1.5b-1gpu --set model_path=/data/r1 "
+                      "--set data_path=/data/train.jsonl --set eval_data_path=/data/aime24.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     gpu_presets = sorted(n for n, p in PRESETS.items() if p.config.sampler == "vllm")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=gpu_presets[0] if gpu_presets else None,
