@@ -7,7 +7,8 @@ The site is served from a thread on 127.0.0.1 (Python's http.server: no compress
 page is opened in a fresh browser context (an empty cache) at 1,280 × 900, and again at 390 × 844:
 
 - bytes: the sum of Chrome's encodedDataLength over every response the page loads until the network is idle
-  (the page, scripts, style sheets, fonts, MathJax's pieces), with the five largest named;
+  (the page, scripts, style sheets, fonts, MathJax's pieces), with the five largest named, from Python's
+  http.server (no compression) and from the same files served gzip-compressed, as a static host serves them;
 - first figure: milliseconds from the navigation's start to the first plotly figure's svg in the page
   (a MutationObserver installed before the page's own scripts run records it);
 - 390 px: document.documentElement.scrollWidth once every figure is drawn (more than 390: the page scrolls
@@ -20,7 +21,9 @@ results/book_pages.txt holds what this script printed before and after.
 from __future__ import annotations
 
 import functools
+import gzip
 import http.server
+import io
 import os
 import shutil
 import sys
@@ -46,9 +49,11 @@ FIRST_FIGURE = """(() => {
 WIDEST = """() => {
     const width = document.documentElement.clientWidth;
     let widest = null, right = width;
+    const clipped = (e) => { for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+        if (getComputedStyle(a).overflowX !== 'visible') return true; } return false; };
     for (const e of document.querySelectorAll('body *')) {
         const r = e.getBoundingClientRect();
-        if (r.width > 0 && r.right > right + 0.5) { right = r.right; widest = e; }
+        if (r.width > 0 && r.right > right + 0.5 && !clipped(e)) { right = r.right; widest = e; }
     }
     const name = widest ? `${widest.tagName.toLowerCase()}${widest.id ? '#' + widest.id : ''}`
         + `${widest.className && typeof widest.className === 'string' ? '.' + widest.className.trim().split(/\\s+/).join('.') : ''}` : '';
@@ -56,12 +61,33 @@ WIDEST = """() => {
 }"""
 
 
-def serve(site: Path):
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+
+class Compressing(Quiet):
+    """As a static host (GitHub Pages, nginx's gzip) serves: text files gzip-compressed to a browser that asks."""
+
+    TEXT = (".html", ".js", ".css", ".json", ".svg", ".txt", ".map")
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path.split("?", 1)[0]))
+        if path.is_dir():
+            path = path / "index.html"
+        if not ("gzip" in self.headers.get("Accept-Encoding", "") and path.suffix in self.TEXT and path.is_file()):
+            return super().send_head()
+        body = gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
+
+
+def serve(site: Path, handler=Quiet):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}"
 
@@ -98,23 +124,28 @@ def main(site: Path) -> None:
     from playwright.sync_api import sync_playwright
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     server, base = serve(site)
+    packed_server, packed = serve(site, Compressing)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
-            print(f"site {site}; chromium {browser.version}; local http.server, empty cache per page")
-            print(f"{'page':40s} {'MB':>6s} {'req':>4s} {'figs':>4s} {'first fig ms':>12s} {'390px scrollW':>13s}  widest at 390 px")
+            print(f"site {site}; chromium {browser.version}; empty cache per page; MB = bytes transferred / 1e6 from "
+                  "python's http.server (plain) and from a server that gzips text files (gzip)")
+            print(f"{'page':40s} {'plain MB':>8s} {'gzip MB':>7s} {'req':>4s} {'figs':>4s} {'first fig ms':>12s} "
+                  f"{'(gzip)':>6s} {'390px scrollW':>13s}  widest at 390 px")
             for name in CHAPTERS:
                 if not (site / f"{name}.html").exists():
                     continue
                 wide = measure(browser, f"{base}/{name}.html")
+                gz = measure(browser, f"{packed}/{name}.html")
                 narrow = measure(browser, f"{base}/{name}.html", 390, 844)
-                first = "-" if wide["first_figure_ms"] is None else f"{wide['first_figure_ms']:.0f}"
-                print(f"{name:40s} {wide['bytes'] / 1e6:6.2f} {wide['requests']:4d} {wide['figures']:4d} {first:>12s} "
-                      f"{narrow['scroll']:13d}  {narrow['widest'] or '-'}")
-                print("    largest: " + ", ".join(f"{n} {s / 1e6:.2f} MB" for s, n in wide["largest"]))
+                first, first_gz = ("-" if r["first_figure_ms"] is None else f"{r['first_figure_ms']:.0f}" for r in (wide, gz))
+                print(f"{name:40s} {wide['bytes'] / 1e6:8.2f} {gz['bytes'] / 1e6:7.2f} {wide['requests']:4d} "
+                      f"{wide['figures']:4d} {first:>12s} {first_gz:>6s} {narrow['scroll']:13d}  {narrow['widest'] or '-'}")
+                print("    largest (plain): " + ", ".join(f"{n} {s / 1e6:.2f} MB" for s, n in wide["largest"]))
             browser.close()
     finally:
         server.shutdown()
+        packed_server.shutdown()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import plotly.io as pio
 import pytest
 
 from cegppo_edu.toy import demos
-from cegppo_edu.plots import figures, style, widgets
+from cegppo_edu.plots import figures, live, style, widgets
 from cegppo_edu.plots.style import GROUP_COLORS
 from cegppo_edu.token_groups import GROUPS
 
@@ -468,6 +468,10 @@ def test_the_vendored_plotly_bundles_are_the_installed_plotly_version():
     assert assets.bundle_for(line) == "plotly-basic.min.js"
     assert assets.bundle_for(line + heat) == "plotly-cartesian.min.js"
     assert assets.bundle_for('<div class="plotly-graph-div"></div><script>Plotly.newPlot()</script>') == "plotly.min.js"
+    from cegppo_edu.plots import run_figures  # a figure of annotations only (chapter 5's smoke mode): no traces
+    empty = style.figure_html(run_figures.gpu_preview_figure({"run": [{"step": 1}]}).to_dict(), "fig-c-0")
+    assert assets.bundle_for(empty) == "plotly-basic.min.js"
+    assert assets.bundle_for(empty + live.weight_explorer().html) == "plotly-basic.min.js"
 
 
 def test_offer_shows_a_panel_only_where_a_front_end_can_draw_it(monkeypatch, capsys):

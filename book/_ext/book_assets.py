@@ -44,13 +44,16 @@ TRACE_TYPE = re.compile(r'"type":\s*"([a-z0-9]+)"')
 def bundle_for(body: str) -> str:
     """The served name of the smallest bundle that draws every figure in a page's ``body``."""
     types = set()
-    for script in re.findall(r'<script type="application/json" data-cegppo-figure="[^"]+">(.*?)</script>', body,
-                             re.S):
+    scripts = re.findall(r'<script type="application/json" data-cegppo-figure="[^"]+">(.*?)</script>', body, re.S)
+    for script in scripts:
         figure = json.loads(script.replace("<\\/", "</"))
         types |= {trace.get("type", "scatter") for trace in figure.get("data", [])}
-    if "cegppo-live" in body:
+    live = "cegppo-live" in body
+    if live:
         types |= {"scatter", "bar"}
-    if "plotly-graph-div" in body and not types:  # a figure not made by BookRenderer: anything may be in it
+    # a plotly div that is neither a BookRenderer figure nor a live figure (an inline Plotly.newPlot): anything may
+    # be in it
+    if body.count('class="plotly-graph-div"') > len(scripts) + body.count('class="cegppo-live-body"'):
         return STATIC_NAME
     for name, (_, draws) in BUNDLES.items():
         if draws is None or types <= draws:
