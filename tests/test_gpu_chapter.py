@@ -283,6 +283,8 @@ def test_vllm_memory_check_names_free_memory_and_what_fits():
 
 def test_a_colocated_vllm_sampler_checks_free_memory_before_it_starts(monkeypatch):
     from cegppo_edu.gpu import vllm_sampler
+    monkeypatch.setattr(vllm_sampler, "check_vllm_version", lambda: "0.33.0")  # as on a GPU machine with vLLM
+    monkeypatch.setattr(vllm_sampler, "require_cuda", lambda device: None)
     monkeypatch.setattr(vllm_sampler, "gpu_memory", lambda: (10 * 2**30, 80 * 2**30))
     monkeypatch.setattr(vllm_sampler, "VLLMSampler", lambda *a, **k: pytest.fail("started vLLM anyway"))
     with pytest.raises(ValueError, match="vllm_gpu_memory_utilization=0.5"):
@@ -378,8 +380,10 @@ def test_preflight_takes_local_sources_and_names_missing_ones(tmp_path):
         "model_path": str(model), "data_path": str(data), "eval_data_path": str(data)})
     unreachable = lambda repo: pytest.fail("asked the Hub although every source is local")  # noqa: E731
     assert preflight.check_sources(config, unreachable).verdict == preflight.OK
-    missing = cfg.apply_overrides(config, {"data_path": str(tmp_path / "nope.jsonl")})
+    import dataclasses
+    missing = dataclasses.replace(config, data_path=str(tmp_path / "nope.jsonl"))  # (validation refuses it too)
     row = preflight.check_sources(missing, unreachable)
     assert row.verdict == preflight.FAIL and "nope.jsonl" in row.found
+    assert cegppo(["preflight", "--set", f"data_path={tmp_path / 'nope.jsonl'}"]) == 2  # named before any check
     hub = preflight.check_sources(cfg.get_preset("r1-distill-1.5b-1gpu"), lambda repo: "no network")
     assert hub.verdict == preflight.FAIL and "no network" in hub.found and "--set model_path=" in hub.found

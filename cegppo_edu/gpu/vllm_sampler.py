@@ -42,6 +42,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 from ..lm.config import TrainConfig
+from ..lm.device import require_cuda
 from ..lm.interfaces import Rollout, check_samples_per_prompt
 from ..validation import POSITIVE_INT, Range, check_choice
 
@@ -297,6 +298,8 @@ def make_vllm_sampler(config, model=None, tokenizer=None) -> VLLMSampler:
     """Factory for the trainer's sampler registry (``config.sampler = "vllm"``), the signature of
     ``lm.rollout.make_hf_sampler``. ``model``/``tokenizer`` are unused: vLLM loads its own copy from
     ``config.model_path`` and gets the trainer's weights through ``sync_weights``."""
+    check_vllm_version()  # vLLM installed at its pin, then a usable GPU, then room on it: each named first
+    require_cuda(config.device if config.device.startswith("cuda") else "cuda")
     check_gpu_memory(config.vllm_gpu_memory_utilization, "vllm_gpu_memory_utilization")
     return VLLMSampler(config.model_path, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                        max_model_len=config.max_prompt_tokens + config.max_new_tokens,
