@@ -126,7 +126,7 @@
     if (stacked) height = stacked;
     const names = data.filter((t) => t.showlegend !== false && t.name && (t.type !== "heatmap"))
       .map((t) => t.name).filter((n, i, all) => all.indexOf(n) === i);
-    if (layout.showlegend !== false && names.length > 1) {
+    if (layout.showlegend !== false && names.length > 0) {
       const legend = 24 * legendRows(names, width - 24) + 8;
       const below = (layout.sliders && layout.sliders.length ? 150 : 70);
       const margin = {...(layout.margin || {})};
