@@ -122,8 +122,9 @@ def sync(device):
 def train_microstep(model, optimizer, ids, chunk_size):
     """One optimizer micro-step as the trainer runs it: chunked log-probs/entropy -> CE-GPPO loss -> AdamW."""
     from cegppo_edu.entropy import token_logp_and_entropy
+    from cegppo_edu.lm.batching import attention_guard
     from cegppo_edu.losses import ce_gppo
-    with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16):
+    with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16), attention_guard(ids.device, torch.bfloat16):
         logits = model(input_ids=ids).logits  # (1, T, V)
     logp, entropy = token_logp_and_entropy(logits[:, :-1], ids[:, 1:], chunk_size=chunk_size)  # (1, T-1)
     old_logp = logp.detach() + 0.05 * torch.randn_like(logp)  # ratios spread around 1, so some are clipped
@@ -181,7 +182,8 @@ def measure_generation(model, device, batch, prompt_len, new_tokens):
     ids = torch.randint(2, model.config.vocab_size, (batch, prompt_len), device=device)
     kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_p=1.0,
                   pad_token_id=0)
-    with torch.no_grad():
+    from cegppo_edu.lm.batching import attention_guard
+    with torch.no_grad(), attention_guard(device, torch.bfloat16):
         model.generate(ids, max_new_tokens=8, min_new_tokens=8, **kwargs)  # warm-up
         sync(device)
         start = time.perf_counter()

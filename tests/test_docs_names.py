@@ -28,14 +28,6 @@ NOT_REPO_PATHS = {
 # Names in README's section on the rented GPU (owned by the GPU chapter's engineer) that are wrong and await their fix
 # there, with what they should say. An entry is kept only while README still names it (the last test), so a fix
 # forces its removal here.
-_RUNNER = "python -m cegppo_edu.experiments.regenerate"
-PENDING_FIX = {
-    "cegppo_edu/lm/reproducibility.py": "cegppo_edu/experiments/reproducibility.py",
-    "notebooks/data/ch04/reproduce.sh": f"{_RUNNER} ch04-runs",
-    "notebooks/data/ch04/predictor/regenerate.py": f"{_RUNNER} ch04-predictor",
-    "notebooks/data/ch04/seeds/regenerate.py": f"{_RUNNER} ch04-seeds",
-    "notebooks/data/ch06/regenerate.py": f"{_RUNNER} ch06",
-}
 GENERATED = ("runs/", "RUN/", "_build/", ".venv", "<", "OUT/")  # made by a command, not committed
 FILE_SUFFIXES = (".py", ".md", ".ipynb", ".toml", ".yml", ".sh", ".js", ".json", ".txt", ".jsonl", ".csv")
 
@@ -116,7 +108,7 @@ def _resolves(parts: list[str]) -> bool:
 def names_to_check(doc: str):
     for token in backticked(doc):
         token = token.split("(")[0].strip()
-        if not token or token in NOT_REPO_PATHS or token in PENDING_FIX or token.startswith(GENERATED):
+        if not token or token in NOT_REPO_PATHS or token.startswith(GENERATED):
             continue
         if "/" in token and metrics.rows_for(token.replace("{", "").split("/{")[0]) or token.startswith(
                 ("entropy/", "loss/", "steer/")):
@@ -175,10 +167,3 @@ def test_design_layout_names_folders_that_exist():
     missing = [name for name in named if not path_exists(name)]
     assert not missing, f"DESIGN's layout names what does not exist: {missing}"
 
-
-def test_pending_fixes_are_still_pending():
-    """Each PENDING_FIX entry is still named by README and still missing: once fixed, the entry must go."""
-    readme = backticked("README.md")
-    for token in PENDING_FIX:
-        assert token in readme, f"README no longer names {token}: remove it from PENDING_FIX"
-        assert not path_exists(token), f"{token} exists again: remove it from PENDING_FIX"
