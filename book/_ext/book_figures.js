@@ -124,6 +124,11 @@
     height += Math.max(0, ((layout.margin && layout.margin.t) || 0) - top);
     const stacked = oneColumn(layout, data, height);
     if (stacked) height = stacked;
+    // Notes inside the plot (a schematic's cells, a panel's text) keep their lines: their font shrinks with the
+    // width, down to 60 % (a plotly annotation does not wrap)
+    const scale = Math.max(0.6, Math.min(1, width / 700));
+    layout.annotations = (layout.annotations || []).map((a) => (
+      a.text && String(a.text).includes("<br>") ? {...a, font: {...(a.font || {}), size: Math.round((a.font && a.font.size || 12) * scale * 10) / 10}} : a));
     const names = data.filter((t) => t.showlegend !== false && t.name && (t.type !== "heatmap"))
       .map((t) => t.name).filter((n, i, all) => all.indexOf(n) === i);
     if (layout.showlegend !== false && names.length > 0) {
