@@ -432,11 +432,15 @@ def test_figure_titles_axis_titles_and_legends_are_not_cut_off(browser, base_url
 # --------------------------------------------------------------------------------------------------
 # The chapter pages and the GPU recipe (the pages that overflowed at 390 px or carried plotly.js).
 HEAVY_PAGES = CHAPTERS + [f for f in PAGES if f == "book/gpu_recipe"]
-MAX_TRANSFERRED = 3_000_000  # bytes per page from a compressing static host (issue 25's target)
+# Issue 25's target is 3 MB transferred. Measured (benchmarks/results/book_pages.txt): 1.07-1.33 MB from a
+# compressing host and 3.5-4.1 MB from python -m http.server (no compression); before: 2.7-2.9 MB and 8.6-9.0 MB.
+# The bounds sit between, so that a page loading the full plotly.js or fontawesome.js again fails.
+MAX_TRANSFERRED = 2_000_000  # bytes per page from a compressing static host
 MAX_UNCOMPRESSED = 4_600_000  # bytes per page from python -m http.server: the full plotly.js alone is 4.8 MB
-# The target is 1.5 s from a local server; measured 0.5-1.3 s here (benchmarks/results/book_pages.txt). The
-# bound is three times the target, so that a 2-core CI box under load does not fail it; a page that loads
-# plotly.js synchronously again (3.3-4.8 s here before) or draws every figure before the first paint fails it.
+# The target is 1.5 s from a local server; measured 0.66-1.09 s here (0.8-2.5 s with the box at load 6), against
+# 1.4-1.8 s before (2.8-4.4 s at load 6) (benchmarks/results/book_pages.txt). The bound is three times the
+# target so that a loaded 2-core CI box does not fail it: it catches a gross regression (a figure that never
+# draws, or draws after seconds of work), not the old page, which the weight bounds above catch.
 MAX_FIRST_FIGURE_MS = 4_500
 FIRST_FIGURE = """(() => {
     window.__firstFigure = null;
@@ -481,8 +485,8 @@ def _load(browser, url: str, width: int = 1280, height: int = 900) -> dict:
 
 @pytest.mark.parametrize("name", HEAVY_PAGES)
 def test_page_weight_and_first_figure_time(browser, base_url, compressed_url, name):
-    """At most 3 MB transferred from a compressing host, and a loose bound on the uncompressed bytes (plain
-    http.server); the first figure drawn within MAX_FIRST_FIGURE_MS of the navigation's start."""
+    """At most MAX_TRANSFERRED bytes from a compressing host (issue 25: 3 MB) and MAX_UNCOMPRESSED from plain
+    http.server; the first figure drawn within MAX_FIRST_FIGURE_MS of the navigation's start."""
     plain = _load(browser, f"{base_url}/{name}.html")
     plain["context"].close()
     packed = _load(browser, f"{compressed_url}/{name}.html")
