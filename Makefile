@@ -40,7 +40,7 @@ $(BIN)/python:
 # Re-install when pyproject.toml changes.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH_CPU)
-	$(BIN)/pip install --quiet -e ".[test,book,data]"
+	$(BIN)/pip install --quiet -e ".[test,book,data,smollm2]"
 	touch $@
 
 venv: $(STAMP)
