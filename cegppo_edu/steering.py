@@ -208,6 +208,10 @@ class Comparison:
     target: str
     runs: list[SteeredRun]
     transient: int  # steps left out of the tracking error
+    # The scoreboard rows (book/scoreboard.md) of the two claims, (tracking, accuracy), set where the comparison is
+    # made (``toy.steering.SCOREBOARD``, ``experiments.steer_study.SCOREBOARD``): the one ID the book uses. A
+    # comparison made elsewhere names its claims steer-TARGET and steer-TARGET-acc.
+    rows: tuple[str, str] | None = None
 
     def run(self, label: str) -> SteeredRun:
         return next(r for r in self.runs if r.label == label)
@@ -245,13 +249,29 @@ class Comparison:
         vs = {r.label: paired_difference(r.tracking_error(self.transient), err) for r in self.runs if r is not ref}
         acc = paired_difference(self.mean_accuracy(ref), self.mean_accuracy(self.run(FIXED)) - ACCURACY_MARGIN)
         worst = min(vs.values(), key=lambda p: p.low)
-        return [Claim(f"steer-{self.target}", f"the predictive β controller tracks the {self.target} target with "
+        tracking, accuracy = self.rows or (f"steer-{self.target}", f"steer-{self.target}-acc")
+        if self.rows:  # the accuracy row holds both targets' claims: each names its target
+            accuracy = f"{accuracy} ({self.target} target)"
+        return [Claim(tracking, f"the predictive β controller tracks the {self.target} target with "
                       "the smallest error of all rows", all_of(p.verdict for p in vs.values()),
                       f"least clear of the comparisons: {next(k for k, v in vs.items() if v is worst)} − predictive "
                       f"{worst.interval}"),
-                Claim(f"steer-{self.target}-acc", f"its accuracy is not below fixed β's by more than "
+                Claim(accuracy, f"its accuracy is not below fixed β's by more than "
                       f"{ACCURACY_MARGIN}", acc.verdict, f"predictive − fixed + {ACCURACY_MARGIN} {acc.interval}")]
 
+
+
+def scoreboard(comparisons) -> dict[str, str]:
+    """Each scoreboard row's verdict from the claims of ``comparisons`` (made with their ``rows``): a row that holds
+    the claims of several targets ("B16 (constant target)", "B16 (decaying target)") gets ``all_of`` their
+    verdicts. ``{"B14": "holds", ...}``, in the order the rows first appear."""
+    parts: dict[str, list[str]] = {}
+    for comparison in comparisons:
+        if comparison.rows is None:
+            raise ValueError(f"the {comparison.target!r} comparison has no scoreboard rows (Comparison.rows is None)")
+        for claim in comparison.claims():
+            parts.setdefault(claim.name.split(" (")[0], []).append(claim.verdict)
+    return {row: all_of(verdicts) for row, verdicts in parts.items()}
 
 
 def _interval(values) -> str:
@@ -259,5 +279,5 @@ def _interval(values) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
-__all__ = ["COLLAPSE_FRACTION", "COMPARISON_ROWS", "Comparison", "SteeredRun", "BETA_CONTROLLERS", "BetaBounds", "CONTROLLERS", "EntropyBonus", "PIController", "PI_KI", "PI_KP", "SCHEDULES",
+__all__ = ["COLLAPSE_FRACTION", "COMPARISON_ROWS", "Comparison", "scoreboard", "SteeredRun", "BETA_CONTROLLERS", "BetaBounds", "CONTROLLERS", "EntropyBonus", "PIController", "PI_KI", "PI_KP", "SCHEDULES",
            "check_controller", "check_target", "needed_change", "solve_betas", "target_at", "target_range"]

@@ -4,6 +4,7 @@ answers are known, the task that does not saturate, and the committed runs and t
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from cegppo_edu.experiments import study
 from cegppo_edu.lm.config import get_preset, validate
 from cegppo_edu.lm.tasks import make_addition_task_from_config
-from cegppo_edu.summaries import FAILS, FINAL_STEPS, HOLDS, seed_interval
+from cegppo_edu.summaries import EQUAL, EQUIVALENCE_MARGIN, FAILS, FINAL_STEPS, HOLDS, seed_interval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, study.DATA)
@@ -76,9 +77,23 @@ def test_collapse_claims_name_beta1_and_the_learning_rate():
         spec = study.CONFIGS[name]
         return 0.05 if spec.get("beta1", 0.0) >= 0.5 and "lr" not in spec else 0.3
     verdicts = {c.name: c.verdict for c in study.lr_claims(constructed_study(paper_like, accuracy=accuracy))}
-    assert verdicts["C1"] == verdicts["C2"] == verdicts["C3"] == HOLDS
-    assert verdicts["C4"].startswith("not resolved")
-    assert verdicts["C5"] == verdicts["C6"] == HOLDS  # paper_like: CE-GPPO above GRPO and above β1=1, β2=0.5
+    assert verdicts["B10"] == verdicts["B11"] == verdicts["B12"] == HOLDS
+    assert verdicts["B13"].startswith(("not resolved", EQUAL))  # equal accuracies at the lower lr
+    assert verdicts["P4-lm-slow"] == verdicts["P9-slow"] == HOLDS  # paper_like: CE-GPPO above GRPO and above β1=1, β2=0.5
+
+
+def test_b13_uses_the_equivalence_margin_where_equal_accuracies_are_an_answer():
+    """At the lower lr GRPO and CE-GPPO (β1=1, β2=0.5) may end with the same accuracy: a difference inside
+    ±EQUIVALENCE_MARGIN in every seed is "equal within", not "not resolved" or, for a hair below 0, "does not
+    hold"."""
+    low, high = f"{study.ce_gppo_name(1.0, 0.5)}_lr-{study.LOWER_LR:g}", f"grpo_lr-{study.LOWER_LR:g}"
+    s = constructed_study(paper_like, accuracy=lambda name: 0.3, noise=0.0)
+    for i, (a, b) in enumerate(zip(s.runs[high], s.runs[low])):
+        for m_a, m_b in zip(a, b):
+            if study.ACCURACY in m_a:
+                m_a[study.ACCURACY], m_b[study.ACCURACY] = 0.200, 0.2005 + 0.0005 * i  # GRPO a hair below
+    verdict = {c.name: c for c in study.lr_claims(s)}["B13"].verdict
+    assert verdict == f"{EQUAL} ±{EQUIVALENCE_MARGIN:g}", verdict
 
 
 def test_predictor_claim_needs_every_configuration_to_meet_the_targets():
@@ -194,3 +209,11 @@ def test_committed_configs_are_the_studys_configs(committed):
             assert kept == {k: config[k] for k in kept}, (name, seed)
             # a field added after the runs were made is at its default in them (it did not exist, so it acted so)
             assert {k: config[k] for k in config if k not in kept} == {k: defaults[k] for k in config if k not in kept}
+
+
+def test_claims_are_named_by_their_scoreboard_rows(committed):
+    """The one ID scheme: study's claims carry the rows of book/scoreboard.md, and the chapter prints them as they are."""
+    s = committed
+    names = [c.name for c in study.claims(s) + study.lr_claims(s) + [study.predictor_claim(s)]]
+    rows = set(re.findall(r"^\| ([PBS][\w-]*) \|", open(os.path.join(ROOT, "book", "scoreboard.md")).read(), re.M))
+    assert len(names) == len(set(names)) == 14 and set(names) <= rows, set(names) - rows

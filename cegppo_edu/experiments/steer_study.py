@@ -25,13 +25,15 @@ from ..lm.run_dir import read_metrics
 DATA = os.path.join(DATA_ROOT, "ch06")  # relative to the project root, like every run config
 SEEDS = study.SEEDS
 STEPS = study.STEPS
-# The study's lower learning rate: no run collapses there (chapter 4, claim C3), so a row's tracking is not
+# The study's lower learning rate: no run collapses there (chapter 4, scoreboard row B12), so a row's tracking is not
 # confounded with a collapse (at 3e-4 fixed-β CE-GPPO collapses in every seed, and its entropy then rises).
 LR = study.LOWER_LR
 TRANSIENT = 10  # steps left out of the tracking error
 # (start, final): a level above where GRPO's batch entropy settles at this lr (0.26, chapter 4's summary), which
 # needs holding up, and a cosine decay from about the start (0.36) to below that level.
 TARGETS = {"constant": (0.32, None), "decaying": (0.37, 0.20)}
+# Each target's claims by their rows of the book's claims scoreboard: (tracking, accuracy not lower)
+SCOREBOARD = {"constant": ("B17", "B19"), "decaying": ("B18", "B19")}
 CONTROLLER_FIELDS = {"none": {}, "pi": {}, "entropy_bonus": {},
                      "predictive": {"entropy_predictor_every": 1, "entropy_attribution": True}}
 
@@ -110,7 +112,7 @@ def load(folder: str, target: str, seeds=SEEDS) -> Comparison:
                                         f"cegppo_edu.experiments.regenerate ch06 makes it)")
             logs.append(read_metrics(path))
         rows.append(steered_run(label, method, controller, logs, target))
-    return Comparison(target, rows, TRANSIENT)
+    return Comparison(target, rows, TRANSIENT, SCOREBOARD[target])
 
 
 def reach(folder: str, target: str, seeds=SEEDS) -> tuple[float, float]:
@@ -141,5 +143,5 @@ def summary_lines(folder: str) -> list[str]:
     return lines
 
 
-__all__ = ["DATA", "LR", "SEEDS", "STEPS", "TARGETS", "TRANSIENT", "keep_key", "load", "reach", "run_config", "run_name",
+__all__ = ["DATA", "LR", "SCOREBOARD", "SEEDS", "STEPS", "TARGETS", "TRANSIENT", "keep_key", "load", "reach", "run_config", "run_name",
            "runs", "steered_run", "summary_lines"]

@@ -13,8 +13,9 @@ the dynamics of a solved task. Here:
   third of the learning rate, to tell a collapse's causes apart) × every seed of ``SEEDS``. Seed s of
   every configuration draws the same first rollout batch, so the comparisons are made seed by seed
   (``summaries.paired_difference``), each with a 95 % interval and a verdict.
-- **The claims** (``claims``, ``lr_claims``, ``predictor_claim``), each from paired differences where it compares
-  runs; "final" is the mean over the last ``summaries.FINAL_STEPS`` steps, as everywhere in the book.
+- **The claims** (``claims``, ``lr_claims``, ``predictor_claim``), each named by its row of the book's claims
+  scoreboard (the one ID the book uses, from here to book/scoreboard.md) and computed from paired differences where
+  it compares runs, with ``summaries.EQUIVALENCE_MARGIN`` where two accuracies may be equal; "final" is the mean over the last ``summaries.FINAL_STEPS`` steps, as everywhere in the book.
 
 The runs are made by ``python -m cegppo_edu.experiments.regenerate ch04-seeds``; this module only defines and reads
 them.
@@ -31,7 +32,7 @@ import numpy as np
 from ..losses import method_label
 from ..param_entropy import TARGET_CORRELATION, TARGET_RATIO_ERROR, agreement, attribution_totals
 from ..steering import COLLAPSE_FRACTION
-from ..summaries import FAILS, FINAL_STEPS, HOLDS, Claim, Paired, all_of, paired_difference, seed_interval
+from ..summaries import EQUIVALENCE_MARGIN, FAILS, FINAL_STEPS, HOLDS, Claim, Paired, all_of, paired_difference, seed_interval
 from ..lm.run_dir import read_metrics
 from . import DATA as DATA_ROOT
 
@@ -175,8 +176,10 @@ def label(name: str) -> str:
     return text + (f", lr {spec['lr']:g}" if "lr" in spec else "")
 
 
-def _above(name: str, statement: str, high: np.ndarray, low: np.ndarray) -> Claim:
-    diff = paired_difference(high, low)
+def _above(name: str, statement: str, high: np.ndarray, low: np.ndarray, margin: float | None = None) -> Claim:
+    """``name`` is the claim's row on the book's claims scoreboard (book/scoreboard.md), the one ID the book uses.
+    ``margin``: where "equal" is a possible answer (accuracies), the equivalence margin of ``paired_difference``."""
+    diff = paired_difference(high, low, margin=margin)
     return Claim(name, statement, diff.verdict, str(diff))
 
 
@@ -200,28 +203,30 @@ def beta_contrast(study: Study, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def claims(study: Study) -> list[Claim]:
-    """The seven claims of chapter 4's comparison, each with its verdict (holds / does not hold / not resolved)."""
+    """The seven claims of chapter 4's comparison, each named by its scoreboard row and with its verdict (holds /
+    does not hold / not resolved; the accuracy claim P10-lm may also be equal within the equivalence margin)."""
     f = study.final
     high_b1, low_b1 = beta_contrast(study, 0)
     high_b2, low_b2 = beta_contrast(study, 1)
     return [
-        _all("E1", "GRPO's entropy falls fastest: its final H is below DAPO's and CE-GPPO's",
+        _all("P4-lm", "GRPO's entropy falls fastest: its final H is below DAPO's and CE-GPPO's",
              {"DAPO − GRPO": paired_difference(f("dapo"), f("grpo")),
               "CE-GPPO − GRPO": paired_difference(f(CE_GPPO), f("grpo"))}),
-        _above("E2", "DAPO's final H is above GRPO's", f("dapo"), f("grpo")),
-        _all("E3", "CE-GPPO's entropy is the most stable: its |final H − start H| is below GRPO's and DAPO's",
+        _above("P5-lm", "DAPO's final H is above GRPO's", f("dapo"), f("grpo")),
+        _all("P8-lm", "CE-GPPO's entropy is the most stable: its |final H − start H| is below GRPO's and DAPO's",
              {"GRPO − CE-GPPO": paired_difference(drift(study, "grpo"), drift(study, CE_GPPO)),
               "DAPO − CE-GPPO": paired_difference(drift(study, "dapo"), drift(study, CE_GPPO))}),
-        _above("B1", f"a larger β1 lowers H: final H at β1={BETA1S[0]:g} above β1={BETA1S[-1]:g} (mean over β2)",
+        _above("P7-lm", f"a larger β1 lowers H: final H at β1={BETA1S[0]:g} above β1={BETA1S[-1]:g} (mean over β2)",
                low_b1, high_b1),
-        _above("B2", f"a larger β2 raises H: final H at β2={BETA2S[-1]:g} above β2={BETA2S[0]:g} (mean over β1)",
+        _above("P6-lm", f"a larger β2 raises H: final H at β2={BETA2S[-1]:g} above β2={BETA2S[0]:g} (mean over β1)",
                high_b2, low_b2),
-        _all("E4", "the paper's ablation: β1=1, β2=0.5 ends with a lower H than CE-GPPO's, and β1=0, β2=1 ends above "
+        _all("P9", "the paper's ablation: β1=1, β2=0.5 ends with a lower H than CE-GPPO's, and β1=0, β2=1 ends above "
                    "its start",
              {"CE-GPPO − (β1=1, β2=0.5)": paired_difference(f(CE_GPPO), f(ce_gppo_name(1.0, 0.5))),
               "(β1=0, β2=1): final − start": paired_difference(f(ce_gppo_name(0.0, 1.0)),
                                                                study.start(ce_gppo_name(0.0, 1.0)))}),
-        _above("A1", "CE-GPPO's final held-out accuracy is above GRPO's", f(CE_GPPO, ACCURACY), f("grpo", ACCURACY)),
+        _above("P10-lm", "CE-GPPO's final held-out accuracy is above GRPO's", f(CE_GPPO, ACCURACY), f("grpo", ACCURACY),
+               EQUIVALENCE_MARGIN),
     ]
 
 
@@ -357,23 +362,25 @@ def attribution_before_collapse(study: Study, name: str) -> dict[str, float]:
 
 
 def lr_claims(study: Study) -> list[Claim]:
-    """The collapse's causes, from paired differences of final held-out accuracy: β1 (C1), the restored gradient
-    against GRPO at the same lr (C2), a third of the lr (C3, C4); and two entropy claims where nothing collapses
-    (C5, C6)."""
+    """The collapse's causes, from paired differences of final held-out accuracy: β1 (B10), the restored gradient
+    against GRPO at the same lr (B11), a third of the lr (B12, B13); and two entropy claims where nothing collapses
+    (P4-lm-slow, P9-slow). The accuracy claims pass ``summaries.EQUIVALENCE_MARGIN``: two accuracies may be equal,
+    and B13 asks exactly that (is GRPO still above at the lower lr, or are they equal?)."""
     f = study.final
     low, high, paper = (f"{name}_lr-{LOWER_LR:g}" for name in (ce_gppo_name(1.0, 0.5), "grpo", CE_GPPO))
     at_b1 = {b1: np.mean([f(ce_gppo_name(b1, b2), ACCURACY) for b2 in BETA2S], axis=0) for b1 in BETA1S}
     return [
-        _above("C1", f"a larger β1 collapses the policy: final accuracy at β1={BETA1S[0]:g} above β1={BETA1S[-1]:g} "
-                     f"(mean over β2)", at_b1[BETA1S[0]], at_b1[BETA1S[-1]]),
-        _above("C2", "at the same lr, GRPO's final accuracy is above CE-GPPO (β1=1, β2=0.5)'s",
-               f("grpo", ACCURACY), f(ce_gppo_name(1.0, 0.5), ACCURACY)),
-        _above("C3", f"a third of the lr helps: CE-GPPO (β1=1, β2=0.5) ends with a higher accuracy at lr "
-                     f"{LOWER_LR:g} than at the chapter's", f(low, ACCURACY), f(ce_gppo_name(1.0, 0.5), ACCURACY)),
-        _above("C4", f"at lr {LOWER_LR:g} too, GRPO's final accuracy is above CE-GPPO (β1=1, β2=0.5)'s",
-               f(high, ACCURACY), f(low, ACCURACY)),
-        _above("C5", f"with no collapse (lr {LOWER_LR:g}), CE-GPPO's final H is above GRPO's", f(paper), f(high)),
-        _above("C6", f"with no collapse (lr {LOWER_LR:g}), β1=1, β2=0.5 ends with a lower H than CE-GPPO's",
+        _above("B10", f"a larger β1 collapses the policy: final accuracy at β1={BETA1S[0]:g} above β1={BETA1S[-1]:g} "
+                     f"(mean over β2)", at_b1[BETA1S[0]], at_b1[BETA1S[-1]], EQUIVALENCE_MARGIN),
+        _above("B11", "at the same lr, GRPO's final accuracy is above CE-GPPO (β1=1, β2=0.5)'s",
+               f("grpo", ACCURACY), f(ce_gppo_name(1.0, 0.5), ACCURACY), EQUIVALENCE_MARGIN),
+        _above("B12", f"a third of the lr helps: CE-GPPO (β1=1, β2=0.5) ends with a higher accuracy at lr "
+                     f"{LOWER_LR:g} than at the chapter's", f(low, ACCURACY), f(ce_gppo_name(1.0, 0.5), ACCURACY),
+               EQUIVALENCE_MARGIN),
+        _above("B13", f"at lr {LOWER_LR:g} too, GRPO's final accuracy is above CE-GPPO (β1=1, β2=0.5)'s",
+               f(high, ACCURACY), f(low, ACCURACY), EQUIVALENCE_MARGIN),
+        _above("P4-lm-slow", f"with no collapse (lr {LOWER_LR:g}), CE-GPPO's final H is above GRPO's", f(paper), f(high)),
+        _above("P9-slow", f"with no collapse (lr {LOWER_LR:g}), β1=1, β2=0.5 ends with a lower H than CE-GPPO's",
                f(paper), f(low)),
     ]
 
@@ -385,11 +392,11 @@ def trapezoid_by_config(study: Study) -> dict:
 
 
 def predictor_claim(study: Study) -> Claim:
-    """T1: the trapezoid form meets the book's targets (``param_entropy.TARGET_*``) in every configuration, its
+    """P11-lm-seeds: the trapezoid form meets the book's targets (``param_entropy.TARGET_*``) in every configuration, its
     seeds' phases pooled. A count, not an interval: each configuration passes or not."""
     forms = trapezoid_by_config(study)
     passing = [name for name, a in forms.items() if a.meets_targets]
-    return Claim("T1", f"the trapezoid prediction has correlation >= {TARGET_CORRELATION} and median ratio within "
+    return Claim("P11-lm-seeds", f"the trapezoid prediction has correlation >= {TARGET_CORRELATION} and median ratio within "
                        f"{TARGET_RATIO_ERROR:.0%} in every configuration",
                  HOLDS if len(passing) == len(forms) else FAILS,
                  f"in {len(passing)} of {len(forms)}: {', '.join(label(n) for n in passing)}")
