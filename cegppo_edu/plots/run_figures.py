@@ -51,9 +51,25 @@ def series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [s for s, _ in rows], [v for _, v in rows]
 
 
+def trailing_mean(values, window: int) -> np.ndarray:
+    """Mean of each value and the ``window − 1`` before it, over as many as there are: the first point is the first
+    value, so a smoothed curve starts where the run starts (a "valid" moving average would begin ``window − 1``
+    entries late and hide the start)."""
+    values = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.r_[0.0, values])
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - max(window, 1), 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
 def run_curves_figure(runs: dict[str, list[dict]], curves=CURVES, cols: int = 2, smooth: int = 1,
                       title: str = "") -> go.Figure:
-    """One panel per metric, one line per run (moving average over ``smooth`` steps)."""
+    """One panel per metric, one line per run.
+
+    With ``smooth`` > 1 a metric logged at every step is drawn as its raw points (faint markers) under the trailing
+    mean of the last ``smooth`` steps (``trailing_mean``, which starts at the first step); a metric logged less
+    often (held-out accuracy, every 10 steps) is drawn raw, lines and markers, since averaging its entries would
+    average over ``smooth`` evaluations, not steps."""
     rows = -(-len(curves) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[name for _, name in curves],
                         vertical_spacing=0.12, horizontal_spacing=0.08)
@@ -64,12 +80,19 @@ def run_curves_figure(runs: dict[str, list[dict]], curves=CURVES, cols: int = 2,
             steps, values = series(metrics, key)
             if not steps:
                 continue
-            if smooth > 1 and len(values) >= smooth:
-                values = np.convolve(values, np.ones(smooth) / smooth, mode="valid").tolist()
-                steps = steps[smooth - 1:]
-            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=run_label(label), legendgroup=label,
-                                     showlegend=(k == 0), line=dict(color=color, width=2)),
-                          row=k // cols + 1, col=k % cols + 1)
+            where = dict(row=k // cols + 1, col=k % cols + 1)
+            every_step = len(steps) > 1 and int(np.max(np.diff(steps))) == 1
+            mode = "lines"
+            if smooth > 1 and every_step:
+                fig.add_trace(go.Scatter(x=steps, y=values, mode="markers", name=run_label(label), legendgroup=label,
+                                         showlegend=False, hoverinfo="skip",
+                                         marker=dict(color=color, size=3, opacity=0.35)), **where)
+                values = trailing_mean(values, smooth).tolist()
+            elif smooth > 1:
+                mode = "lines+markers"
+            fig.add_trace(go.Scatter(x=steps, y=values, mode=mode, name=run_label(label), legendgroup=label,
+                                     showlegend=(k == 0), line=dict(color=color, width=2), marker=dict(size=5)),
+                          **where)
     fig.update_xaxes(title_text="RL step", row=rows)
     fig.update_layout(height=250 * rows + 60, title=title or None, template=TEMPLATE, margin_b=40)
     return finish(fig)
