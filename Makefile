@@ -74,10 +74,10 @@ test: $(STAMP) browser book
 	$(MAKE) test-trl
 
 # The edit-test loop, offline: the import contract (pyproject.toml) and the unit tests (no notebooks, book,
-# browser, verl, wheel install, network download or kernel-set subprocesses).
+# browser, verl, wheel install, network download, pretrained model or kernel-set subprocesses).
 check: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest tests -m "not slow and not browser and not network" -q
+	$(BIN)/pytest tests -m "not slow and not browser and not network and not model" -q
 
 # Re-execute every chapter and store its outputs (what nbval compares and a notebook viewer shows), each figure
 # once as plotly JSON (plots.style.STORE_ONCE): the book makes its own figure divs when it re-executes them.

@@ -1,7 +1,7 @@
 """The ``cegppo`` command: one sub-command per capability.
 
-``train``, ``report``, ``eval`` and ``preflight`` are defined next to the code they run (``lm.command``,
-``plots.report``, ``gpu.evaluate``, ``gpu.preflight``): each of those modules has ``add_cli(subparsers)``, which adds its parser and sets ``func``
+``train``, ``report``, ``eval``, ``preflight`` and ``fetch-model`` are defined next to the code they run
+(``lm.command``, ``plots.report``, ``gpu.evaluate``, ``gpu.preflight``, ``pretrained.smollm2``): each of those modules has ``add_cli(subparsers)``, which adds its parser and sets ``func``
 (called with the parsed arguments; its return value is the exit code). ``bandit`` is defined here, because it
 writes a figure and the toy layer sits below the figures. Importing ``cegppo_edu.gpu`` registers the GPU
 chapter's presets and plug-ins, so ``--preset`` offers them.
@@ -16,12 +16,14 @@ from pathlib import Path
 
 from . import __version__
 from . import gpu  # noqa: F401  (registers the GPU presets and plug-ins before the parsers list them)
+from . import pretrained  # noqa: F401  (registers chapter 5's SmolLM2 task and preset)
 
 SUBCOMMANDS = (
     "cegppo_edu.lm.command",  # cegppo train
     "cegppo_edu.plots.report",  # cegppo report
     "cegppo_edu.gpu.evaluate",  # cegppo eval
     "cegppo_edu.gpu.preflight",  # cegppo preflight
+    "cegppo_edu.pretrained.smollm2",  # cegppo fetch-model
 )
 
 

@@ -117,6 +117,52 @@ WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
+# Model folders that a command of this package installs (``pretrained.smollm2``): folder -> the command. A missing
+# folder is named with its command; an installed one carries a manifest (``write_manifest``) checked before loading.
+INSTALL_COMMANDS: dict[str, str] = {}
+MANIFEST_FILE = "cegppo_manifest.json"
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str, source: str, fix: str) -> None:
+    """Record every file of ``folder`` (size, SHA-256), where it came from and the command that rebuilds it."""
+    files = {name: {"bytes": os.path.getsize(os.path.join(folder, name)),
+                    "sha256": file_sha256(os.path.join(folder, name))}
+             for name in sorted(os.listdir(folder)) if name != MANIFEST_FILE}
+    with open(os.path.join(folder, MANIFEST_FILE), "w") as f:
+        json.dump({"source": source, "fix": fix, "files": files}, f, indent=1)
+
+
+def verify_manifest(folder: str) -> None:
+    """Raise ``ValueError`` naming the file and the fixing command when a file of an installed model folder is
+    missing, has another size or another SHA-256 than its manifest says (a torn download, a damaged disk)."""
+    path = os.path.join(folder, MANIFEST_FILE)
+    fix = INSTALL_COMMANDS.get(os.path.abspath(folder), "reinstalling the model")
+    if not os.path.exists(path):
+        raise ValueError(f"{folder} has no {MANIFEST_FILE} (an interrupted install?); run: {fix}")
+    with open(path) as f:
+        manifest = json.load(f)
+    fix = manifest.get("fix", fix)
+    for name, expected in manifest["files"].items():
+        file = os.path.join(folder, name)
+        if not os.path.exists(file):
+            raise ValueError(f"{file} is missing; run: {fix}")
+        if os.path.getsize(file) != expected["bytes"]:
+            raise ValueError(f"{file} has {os.path.getsize(file):,} bytes, its manifest says "
+                             f"{expected['bytes']:,} (damaged); run: {fix} --force")
+        if file_sha256(file) != expected["sha256"]:
+            raise ValueError(f"{file} differs from the installed file (SHA-256 mismatch: damaged); run: {fix} --force")
+
+
 def looks_like_local_path(path: str) -> bool:
     """A path rather than a Hub id ("org/name"): absolute, ./ ../ ~, more than two parts, or existing here."""
     return (os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.path.exists(path))
@@ -128,12 +174,16 @@ def check_model_source(path: str, what: str = "model") -> None:
     if not looks_like_local_path(path):
         return
     if not os.path.exists(path):
+        if os.path.abspath(path) in INSTALL_COMMANDS:
+            raise ValueError(f"{what} {path!r} is not installed yet; run: {INSTALL_COMMANDS[os.path.abspath(path)]}")
         raise ValueError(f"{what} {path!r} does not exist: give a model folder, a run directory of cegppo train or "
                          f"a Hub id such as deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
     if not os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a file; give the folder that holds the model")
     import glob
 
+    if os.path.exists(os.path.join(path, MANIFEST_FILE)) or os.path.abspath(path) in INSTALL_COMMANDS:
+        verify_manifest(path)  # an installed model: a damaged file is named with the command that fixes it
     missing = []
     if not os.path.exists(os.path.join(path, "config.json")):
         missing.append("config.json")

