@@ -264,14 +264,14 @@ class Comparison:
 def scoreboard(comparisons) -> dict[str, str]:
     """Each scoreboard row's verdict from the claims of ``comparisons`` (made with their ``rows``): a row that holds
     the claims of several targets ("B16 (constant target)", "B16 (decaying target)") gets ``all_of`` their
-    verdicts. ``{"B14": "holds", ...}``, in the order the rows first appear."""
+    verdicts. ``{"B14": "holds", ...}``, sorted by row."""
     parts: dict[str, list[str]] = {}
     for comparison in comparisons:
         if comparison.rows is None:
             raise ValueError(f"the {comparison.target!r} comparison has no scoreboard rows (Comparison.rows is None)")
         for claim in comparison.claims():
             parts.setdefault(claim.name.split(" (")[0], []).append(claim.verdict)
-    return {row: all_of(verdicts) for row, verdicts in parts.items()}
+    return {row: all_of(parts[row]) for row in sorted(parts)}
 
 
 def _interval(values) -> str:
