@@ -20,32 +20,18 @@ results/book_pages.txt holds what this script printed before and after.
 
 from __future__ import annotations
 
-import functools
-import gzip
-import http.server
-import io
 import os
 import shutil
 import sys
-import threading
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from page_load import LAUNCH_ARGS, Compressing, load, serve  # noqa: E402  (the helper tests/test_browser.py uses too)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ["notebooks/01_clipping_quadrants", "notebooks/02_gradient_flow", "notebooks/03_entropy_dynamics_bandit",
             "notebooks/04_tiny_lm_rl", "notebooks/05_gpu_r1_distill_math", "book/gpu_recipe",
             "notebooks/06_steering_entropy"]
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-FIRST_FIGURE = """(() => {
-    window.__cegppoFirstFigure = null;
-    const seen = () => document.querySelector('.plotly-graph-div .main-svg');
-    new MutationObserver((records, observer) => {
-        if (window.__cegppoFirstFigure === null && seen()) {
-            window.__cegppoFirstFigure = performance.now();
-            observer.disconnect();
-        }
-    }).observe(document, {childList: true, subtree: true});
-})();"""
 WIDEST = """() => {
     const width = document.documentElement.clientWidth;
     let widest = null, right = width;
@@ -61,63 +47,14 @@ WIDEST = """() => {
 }"""
 
 
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class Compressing(Quiet):
-    """As a static host (GitHub Pages, nginx's gzip) serves: text files gzip-compressed to a browser that asks."""
-
-    TEXT = (".html", ".js", ".css", ".json", ".svg", ".txt", ".map")
-
-    def send_head(self):
-        path = Path(self.translate_path(self.path.split("?", 1)[0]))
-        if path.is_dir():
-            path = path / "index.html"
-        if not ("gzip" in self.headers.get("Accept-Encoding", "") and path.suffix in self.TEXT and path.is_file()):
-            return super().send_head()
-        body = gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
-        self.send_response(200)
-        self.send_header("Content-Type", self.guess_type(str(path)))
-        self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        return io.BytesIO(body)
-
-
-def serve(site: Path, handler=Quiet):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(site)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}"
-
-
 def measure(browser, url: str, width: int = 1280, height: int = 900) -> dict:
-    """One page load in a fresh context: bytes, the largest responses, first-figure time, scroll width."""
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.add_init_script(FIRST_FIGURE)
-    cdp = context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
-    urls, sizes = {}, {}
-    cdp.on("Network.requestWillBeSent", lambda e: urls.__setitem__(e["requestId"], e["request"]["url"]))
-    cdp.on("Network.loadingFinished", lambda e: sizes.__setitem__(e["requestId"], e["encodedDataLength"]))
-    page.goto(url, wait_until="load")
-    figures = page.locator(".plotly-graph-div").count()
-    if figures:
-        page.wait_for_function("() => [...document.querySelectorAll('.plotly-graph-div')]"
-                               ".every(d => d.querySelector('.main-svg'))", timeout=120_000)
-    try:  # MathJax fetches its pieces after "load"
-        page.wait_for_load_state("networkidle", timeout=5_000)
-    except Exception:  # a page that keeps polling: what it loaded in those 5 s is counted
-        pass
-    first = page.evaluate("() => window.__cegppoFirstFigure")
-    wide = page.evaluate(WIDEST)
-    largest = sorted(((size, urls.get(rid, "?").rsplit("/", 1)[-1]) for rid, size in sizes.items()), reverse=True)
-    context.close()
-    return {"bytes": sum(sizes.values()), "requests": len(sizes), "largest": largest[:5], "figures": figures,
-            "first_figure_ms": first, **wide}
+    """``page_load.load`` and, once every figure is drawn, the element that sticks out furthest at this width."""
+    loaded = load(browser, url, width, height)
+    try:
+        return {**{k: v for k, v in loaded.items() if k not in ("page", "context")},
+                **loaded["page"].evaluate(WIDEST)}
+    finally:
+        loaded["context"].close()
 
 
 def main(site: Path) -> None:

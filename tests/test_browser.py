@@ -9,27 +9,24 @@ Without a browser the tests skip and say why; with ``CI`` set they fail instead,
 
 from __future__ import annotations
 
-import functools
-import gzip
-import http.server
-import io
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import page_load  # noqa: E402  (serving the site and measuring one page load: shared with benchmarks/book_pages.py)
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = page_load.LAUNCH_ARGS
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -95,58 +92,20 @@ def site() -> Path:
     return HTML
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Python's static file server, silent."""
-
-    def log_message(self, *args):
-        pass
-
-
-class CompressingHandler(QuietHandler):
-    """A static host as readers meet one (GitHub Pages, nginx's gzip): text files (HTML, JavaScript, CSS, JSON,
-    SVG) go out gzip-compressed to a browser that accepts it; fonts and images as they are."""
-
-    TEXT = (".html", ".js", ".css", ".json", ".svg", ".txt", ".map")
-
-    def send_head(self):
-        path = Path(self.translate_path(self.path.split("?", 1)[0]))
-        if path.is_dir():
-            path = path / "index.html"
-        accepts = "gzip" in self.headers.get("Accept-Encoding", "")
-        if not (accepts and path.suffix in self.TEXT and path.is_file()):
-            return super().send_head()
-        body = gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
-        self.send_response(200)
-        self.send_header("Content-Type", self.guess_type(str(path)))
-        self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        return io.BytesIO(body)
-
-
-def _serve(site: Path, handler):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(site)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, thread
-
-
 @pytest.fixture(scope="module")
 def base_url(site):
-    server, thread = _serve(site, QuietHandler)
-    yield f"http://127.0.0.1:{server.server_port}"
+    server, url = page_load.serve(site, page_load.Quiet)
+    yield url
     server.shutdown()
     server.server_close()
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def compressed_url(site):
-    server, thread = _serve(site, CompressingHandler)
-    yield f"http://127.0.0.1:{server.server_port}"
+    server, url = page_load.serve(site, page_load.Compressing)
+    yield url
     server.shutdown()
     server.server_close()
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -442,62 +401,23 @@ MAX_UNCOMPRESSED = 4_600_000  # bytes per page from python -m http.server: the f
 # target so that a loaded 2-core CI box does not fail it: it catches a gross regression (a figure that never
 # draws, or draws after seconds of work), not the old page, which the weight bounds above catch.
 MAX_FIRST_FIGURE_MS = 4_500
-FIRST_FIGURE = """(() => {
-    window.__firstFigure = null;
-    new MutationObserver((records, observer) => {
-        if (window.__firstFigure === null && document.querySelector('.plotly-graph-div .main-svg')) {
-            window.__firstFigure = performance.now();
-            observer.disconnect();
-        }
-    }).observe(document, {childList: true, subtree: true});
-})();"""
-
-
-def _load(browser, url: str, width: int = 1280, height: int = 900) -> dict:
-    """One load with an empty cache: bytes transferred (Chrome's encodedDataLength, every response until the
-    network is quiet), the first figure's time from the navigation's start, and the page's scroll width."""
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.add_init_script(FIRST_FIGURE)
-    cdp = context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
-    urls, sizes = {}, {}
-    cdp.on("Network.requestWillBeSent", lambda e: urls.__setitem__(e["requestId"], e["request"]["url"]))
-    cdp.on("Network.loadingFinished", lambda e: sizes.__setitem__(e["requestId"], e["encodedDataLength"]))
-    try:
-        page.goto(url, wait_until="load")
-        if page.locator(".plotly-graph-div").count():
-            page.wait_for_function("() => [...document.querySelectorAll('.plotly-graph-div')]"
-                                   ".every(d => d.querySelector('.main-svg'))", timeout=120_000)
-        try:
-            page.wait_for_load_state("networkidle", timeout=5_000)  # MathJax's fonts come after "load"
-        except Exception:
-            pass
-        largest = sorted(((n, urls.get(k, "?").rsplit("/", 1)[-1]) for k, n in sizes.items()), reverse=True)[:4]
-        return {"bytes": sum(sizes.values()), "largest": largest, "first": page.evaluate("() => window.__firstFigure"),
-                "scroll": page.evaluate("() => document.documentElement.scrollWidth"), "page": page,
-                "context": context}
-    except Exception:
-        context.close()
-        raise
 
 
 @pytest.mark.parametrize("name", HEAVY_PAGES)
 def test_page_weight_and_first_figure_time(browser, base_url, compressed_url, name):
     """At most MAX_TRANSFERRED bytes from a compressing host (issue 25: 3 MB) and MAX_UNCOMPRESSED from plain
     http.server; the first figure drawn within MAX_FIRST_FIGURE_MS of the navigation's start."""
-    plain = _load(browser, f"{base_url}/{name}.html")
+    plain = page_load.load(browser, f"{base_url}/{name}.html")
     plain["context"].close()
-    packed = _load(browser, f"{compressed_url}/{name}.html")
+    packed = page_load.load(browser, f"{compressed_url}/{name}.html")
     packed["context"].close()
     assert packed["bytes"] <= MAX_TRANSFERRED, f"{name}: {packed['bytes']:,} bytes transferred: {packed['largest']}"
     assert plain["bytes"] <= MAX_UNCOMPRESSED, f"{name}: {plain['bytes']:,} bytes uncompressed: {plain['largest']}"
     names = [n for _, n in plain["largest"]]
     assert not any(n.startswith("fontawesome.js") for n in names) and "plotly.min.js" not in names, names
     if name.startswith("notebooks/"):
-        assert plain["first"] is not None, f"{name}: no figure drawn"
-        assert plain["first"] <= MAX_FIRST_FIGURE_MS, f"{name}: first figure after {plain['first']:.0f} ms"
+        assert plain["first_figure_ms"] is not None, f"{name}: no figure drawn"
+        assert plain["first_figure_ms"] <= MAX_FIRST_FIGURE_MS, f"{name}: first figure after {plain['first_figure_ms']:.0f} ms"
 
 
 NARROW_LAYOUT = """() => [...document.querySelectorAll('.plotly-graph-div')].filter(gd => gd._fullLayout).map(gd => {
@@ -515,7 +435,7 @@ NARROW_LAYOUT = """() => [...document.querySelectorAll('.plotly-graph-div')].fil
 def test_no_sideways_scroll_at_390_px_legends_below_one_column(browser, base_url, name):
     """On a 390 × 844 phone the page does not scroll sideways, and every plotly figure has one column of subplots
     and its legend (if any) horizontal, below the plots."""
-    loaded = _load(browser, f"{base_url}/{name}.html", 390, 844)
+    loaded = page_load.load(browser, f"{base_url}/{name}.html", 390, 844)
     try:
         page = loaded["page"]
         page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
