@@ -403,7 +403,7 @@ def test_tables_render_as_html_tables_and_align_as_text():
 
 
 def test_funnel_share_axis_fits_the_tallest_bar_of_any_step():
-    """Figure 1.4: the share axis runs to 1.1 × the tallest bar over every ε step, not to 1 (issue 25: bars of at
+    """Figure 1.3 (the funnel): the share axis runs to 1.1 × the tallest bar over every ε step, not to 1 (issue 25: bars of at
     most 0.22 on an axis to 1)."""
     sample = demos.funnel_sample(seed=0)
     eps = [0.1, 0.2, 0.3]

@@ -156,6 +156,22 @@ def weight_curves_figure(param: str = "beta2", values=(0.0, 0.25, 0.5, 0.75, 1.0
     return finish(fig)
 
 
+def clipped_weight_figure(weights: dict) -> go.Figure:
+    """Stacked bars, one per method, of the gradient weight each gives the tokens PPO clips, split by token group.
+
+    ``weights[method][group]`` as returned by ``toy.demos.clipped_weight_by_group``; each group wears its colour."""
+    methods = list(weights)
+    fig = go.Figure()
+    for group in GROUPS:
+        fig.add_trace(go.Bar(x=[method_label(m) for m in methods], y=[weights[m][group] for m in methods], name=group,
+                             marker_color=GROUP_COLORS[group],
+                             hovertemplate=f"{group}: %{{y:.4f}}<extra>%{{x}}</extra>"))
+    fig.update_layout(barmode="stack", height=400, template=TEMPLATE,
+                      yaxis_title="Σ F·|Â| on clipped tokens / all tokens",
+                      title_text="The gradient each method gives the tokens PPO clips, by token group")
+    return finish(fig)
+
+
 def funnel_figure(sample: dict, eps_values=(0.1, 0.15, 0.2, 0.25, 0.3), threshold: float = HP_THRESHOLD,
                   summaries: list[dict] | None = None, max_points: int = 3000) -> go.Figure:
     """The paper's figure 1 (left) from our own numbers: ratio after one update against probability before it.
@@ -483,6 +499,7 @@ def beta_grid_figure(sweep, field: str = "entropy") -> go.Figure:
 
 __all__ = [
     "bandit_history_figure",
+    "clipped_weight_figure",
     "beta_grid_figure",
     "beta_sweep_figure",
     "cumulative_prediction_figure",

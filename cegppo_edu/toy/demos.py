@@ -99,6 +99,24 @@ def funnel_summary(sample: dict, eps_low: float, eps_high: float, threshold: flo
     }
 
 
+def clipped_weight_by_group(sample: dict, methods, eps_low: float = 0.2, eps_high: float = 0.2) -> dict:
+    """Where each method's gradient goes on the tokens PPO clips: per method, per token group, the summed weight
+    ``Σ F(r, Â)·|Â|`` over the sample's tokens that PPO/GRPO clips at (``eps_low``, ``eps_high``), divided by the
+    number of tokens in the sample. Each method uses its own defaults (``losses.gradient_weight``), so PPO/GRPO
+    gives these tokens 0 by definition. ``{method: {group: weight}}`` for the four groups of ``token_groups.GROUPS``
+    (a clipped token has Â ≠ 0, so never the zero-advantage class)."""
+    ratio, adv = np.asarray(sample["ratio"]), np.asarray(sample["adv"])
+    group = np.asarray(sample["group"])
+    lower, upper = clipped_sides(torch.as_tensor(ratio), torch.as_tensor(adv), eps_low, eps_high)
+    clipped = (lower | upper).numpy()
+    out = {}
+    for method in methods:
+        weight = np.asarray(gradient_weight(ratio, adv, method), dtype=float) * np.abs(adv)
+        out[method] = {name: float(weight[clipped & (group == k)].sum() / len(ratio))
+                       for k, name in enumerate(CLASSES[:4])}
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Chapter 2: gradients through the stop-gradient
 # --------------------------------------------------------------------------------------------------
@@ -191,5 +209,5 @@ def single_softmax_update(logits, token: int, ratio: float, adv: float, method: 
             "dH_meas": h_after - h_before, "H": h_before}
 
 
-__all__ = ["CLASSES", "binned_mean", "funnel_sample", "funnel_summary", "grad_norm_by_prob",
+__all__ = ["CLASSES", "binned_mean", "clipped_weight_by_group", "funnel_sample", "funnel_summary", "grad_norm_by_prob",
            "single_softmax_update", "value_and_grad_curves"]
