@@ -35,7 +35,8 @@ from .models import DTYPES
 # Short names for the plug-ins; modules are imported only when a run uses them (vLLM only on a GPU run).
 # The GPU chapter adds its own (math data, vLLM, math-verify) when cegppo_edu.gpu is imported.
 TASKS: dict[str, str] = {"arith": "cegppo_edu.lm.tasks:make_addition_task_from_config"}
-SAMPLERS: dict[str, str] = {"hf": "cegppo_edu.lm.rollout:make_hf_sampler"}
+SAMPLERS: dict[str, str] = {"hf": "cegppo_edu.lm.rollout:make_hf_sampler",
+                             "hf-shared": "cegppo_edu.lm.rollout:make_shared_prefill_sampler"}
 REWARDS: dict[str, str] = {"exact_match": "cegppo_edu.lm.rewards:make_exact_match"}
 _REGISTRIES = {"task": TASKS, "sampler": SAMPLERS, "reward": REWARDS}
 
@@ -81,7 +82,10 @@ class TrainConfig:
     warm_start_batch_size: int = 64  # SFT examples per step
 
     # ---- sampling ----
-    sampler: str = "hf"  # name in config.SAMPLERS ("hf"; the GPU chapter adds "vllm") or "module:function"
+    # name in config.SAMPLERS or "module:function": "hf" (HF generate, every committed run); "hf-shared" (opt-in,
+    # the SmolLM2 preset's: each prompt prefilled once for its G rows, finished rows dropped; the same distribution
+    # and log-probs to float rounding, other draws for a seed: rollout.SharedPrefillSampler); the GPU chapter adds "vllm"
+    sampler: str = "hf"
     prompts_per_step: int = 16  # P: prompts sampled per RL step (authors: 256)
     group_size: int = 8  # G: responses per prompt (authors: 8)
     max_new_tokens: int = 8  # response cap in tokens (authors: 16,384)
