@@ -153,3 +153,88 @@ def test_the_installed_model_is_smollm2_135m_instruct():
     chat = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
                                    add_generation_prompt=True)
     assert chat.endswith("<|im_start|>assistant\n") and "What is 2 + 3?" in chat
+
+
+# ------------------------------------------------------------------------------------------ the task and the preset
+def test_word_problems_are_deterministic_disjoint_and_answered_by_their_arithmetic():
+    from cegppo_edu.pretrained.word_problems import make_word_problem_task
+
+    task = make_word_problem_task(300, 50, seed=3)
+    assert task == make_word_problem_task(300, 50, seed=3) and task != make_word_problem_task(300, 50, seed=4)
+    numbers = lambda p: tuple(int(w) for w in p.question.replace(".", " ").split() if w.isdigit())  # noqa: E731
+    train, heldout = {numbers(p) for p in task.train}, {numbers(p) for p in task.heldout}
+    assert len(train) == 300 and len(heldout) == 50 and not train & heldout
+    for p in task.train + task.heldout:
+        a, b, c = numbers(p)
+        assert p.answer == str(a + b - c) and a + b - c >= 0 and p.question.endswith("have now?")
+
+
+@pytest.mark.parametrize("kwargs, message", [({"largest": 9}, "largest=9 is outside the allowed range"),
+                                             ({"n_train": 0}, "n_train=0"),
+                                             ({"n_train": 20_000}, "at most 6480")])
+def test_word_problem_sizes_out_of_range_are_named(kwargs, message):
+    from cegppo_edu.pretrained.word_problems import make_word_problem_task
+
+    with pytest.raises(ValueError, match=message):
+        make_word_problem_task(**{"n_train": 10, "n_heldout": 10, **kwargs})
+
+
+def test_the_preset_loads_the_installed_folder_and_grades_with_math_verify():
+    from cegppo_edu.lm.config import get_preset, resolve
+
+    config = get_preset("smollm2-135m-cpu")
+    assert os.path.expanduser(config.model_path) == smollm2.model_dir() and config.device == "cpu"
+    assert config.model_path.startswith("~/")  # a run's config.json names it the same way on every machine
+    assert config.reward == "math_verify_authors" and "\\boxed{}" in config.prompt_template
+    task = resolve("task", config.task)(config)
+    assert task.train[0].question.endswith(smollm2.INSTRUCTION.replace("{problem}", ""))
+    reward = resolve("reward", config.reward)(config)
+    try:
+        assert reward.grade(["so 23 + 15 = 38 and 38 - 7 = 31, \\boxed{31}", "\\boxed{30}"], ["31", "31"]) == \
+            ["correct", "wrong"]
+    finally:
+        reward.close()
+
+
+@pytest.mark.model
+def test_the_preset_trains_the_real_model_end_to_end_from_the_command_line(tmp_path):
+    """One RL step of SmolLM2-135M-Instruct (smoke mode): sampling, math-verify grading, the CE-GPPO update."""
+    from cegppo_edu.cli import main
+    from cegppo_edu.lm.run_dir import read_metrics
+
+    # one thread: two threads on a busy 2-core machine spin in OpenMP's barriers (measured 100x slower under load)
+    assert main(["train", "--preset", "smollm2-135m-cpu", "--smoke", "--set", "num_threads=1", "--out",
+                 str(tmp_path / "run"), "--no-progress"]) == 0
+    (step,) = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+    assert step["step"] == 1 and step["responses/kept"] == 8
+    assert -1.0 <= step["reward/mean"] <= 1.0 and step["entropy/mean"] > 0 and step["response/length_mean"] > 0
+
+
+# ------------------------------------------------------------------------------------------ a model's answers, scored
+def test_each_sampled_token_is_scored_with_the_probability_it_was_sampled_with():
+    """On the tiny model: π of each token from the scoring pass equals the sampler's own, and H ≥ 0 (log V bound)."""
+    import math
+
+    import numpy as np
+
+    from cegppo_edu.lm.rewards import ExactMatchReward
+    from cegppo_edu.lm.tasks import Problem
+    from cegppo_edu.pretrained.before_rl import sample_and_score, tail_shares
+
+    model, tok = models.build_tiny_model_and_tokenizer(seed=1)
+    problems = [Problem("What is 2 + 3?", "5"), Problem("What is 4 + 4?", "8")]
+    answers = sample_and_score(model, tok, problems, ExactMatchReward(), samples=3, max_new_tokens=6, seed=0)
+    assert len(answers) == 6 and [a.answer for a in answers] == ["5"] * 3 + ["8"] * 3
+    for a in answers:
+        assert len(a.pieces) == len(a.prob) == len(a.entropy) >= 1 and a.reward in (0.0, 1.0)
+        assert ((a.entropy >= 0) & (a.entropy <= math.log(len(tok)) + 1e-5)).all()
+    # the sampler's own log-probs of the same tokens (its diagnostic), recomputed here by a separate pass
+    from cegppo_edu.lm.rollout import HFSampler
+    from cegppo_edu.lm.tasks import encode_chat_prompt
+
+    again = HFSampler(model, tok).generate([encode_chat_prompt(tok, p.question) for p in problems], n=3,
+                                           max_new_tokens=6, seed=0)
+    for a, lp in zip(answers, again.response_logp):
+        np.testing.assert_allclose(a.prob, np.exp(lp), rtol=1e-4, atol=1e-6)
+    shares = tail_shares(answers, thresholds=(0.5, 1.01))
+    assert 0 <= shares[0.5] <= 1 and shares[1.01] == 1.0

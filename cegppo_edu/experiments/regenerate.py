@@ -10,6 +10,8 @@
                     step, seeds 0 and 1, 150 steps, and summary.txt, a table per seed over windows of steps (25 min)
     ch04-seeds      notebooks/data/ch04/seeds/: the many-seed study's warm start, 14 configurations × 5 seeds ×
                     100 steps (``study.CONFIGS``), summary.txt with the claims' verdicts (about 28 min on 2 cores)
+    ch05            notebooks/data/ch05/: GRPO, DAPO and CE-GPPO × 3 seeds on SmolLM2-135M-Instruct (the pretrained
+                    model of `cegppo fetch-model smollm2`), 20 steps each, summary.txt with the claims' verdicts
     ch06            notebooks/data/ch06/: chapter 6's rows × 5 seeds from the study's warm start, summary.txt
 
 Each run goes to a scratch folder (``--scratch``, default ``runs/`` of the repository; checkpoints and all, not
@@ -34,7 +36,7 @@ import numpy as np
 from ..lm.config import apply_overrides, get_preset
 from ..lm.run_dir import keep_run, read_metrics, write_summary
 from ..param_entropy import agreement, attribution_totals
-from . import DATA, ROOT, data_path, steer_study, study
+from . import DATA, ROOT, data_path, smollm2_study, steer_study, study
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,11 @@ def ch04_seeds(only=None) -> list[Run]:
             for name in (only or study.CONFIGS) for seed in study.SEEDS]
 
 
+def ch05(only=None) -> list[Run]:
+    return [Run(f"{name} seed {seed}", smollm2_study.run_config(name, seed), study.run_folder(name, seed),
+                smollm2_study.keep_key) for seed in smollm2_study.SEEDS for name in (only or smollm2_study.METHODS)]
+
+
 def ch06(only=None) -> list[Run]:
     runs = [Run(f"{name} seed {seed}", steer_study.run_config(name, seed), os.path.join("runs", name, f"seed{seed}"),
                 steer_study.keep_key) for name in (only or steer_study.runs()) for seed in steer_study.SEEDS]
@@ -173,6 +180,8 @@ JOBS = {
     "ch04-seeds": Job(("ch04", "seeds"), lambda only=None, steps=None: ch04_seeds(only),
                       lambda folder: study.summary_lines(study.load(folder)),
                       (os.path.join(study.DATA, "warm_start"), study.warm_start_config), lambda: list(study.CONFIGS)),
+    "ch05": Job(("ch05",), lambda only=None, steps=None: ch05(only), smollm2_study.summary_lines,
+                names=lambda: list(smollm2_study.METHODS)),
     "ch06": Job(("ch06",), lambda only=None, steps=None: ch06(only), steer_study.summary_lines,
                 names=lambda: list(steer_study.runs())),
 }

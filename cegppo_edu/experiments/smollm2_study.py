@@ -1,0 +1,77 @@
+"""Chapter 5's comparison on a real pretrained model: GRPO, DAPO and CE-GPPO from SmolLM2-135M-Instruct.
+
+- **The runs**: every method of ``METHODS`` × every seed of ``SEEDS``, ``STEPS`` RL steps each, with the preset
+  ``smollm2-135m-cpu`` (``pretrained.smollm2``): the same pretrained start, the same problems (``data_seed`` 0),
+  one torch thread per run. Seed s of every method draws the same first rollout batch, so methods are compared
+  seed by seed (``summaries.paired_difference``), each comparison with a 95 % interval and a verdict.
+- **The claims** (``claims``), named by their rows of the book's claims scoreboard (book/scoreboard.md), with
+  ``summaries.EQUIVALENCE_MARGIN`` where two accuracies may be equal. With 3 seeds an interval is wide: "not
+  resolved" is a result here, not a failure.
+
+The runs are made by ``python -m cegppo_edu.experiments.regenerate ch05``; this module only defines and reads them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import pretrained  # noqa: F401  (registers the preset)
+from ..lm.config import apply_overrides, get_preset
+from ..summaries import EQUIVALENCE_MARGIN, Claim, paired_difference
+from . import DATA as DATA_ROOT
+from . import study
+
+PRESET = "smollm2-135m-cpu"
+METHODS = {"grpo": {"method": "grpo"}, "dapo": {"method": "dapo"},
+           "ce_gppo": {"method": "ce_gppo", "beta1": 0.5, "beta2": 1.0}}
+SEEDS = (0, 1, 2)
+STEPS = 20
+DATA = os.path.join(DATA_ROOT, "ch05")  # relative to the project root, like every run config
+ENTROPY, ACCURACY = study.ENTROPY, study.ACCURACY
+
+
+def run_config(name: str, seed: int, steps: int = STEPS):
+    """Method ``name`` at seed ``seed``: the preset, the same problems for every seed, one thread (two runs share
+    a 2-core machine side by side; two threads each would contend)."""
+    return apply_overrides(get_preset(PRESET), {**METHODS[name], "seed": seed, "data_seed": 0, "steps": steps,
+                                                 "num_threads": 1})
+
+
+def keep_key(key: str) -> bool:
+    """Every metric but the machine's timings (they differ from run to run; the runner prints its own)."""
+    return not key.startswith("time/")
+
+
+def load(folder: str) -> study.Study:
+    """The kept runs under ``folder`` (``runs/METHOD/seedS``), read as chapter 4's ``study.Study``."""
+    return study.load(folder, configs=METHODS, seeds=SEEDS)
+
+
+def claims(runs: study.Study) -> list[Claim]:
+    """The chapter's comparisons, each from paired differences over the seeds."""
+    f = runs.final
+    return [
+        Claim("P5-smol", "DAPO's final entropy is above GRPO's", *_verdict(f("dapo"), f("grpo"))),
+        Claim("P4-smol", "CE-GPPO's final entropy is above GRPO's", *_verdict(f("ce_gppo"), f("grpo"))),
+        Claim("P10-smol", "CE-GPPO's final held-out accuracy is above GRPO's",
+              *_verdict(f("ce_gppo", ACCURACY), f("grpo", ACCURACY), EQUIVALENCE_MARGIN)),
+    ]
+
+
+def _verdict(high: np.ndarray, low: np.ndarray, margin: float | None = None) -> tuple[str, str]:
+    diff = paired_difference(high, low, margin=margin)
+    return diff.verdict, str(diff)
+
+
+def summary_lines(folder: str) -> list[str]:
+    runs = load(folder)
+    lines = [f"{len(METHODS)} methods x {len(SEEDS)} seeds x {STEPS} steps of {PRESET} (python -m "
+             f"cegppo_edu.experiments.regenerate ch05)", ""]
+    for name in METHODS:
+        start, final = runs.start(name), runs.final(name)
+        acc0 = runs.series(name, ACCURACY)[1][:, 0]
+        lines.append(f"{name:8s} entropy start {start.mean():.3f} final {final.mean():.3f}; held-out accuracy "
+                     f"step 0 {acc0.mean():.3f} final {runs.final(name, ACCURACY).mean():.3f}")
+    return lines + [""] + [str(claim) for claim in claims(runs)]
