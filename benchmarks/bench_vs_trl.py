@@ -66,9 +66,14 @@ def run_ours(geometry: dict, threads: int, diagnostics: bool = True) -> tuple[fl
     TRL here saves none) and its split."""
     trainer = Trainer(our_config(geometry, threads, diagnostics), tempfile.mkdtemp(prefix="bench_ours_"),
                       progress=False)
+    return run_trainer(trainer, geometry["batches"])
+
+
+def run_trainer(trainer: Trainer, batches: int) -> tuple[float, dict]:
+    """Wall seconds of ``batches`` steps of a set-up trainer (each step and its log line) and their split."""
     split = collections.Counter()
     start = time.perf_counter()
-    for _ in range(geometry["batches"]):
+    for _ in range(batches):
         metrics = trainer._log(trainer.train_step())
         split.update({phase: metrics.get(f"time/{phase}", 0.0) for phase in OUR_PHASES})
     wall = time.perf_counter() - start
@@ -85,31 +90,35 @@ def prompt_sequence(geometry: dict, threads: int):
 
 
 # ------------------------------------------------------------------------------------------------ TRL
-def trl_trainer(geometry: dict, problems, threads: int):
+def trl_trainer(geometry: dict, problems, threads: int, model_path: str = WARM, reward=None,
+                mini_batches: int = MINI_BATCHES, lr: float = 3e-4):
+    """TRL's ``GRPOTrainer`` at our geometry on ``problems`` in order; ``reward(texts, answers) -> [float]`` is our
+    trainer's reward function (default: the tiny preset's exact match)."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     torch.set_num_threads(threads)
-    model, tokenizer = load_model_and_tokenizer(WARM)
-    grade = ExactMatchReward(require_only_answer=True)  # the reward our trainer uses (config.reward = exact_match)
+    model, tokenizer = load_model_and_tokenizer(model_path)
+    # the reward our trainer uses (tiny-arith: config.reward = exact_match, whole response the number)
+    grade = reward or ExactMatchReward(require_only_answer=True)
 
-    def exact_match(completions, answer, **_):
+    def our_reward(completions, answer, **_):
         return grade([c[0]["content"] for c in completions], answer)
 
     rows = geometry["prompts_per_step"] * geometry["group_size"]
     args = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="bench_trl_"), use_cpu=True, bf16=False, fp16=False,
-        gradient_checkpointing=False, per_device_train_batch_size=rows // MINI_BATCHES,
-        gradient_accumulation_steps=1, steps_per_generation=MINI_BATCHES, num_iterations=1,
+        gradient_checkpointing=False, per_device_train_batch_size=rows // mini_batches,
+        gradient_accumulation_steps=1, steps_per_generation=mini_batches, num_iterations=1,
         num_generations=geometry["group_size"], max_completion_length=geometry["max_new_tokens"],
-        max_steps=geometry["batches"] * MINI_BATCHES, learning_rate=3e-4, lr_scheduler_type="constant",
+        max_steps=geometry["batches"] * mini_batches, learning_rate=lr, lr_scheduler_type="constant",
         weight_decay=0.0, max_grad_norm=1.0, loss_type="dapo", epsilon=0.2, epsilon_high=0.2, beta=0.0,
         scale_rewards="group", temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=False, seed=0,
         report_to=[], save_strategy="no", eval_strategy="no", logging_steps=10, disable_tqdm=True,
         dataloader_num_workers=0)
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p.question}], "answer": p.answer}
                                  for p in problems])
-    return GRPOTrainer(model=model, reward_funcs=exact_match, args=args, train_dataset=dataset,
+    return GRPOTrainer(model=model, reward_funcs=our_reward, args=args, train_dataset=dataset,
                        processing_class=tokenizer)
 
 
@@ -136,11 +145,12 @@ def time_trl_phases(trainer) -> collections.Counter:
     return split
 
 
-def run_trl(geometry: dict, problems, threads: int) -> tuple[float, dict]:
-    """Wall seconds of TRL's training loop (from its on_train_begin to on_train_end) and its split."""
+def run_trl(geometry: dict, problems, threads: int, **trl_kwargs) -> tuple[float, dict]:
+    """Wall seconds of TRL's training loop (from its on_train_begin to on_train_end) and its split;
+    ``trl_kwargs`` go to ``trl_trainer``."""
     from transformers import PrinterCallback, TrainerCallback
 
-    trainer = trl_trainer(geometry, problems, threads)
+    trainer = trl_trainer(geometry, problems, threads, **trl_kwargs)
     trainer.remove_callback(PrinterCallback)  # its end-of-run log line would interleave with the table
     marks = {}
 
@@ -161,9 +171,9 @@ def run_trl(geometry: dict, problems, threads: int) -> tuple[float, dict]:
     return wall, dict(split)
 
 
-def check_same_prompts(problems, prompts, geometry, threads) -> None:
+def check_same_prompts(problems, prompts, geometry, threads, **trl_kwargs) -> None:
     """TRL tokenizes the chat prompts itself: they must be the token ids our trainer feeds its sampler."""
-    trainer = trl_trainer(geometry, problems[:2], threads)
+    trainer = trl_trainer(geometry, problems[:2], threads, **trl_kwargs)
     theirs, _, _ = trainer._tokenize_prompts([[{"role": "user", "content": p.question}] for p in problems[:2]])
     ours = [prompts.ids(p) for p in problems[:2]]
     if [list(t) for t in theirs] != ours:
