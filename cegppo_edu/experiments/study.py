@@ -318,6 +318,9 @@ def summary_lines(study: Study) -> list[str]:
 # What precedes a collapse: the steps before it against the same steps of the same seed under a baseline
 # --------------------------------------------------------------------------------------------------
 PRECURSOR_KEYS = ("clip/low_frac", "clip/high_frac", "grad_norm/mean", "groups/kept_frac", "response/length_mean")
+PRECURSOR_LABELS = {"clip/low_frac": "clipped below", "clip/high_frac": "clipped above",  # how a table heads them
+                    "grad_norm/mean": "gradient norm", "groups/kept_frac": "groups kept",
+                    "response/length_mean": "response length"}
 PRECURSOR_STEPS = 10  # the window of steps before a collapse that is compared
 
 
