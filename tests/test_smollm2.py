@@ -156,27 +156,27 @@ def test_the_installed_model_is_smollm2_135m_instruct():
 
 
 # ------------------------------------------------------------------------------------------ the task and the preset
-def test_word_problems_are_deterministic_disjoint_and_answered_by_their_arithmetic():
-    from cegppo_edu.pretrained.word_problems import make_word_problem_task
+def test_sums_are_deterministic_disjoint_and_answered_by_their_arithmetic():
+    from cegppo_edu.pretrained.sums import make_sum_task
 
-    task = make_word_problem_task(300, 50, seed=3)
-    assert task == make_word_problem_task(300, 50, seed=3) and task != make_word_problem_task(300, 50, seed=4)
-    numbers = lambda p: tuple(int(w) for w in p.question.replace(".", " ").split() if w.isdigit())  # noqa: E731
-    train, heldout = {numbers(p) for p in task.train}, {numbers(p) for p in task.heldout}
-    assert len(train) == 300 and len(heldout) == 50 and not train & heldout
+    task = make_sum_task(100, 40, seed=3)
+    assert task == make_sum_task(100, 40, seed=3) and task != make_sum_task(100, 40, seed=4)
+    operands = lambda p: tuple(int(w) for w in p.question.rstrip("?").split()[2::2])  # noqa: E731
+    train, heldout = {operands(p) for p in task.train}, {operands(p) for p in task.heldout}
+    assert len(train) == 100 and len(heldout) == 40 and not train & heldout
     for p in task.train + task.heldout:
-        a, b, c = numbers(p)
-        assert p.answer == str(a + b - c) and a + b - c >= 0 and p.question.endswith("have now?")
+        a, b = operands(p)
+        assert p.question == f"What is {a} + {b}?" and p.answer == str(a + b) and 1 <= min(a, b) <= max(a, b) <= 12
 
 
-@pytest.mark.parametrize("kwargs, message", [({"largest": 9}, "largest=9 is outside the allowed range"),
+@pytest.mark.parametrize("kwargs, message", [({"largest": 1}, "largest=1 is outside the allowed range"),
                                              ({"n_train": 0}, "n_train=0"),
-                                             ({"n_train": 20_000}, "at most 6480")])
-def test_word_problem_sizes_out_of_range_are_named(kwargs, message):
-    from cegppo_edu.pretrained.word_problems import make_word_problem_task
+                                             ({"n_train": 140}, "at most 144 distinct problems")])
+def test_sum_task_sizes_out_of_range_are_named(kwargs, message):
+    from cegppo_edu.pretrained.sums import make_sum_task
 
     with pytest.raises(ValueError, match=message):
-        make_word_problem_task(**{"n_train": 10, "n_heldout": 10, **kwargs})
+        make_sum_task(**{"n_train": 10, "n_heldout": 10, **kwargs})
 
 
 def test_the_preset_loads_the_installed_folder_and_grades_with_math_verify():
@@ -188,6 +188,7 @@ def test_the_preset_loads_the_installed_folder_and_grades_with_math_verify():
     assert config.reward == "math_verify_authors" and "\\boxed{}" in config.prompt_template
     task = resolve("task", config.task)(config)
     assert task.train[0].question.endswith(smollm2.INSTRUCTION.replace("{problem}", ""))
+    assert len(task.train) + len(task.heldout) == 144
     reward = resolve("reward", config.reward)(config)
     try:
         assert reward.grade(["so 23 + 15 = 38 and 38 - 7 = 31, \\boxed{31}", "\\boxed{30}"], ["31", "31"]) == \
@@ -238,3 +239,57 @@ def test_each_sampled_token_is_scored_with_the_probability_it_was_sampled_with()
         np.testing.assert_allclose(a.prob, np.exp(lp), rtol=1e-4, atol=1e-6)
     shares = tail_shares(answers, thresholds=(0.5, 1.01))
     assert 0 <= shares[0.5] <= 1 and shares[1.01] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ chapter 5's study
+def test_the_study_runs_each_method_on_the_same_problems_and_first_batch_per_seed():
+    from cegppo_edu.experiments import regenerate, smollm2_study
+
+    runs = regenerate.ch05()
+    assert len(runs) == len(smollm2_study.METHODS) * len(smollm2_study.SEEDS) >= 9
+    for run in runs:
+        assert run.config.data_seed == 0 and run.config.num_threads == 1 and run.config.steps == smollm2_study.STEPS
+        assert run.kept == f"runs/{run.config.method}/seed{run.config.seed}"
+    assert not smollm2_study.keep_key("time/step") and smollm2_study.keep_key("NA&LP/clip_low_frac")
+
+
+def test_clipped_shares_by_group_are_token_weighted_over_steps_and_seeds():
+    from cegppo_edu.experiments import smollm2_study, study
+    from cegppo_edu.token_groups import GROUPS
+
+    def step(count, low, high, prob):
+        m = {}
+        for g in GROUPS:
+            m.update({f"{g}/count": count, f"{g}/clip_low_frac": low, f"{g}/clip_high_frac": high,
+                      f"{g}/mean_prob": prob, f"{g}/frac": 0.25})
+        return m
+    # seed 0: 10 tokens, 20 % clipped; seed 1: 30 tokens, 0 % clipped -> token-weighted 5 %, not the step mean 10 %
+    logs = [[step(10, 0.1, 0.1, 0.2)], [step(30, 0.0, 0.0, 0.6)]]
+    runs = study.Study({name: logs for name in smollm2_study.METHODS}, (0, 1))
+    shares = smollm2_study.clipped_by_group(runs)
+    for g in GROUPS:
+        assert shares["grpo"][g]["clipped"] == pytest.approx(0.05)
+        assert shares["dapo"][g]["mean_prob"] == pytest.approx(0.5) and shares["ce_gppo"][g]["frac"] == 0.25
+
+
+def test_chapter_5_figures_draw_what_they_are_given():
+    import numpy as np
+
+    from cegppo_edu.experiments import smollm2_study, study
+    from cegppo_edu.plots import pretrained_figures as pf
+    from cegppo_edu.pretrained.before_rl import ScoredAnswer
+
+    answers = [ScoredAnswer("What is 1 + 1?", "2", "2", ["2"], np.array([0.9]), np.array([0.3]), 1.0),
+               ScoredAnswer("What is 1 + 1?", "2", "3\n", ["3", "\n"], np.array([0.05, 0.6]), np.array([2.0, 0.1]), -1.0)]
+    tokens = pf.answer_tokens_figure(answers[1])
+    assert list(tokens.data[0].y) == [0.05, 0.6] and list(tokens.data[0].customdata) == ["3", "⏎"]
+    hist = pf.sampled_prob_figure(answers)
+    assert [t.name for t in hist.data] == ["tokens of correct answers", "tokens of wrong answers"]
+    assert sum(hist.data[1].y) == pytest.approx(1.0)
+    logs = [[{"step": s, "entropy/mean": 1.0 + seed, "reward/mean": 0.0, "eval/accuracy": 0.5} for s in (1, 2, 3)]
+            for seed in (0, 1)]
+    curves = pf.method_curves_figure(study.Study({name: logs for name in smollm2_study.METHODS}, (0, 1)))
+    means = [t for t in curves.data if t.name == "grpo" and t.mode != "none" and t.fill is None]
+    assert list(means[0].y) == [1.5, 1.5, 1.5]  # the seed mean of entropy
+    phases = [{"entropy/param_pred/measured": x, "entropy/param_pred/trapezoid": 0.9 * x} for x in (-0.1, 0.2)]
+    assert list(pf.prediction_scatter_figure(phases).data[1].y) == pytest.approx([-0.09, 0.18])

@@ -11,7 +11,7 @@
     ch04-seeds      notebooks/data/ch04/seeds/: the many-seed study's warm start, 14 configurations × 5 seeds ×
                     100 steps (``study.CONFIGS``), summary.txt with the claims' verdicts (about 28 min on 2 cores)
     ch05            notebooks/data/ch05/: GRPO, DAPO and CE-GPPO × 3 seeds on SmolLM2-135M-Instruct (the pretrained
-                    model of `cegppo fetch-model smollm2`), 20 steps each, summary.txt with the claims' verdicts
+                    model of `cegppo fetch-model smollm2`), 15 steps each, summary.txt with the claims' verdicts
     ch06            notebooks/data/ch06/: chapter 6's rows × 5 seeds from the study's warm start, summary.txt
 
 Each run goes to a scratch folder (``--scratch``, default ``runs/`` of the repository; checkpoints and all, not

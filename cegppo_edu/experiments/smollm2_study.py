@@ -27,7 +27,8 @@ PRESET = "smollm2-135m-cpu"
 METHODS = {"grpo": {"method": "grpo"}, "dapo": {"method": "dapo"},
            "ce_gppo": {"method": "ce_gppo", "beta1": 0.5, "beta2": 1.0}}
 SEEDS = (0, 1, 2)
-STEPS = 20
+STEPS = 15  # ≈ 1 min a step on one quiet core: 9 runs are ≈ 1 h on 2 cores
+PREDICTOR_EVERY = 5  # the parameter-space entropy predictor every N steps (it changes no number of the run)
 DATA = os.path.join(DATA_ROOT, "ch05")  # relative to the project root, like every run config
 ENTROPY, ACCURACY = study.ENTROPY, study.ACCURACY
 
@@ -36,7 +37,8 @@ def run_config(name: str, seed: int, steps: int = STEPS):
     """Method ``name`` at seed ``seed``: the preset, the same problems for every seed, one thread (two runs share
     a 2-core machine side by side; two threads each would contend)."""
     return apply_overrides(get_preset(PRESET), {**METHODS[name], "seed": seed, "data_seed": 0, "steps": steps,
-                                                 "num_threads": 1})
+                                                 "num_threads": 1, "eval_every": 5, "measure_entropy_change": False,
+                                                 "entropy_predictor_every": PREDICTOR_EVERY})
 
 
 def keep_key(key: str) -> bool:
@@ -75,3 +77,25 @@ def summary_lines(folder: str) -> list[str]:
         lines.append(f"{name:8s} entropy start {start.mean():.3f} final {final.mean():.3f}; held-out accuracy "
                      f"step 0 {acc0.mean():.3f} final {runs.final(name, ACCURACY).mean():.3f}")
     return lines + [""] + [str(claim) for claim in claims(runs)]
+
+
+def clipped_by_group(runs: study.Study) -> dict[str, dict[str, dict[str, float]]]:
+    """Per method and token group, over every step and seed: the share of the group's tokens on PPO's clipped side
+    (lower + upper), the group's mean π and its share of all tokens (``plots.pretrained_figures``)."""
+    from ..token_groups import GROUPS
+
+    out = {}
+    for name in METHODS:
+        logs = [m for log in runs.runs[name] for m in log if f"{GROUPS[0]}/count" in m]
+        out[name] = {g: {"clipped": _weighted(logs, g, lambda m: m[f"{g}/clip_low_frac"] + m[f"{g}/clip_high_frac"]),
+                         "mean_prob": _weighted(logs, g, lambda m: m[f"{g}/mean_prob"]),
+                         "frac": float(np.mean([m[f"{g}/frac"] for m in logs]))} for g in GROUPS}
+    return out
+
+
+def _weighted(logs: list[dict], group: str, value) -> float:
+    """A per-step value of ``group`` averaged over steps, weighted by the group's token count at each step."""
+    counts = np.array([m[f"{group}/count"] for m in logs], dtype=float)
+    if counts.sum() == 0:
+        return float("nan")
+    return float(np.sum([value(m) * c for m, c in zip(logs, counts) if c]) / counts.sum())
