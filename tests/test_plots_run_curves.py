@@ -12,6 +12,8 @@ def _run(steps: int = 30) -> list[dict]:
     log = []
     for step in range(steps + 1):
         record = {"step": step, "reward/mean": float(step), "entropy/mean": 1.0 - step / 100}
+        if step != 7:  # a step with no group kept logs no clip fraction: still a metric of every step
+            record["clip/low_frac"] = 0.01 * step
         if step % 10 == 0:
             record["eval/accuracy"] = step / 100
         log.append(record)
@@ -35,3 +37,8 @@ def test_smoothed_curves_start_at_step_0_with_the_raw_points_beside_them():
     assert len(accuracy) == 1 and list(accuracy[0].x) == [0, 10, 20, 30]  # drawn raw, every evaluation
     np.testing.assert_allclose(accuracy[0].y, [0.0, 0.1, 0.2, 0.3])
     assert sum(t.showlegend is not False for t in fig.data) == 1  # one legend entry per run
+
+
+def test_a_metric_with_a_missing_step_is_still_smoothed_over_its_raw_points():
+    fig = run_figures.run_curves_figure({"grpo": _run()}, curves=(("clip/low_frac", "clipped below"),), smooth=5)
+    assert sorted(t.mode for t in fig.data) == ["lines", "markers"]

@@ -81,7 +81,8 @@ def run_curves_figure(runs: dict[str, list[dict]], curves=CURVES, cols: int = 2,
             if not steps:
                 continue
             where = dict(row=k // cols + 1, col=k % cols + 1)
-            every_step = len(steps) > 1 and int(np.max(np.diff(steps))) == 1
+            # logged at (nearly) every step: a few missing steps (no group kept) do not make it a sparse metric
+            every_step = len(steps) > 1 and float(np.median(np.diff(steps))) == 1
             mode = "lines"
             if smooth > 1 and every_step:
                 fig.add_trace(go.Scatter(x=steps, y=values, mode="markers", name=run_label(label), legendgroup=label,
