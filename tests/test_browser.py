@@ -391,8 +391,9 @@ def test_figure_titles_axis_titles_and_legends_are_not_cut_off(browser, base_url
 # --------------------------------------------------------------------------------------------------
 # The chapter pages and the GPU recipe (the pages that overflowed at 390 px or carried plotly.js).
 HEAVY_PAGES = CHAPTERS + [f for f in PAGES if f == "book/gpu_recipe"]
-# Issue 25's target is 3 MB transferred. Measured (benchmarks/results/book_pages.txt): 1.07-1.33 MB from a
-# compressing host and 3.5-4.1 MB from python -m http.server (no compression); before: 2.7-2.9 MB and 8.6-9.0 MB.
+# Issue 25's target is 3 MB transferred. Measured (benchmarks/results/book_pages.txt): 0.98-1.25 MB from a
+# compressing host and 3.1-3.8 MB from python -m http.server (no compression; 3.5-4.1 MB with MathJax's combined
+# tex-chtml.js); before issue 25: 2.7-2.9 MB and 8.6-9.0 MB.
 # The bounds sit between, so that a page loading the full plotly.js or fontawesome.js again fails.
 MAX_TRANSFERRED = 2_000_000  # bytes per page from a compressing static host
 MAX_UNCOMPRESSED = 4_600_000  # bytes per page from python -m http.server: the full plotly.js alone is 4.8 MB
