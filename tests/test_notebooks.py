@@ -129,12 +129,40 @@ def test_book_build_fails_when_a_notebook_cell_raises(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kernel", other_kernel_sets())
-def test_checked_outputs_do_not_depend_on_the_float_kernels(kernel_set_runs, kernel):
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_checked_outputs_do_not_depend_on_the_float_kernels(kernel_set_runs, kernel, path):
     """Every ``# NBVAL_CHECK_OUTPUT`` cell prints the same under another kernel set: its numbers are rounded past
     the kernels' noise or are verdicts of a tolerance check (``cegppo_edu.experiments.reproducibility``). nbval runs
-    once per kernel set, beside that set's committed-run prefixes (``kernel_runs``)."""
-    done = kernel_set_runs[kernel].nbval
-    assert done.returncode == 0, f"nbval under kernel set {kernel}:\n{done.stdout[-4000:]}"
+    each chapter once per kernel set, beside that set's committed-run prefixes (``kernel_runs``); cells tagged
+    ``nbval-skip`` are left out there (the book build runs them)."""
+    done = kernel_set_runs[kernel].notebooks.get(path.name)
+    assert done is not None, f"{path.name} was not run under kernel set {kernel}"
+    assert done["returncode"] == 0, f"nbval of {path.name} under kernel set {kernel}:\n{done['output']}"
+
+
+def _nbval(tmp_path, name: str, checked_source: str, printed: str) -> subprocess.CompletedProcess:
+    """nbval (``--nbval-lax``) on a two-cell notebook: a cell tagged ``nbval-skip`` that raises if it runs and
+    defines ``slow``, then a checked cell stored as printing ``printed``."""
+    skipped = nbformat.v4.new_code_cell("slow = 1\nraise RuntimeError('the skipped cell ran')", execution_count=1)
+    skipped.metadata["tags"] = ["nbval-skip"]
+    checked = nbformat.v4.new_code_cell(f"# NBVAL_CHECK_OUTPUT\n{checked_source}", execution_count=2,
+                                        outputs=[nbformat.v4.new_output("stream", name="stdout", text=printed)])
+    nb = nbformat.v4.new_notebook(cells=[skipped, checked])
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nbformat.write(nb, tmp_path / name)
+    return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_cell_tagged_nbval_skip_is_not_run_and_a_checked_cell_that_needs_it_fails(tmp_path):
+    """The marker for a chapter's slow cells under the other kernel sets (docs/DESIGN.md, Testing): nbval leaves a
+    cell tagged ``nbval-skip`` out (it would raise), and a checked cell that reads what that cell makes fails, so a
+    wrong tag cannot pass unseen."""
+    independent = _nbval(tmp_path, "independent.ipynb", "print(1 + 1)", "2\n")
+    assert independent.returncode == 0, independent.stdout[-2000:]
+    needs_it = _nbval(tmp_path, "needs_it.ipynb", "print(slow)", "1\n")
+    assert needs_it.returncode != 0 and "NameError" in needs_it.stdout, needs_it.stdout[-2000:]
 
 
 BOOK_EXECUTED = ROOT / "_build" / "jupyter_execute" / "notebooks"
