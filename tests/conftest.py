@@ -50,7 +50,7 @@ def pytest_collection_finish(session):
     """Start the kernel-set tasks now when a selected test needs them (a no-op when make test or another worker
     started them), so that they run beside the rest of the suite."""
     needed = _needed(session.items)
-    if needed:
+    if needed and not session.config.option.collectonly:
         import kernel_runs
 
         kernel_runs.start(_kernel_sets_folder(session.config), while_alive=os.getpid(), only=needed)

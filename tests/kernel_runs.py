@@ -1,16 +1,17 @@
 """Everything that must agree across CPUs, run once per other float-kernel set this CPU has: the committed runs'
 prefixes (``test_reproducibility.py``) and the chapters' ``# NBVAL_CHECK_OUTPUT`` cells (``test_notebooks.py``).
 
-The work is a list of tasks, each a subprocess under one kernel set on one torch thread, two at a time (a 2-core
-machine runs both at full speed): per kernel set one job of prefixes, and one nbval run per chapter (every
-``notebooks/*.ipynb``, by glob: a new chapter is in without a change here). The native kernel set is not among
+The work, per kernel set: one job of prefixes, and nbval over every chapter (``notebooks/*.ipynb``, by glob: a new
+chapter is in without a change here; the result is read per chapter), each a subprocess on one torch thread, two
+at a time (a 2-core machine runs both at full speed). The native kernel set is not among
 them: the in-process tests and nbval's check of the book build's execution already run it.
 
 Where and when: a folder holds one session's results. ``make test`` empties it and starts the tasks at its very
 start, in the background (``python tests/kernel_runs.py start DIR``), so that they run beside the book build and
 the other tests instead of before them; the ``kernel_set_runs`` fixture (``conftest.py``) then waits for them
-(``KERNEL_SETS_DIR=DIR``). Without that variable the fixture starts them itself in the session's temporary folder
-(once, also under pytest-xdist: the first worker claims the folder, the others wait). Results are read only when the
+(``KERNEL_SETS_DIR=DIR``). Without that variable pytest starts them when its collection ends, only those the
+selected tests read, in the session's temporary folder (once under pytest-xdist too: the first worker claims the
+folder, the others wait). Results are read only when the
 sources are still those the tasks started from (``fingerprint``); otherwise the tests fail and say so. Nothing is
 kept from one session to the next.
 
@@ -26,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -92,9 +94,10 @@ def notebooks() -> list[str]:
 
 
 def tasks(names: list[str]) -> list[tuple[str, str]]:
-    """(kernel set, "prefixes" or a chapter's file name); the longest first (the prefixes, then the later
-    chapters), so that two workers end close together."""
-    return [(name, "prefixes") for name in names] + [(name, nb) for nb in reversed(notebooks()) for name in names]
+    """(kernel set, "prefixes" or a chapter's file name): what the tests read. ``run`` makes them in one nbval
+    process per kernel set (every chapter, about 120 CPU-seconds on this 2-core machine) and one prefix job per set
+    (about 55), the nbval runs first, so that two workers end close together."""
+    return [(name, what) for name in names for what in ["prefixes", *notebooks()]]
 
 
 def fingerprint() -> str:
@@ -114,14 +117,8 @@ def _task_file(folder: str, name: str, what: str) -> str:
     return os.path.join(folder, f"{name}--{what}.json")
 
 
-def run_task(name: str, what: str, running: dict) -> dict:
-    """One task in its own process group (``running`` holds it while it runs, for ``_stop``)."""
-    env = {**repro.kernel_env(name), **ONE_THREAD}
-    if what == "prefixes":
-        command, timeout = [sys.executable, "-c", PREFIXES, ROOT, *COMMITTED], PREFIX_TIMEOUT
-    else:
-        command = [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", f"notebooks/{what}"]
-        timeout = NOTEBOOK_TIMEOUT
+def _execute(command: list[str], env: dict, timeout: int, running: dict) -> tuple[int, str, str, float]:
+    """Run ``command`` in its own process group (``running`` holds it meanwhile, for ``_stop``)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -135,15 +132,46 @@ def run_task(name: str, what: str, running: dict) -> dict:
         returncode, stderr = -9, f"timed out after {timeout} s\n{stderr}"
     finally:
         running.pop(process.pid, None)
-    result = {"kernel_set": name, "task": what, "returncode": returncode, "seconds": round(time.perf_counter() - started, 1)}
-    if what == "prefixes":
-        try:
-            result["prefixes"], result["error"] = json.loads(stdout.strip().splitlines()[-1]), ""
-        except (IndexError, ValueError):
-            result["prefixes"], result["error"] = {}, f"exit status {returncode}\n{stdout[-1000:]}\n{stderr[-3000:]}"
-    else:
-        result["output"] = (stdout[-4000:] + stderr[-1000:]) if returncode else stdout[-300:]
+    return returncode, stdout, stderr, round(time.perf_counter() - started, 1)
+
+
+def run_prefixes(name: str, running: dict) -> dict:
+    env = {**repro.kernel_env(name), **ONE_THREAD}
+    returncode, stdout, stderr, seconds = _execute([sys.executable, "-c", PREFIXES, ROOT, *COMMITTED], env,
+                                                   PREFIX_TIMEOUT, running)
+    result = {"kernel_set": name, "task": "prefixes", "returncode": returncode, "seconds": seconds}
+    try:
+        result["prefixes"], result["error"] = json.loads(stdout.strip().splitlines()[-1]), ""
+    except (IndexError, ValueError):
+        result["prefixes"], result["error"] = {}, f"exit status {returncode}\n{stdout[-1000:]}\n{stderr[-3000:]}"
     return result
+
+
+def run_nbval(name: str, chapters: list[str], running: dict) -> dict[str, dict]:
+    """nbval over ``chapters`` under kernel set ``name``: one pytest process (a start-up costs about 3 CPU-seconds;
+    each chapter gets its own kernel anyway), each chapter's outcome read from the failures it names."""
+    env = {**repro.kernel_env(name), **ONE_THREAD}
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-rfE", "-p", "no:cacheprovider",
+               *(f"notebooks/{chapter}" for chapter in chapters)]
+    returncode, stdout, stderr, seconds = _execute(command, env, NOTEBOOK_TIMEOUT * len(chapters), running)
+    failed = set(re.findall(r"^(?:FAILED|ERROR) notebooks/([^:\s]+\.ipynb)", stdout, re.M))
+    unexplained = returncode != 0 and (returncode != 1 or not failed)  # a crash, a timeout, a usage error
+    sections = re.split(r"\n(?=_{3,} )", stdout)
+    out = {}
+    for chapter in chapters:
+        bad = unexplained or chapter in failed
+        text = "".join(s for s in sections if s.startswith("_") and chapter in s.splitlines()[0])
+        out[chapter] = {"kernel_set": name, "task": chapter, "returncode": 1 if bad else 0, "seconds": seconds,
+                        "output": (text[-6000:] + stdout[-1500:] + stderr[-1500:]) if bad else ""}
+    return out
+
+
+def _groups(todo: list) -> list[tuple[str, list[str]]]:
+    """The processes that run ``todo``: per kernel set one nbval run over its chapters, then its prefix job."""
+    names = list(dict.fromkeys(name for name, _ in todo))
+    chapters = [(name, [what for n, what in todo if n == name and what != "prefixes"]) for name in names]
+    return [(name, whats) for name, whats in chapters if whats] + [(name, ["prefixes"]) for name in names
+                                                                   if [name, "prefixes"] in [list(t) for t in todo]]
 
 
 def _stop(running: dict) -> None:
@@ -186,15 +214,17 @@ def run(folder: str, todo: list, while_alive: int | None = None) -> None:
             stop()
         threading.Thread(target=watch, daemon=True).start()
 
-    def one(task):
-        result = run_task(*task, running)
-        path = _task_file(folder, *task)
-        with open(path + ".tmp", "w") as f:
-            json.dump(result, f)
-        os.replace(path + ".tmp", path)
+    def one(group):
+        name, whats = group
+        done = {"prefixes": run_prefixes(name, running)} if whats == ["prefixes"] else run_nbval(name, whats, running)
+        for what, result in done.items():
+            path = _task_file(folder, name, what)
+            with open(path + ".tmp", "w") as f:
+                json.dump(result, f)
+            os.replace(path + ".tmp", path)
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:  # the work is in the subprocesses
-        list(pool.map(one, [tuple(t) for t in todo]))
+        list(pool.map(one, _groups(todo)))
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the tasks and what they waited for (the kernels)
     with open(os.path.join(folder, "done.json.tmp"), "w") as f:
         json.dump({"tasks": len(todo), "cpu_seconds": round(children.ru_utime + children.ru_stime, 1)}, f)
