@@ -20,7 +20,7 @@ TRL_VENV   := .venv-trl
 TRL_BIN    := $(TRL_VENV)/bin
 TRL_STAMP  := $(TRL_VENV)/.installed
 
-.PHONY: test check test-verl test-trl bench-trl book notebooks venv browser lab clean help smollm2
+.PHONY: test test-suite test-plugins check test-verl test-trl bench-trl book notebooks venv browser lab clean help smollm2
 
 help:
 	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
@@ -63,15 +63,32 @@ smollm2: $(STAMP)
 book: $(STAMP) smollm2
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
-# The whole suite: the book build (which executes every chapter), the unit tests, each chapter's checked cells
-# against that build's execution (no second execution for nbval) and, in subprocesses under every other
-# float-kernel set this CPU has, nbval and the committed-run prefixes, the browser check, then the verl and TRL
-# tests in their own environments.
-test: $(STAMP) browser book
+# The whole suite, three things at once on a 2-core machine:
+# - first, in the background, the kernel-set tasks (tests/kernel_runs.py: under every other float-kernel set this
+#   CPU has, the committed-run prefixes and nbval over each chapter, hence after smollm2); they stop if make does;
+# - test-suite: the book build (which executes every chapter), the import contract, the unit tests on two
+#   pytest-xdist workers (a file's tests stay on one worker; the tests that read the kernel-set results run last
+#   and wait for them: KERNEL_SETS_DIR), each chapter's checked cells against the book build's execution, the
+#   browser check;
+# - test-plugins: the verl and TRL tests in their own environments (made first on a fresh clone: mostly downloads;
+#   the tests mostly wait for Ray and subprocesses), logged to $(PLUGINS_LOG) and shown at the end (at once if
+#   they fail).
+KERNEL_SETS_DIR := _build/kernel_sets
+PLUGINS_LOG     := _build/plugins.log
+PYTEST_WORKERS  ?= 2
+test: $(STAMP) browser smollm2
+	$(BIN)/python tests/kernel_runs.py start $(KERNEL_SETS_DIR) --while-alive $$PPID
+	$(MAKE) -j2 test-suite test-plugins
+	@cat $(PLUGINS_LOG)
+
+test-suite: book
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest --durations=25
-	$(MAKE) test-verl
-	$(MAKE) test-trl
+	KERNEL_SETS_DIR=$(CURDIR)/$(KERNEL_SETS_DIR) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
+
+# No $(MAKE) on the logged line: `make -n test` (tests/test_project.py) would run it and overwrite the log.
+test-plugins: $(VERL_STAMP) $(TRL_STAMP)
+	@mkdir -p $(dir $(PLUGINS_LOG))
+	@{ $(VERL_TESTS) && $(TRL_TESTS); } > $(PLUGINS_LOG) 2>&1 || { cat $(PLUGINS_LOG); exit 1; }
 
 # The edit-test loop, offline: the import contract (pyproject.toml) and the unit tests (no notebooks, book,
 # browser, verl, wheel install, network download, pretrained model or kernel-set subprocesses).
@@ -96,8 +113,9 @@ $(VERL_STAMP): $(VERL_BIN)/python pyproject.toml
 	touch $@
 
 # tests_verl/ has its own pytest.ini: the main suite (testpaths tests, notebooks) never collects it.
+VERL_TESTS := $(VERL_BIN)/pytest -c tests_verl/pytest.ini tests_verl
 test-verl: $(VERL_STAMP)
-	$(VERL_BIN)/pytest -c tests_verl/pytest.ini tests_verl
+	$(VERL_TESTS)
 
 $(TRL_BIN)/python:
 	$(PYTHON) -m venv $(TRL_VENV)
@@ -111,8 +129,9 @@ $(TRL_STAMP): $(TRL_BIN)/python pyproject.toml
 	touch $@
 
 # tests_trl/ has its own pytest.ini: the main suite (testpaths tests, notebooks) never collects it.
+TRL_TESTS := $(TRL_BIN)/pytest -c tests_trl/pytest.ini tests_trl
 test-trl: $(TRL_STAMP)
-	$(TRL_BIN)/pytest -c tests_trl/pytest.ini tests_trl
+	$(TRL_TESTS)
 
 # The side-by-side of issue 13: both trainers alternated in one process, at the chapter-4 geometry and at 4x the
 # batch with 32 new tokens. Minutes on 2 cores; pass e.g. BENCH_ARGS="--pairs 7".
