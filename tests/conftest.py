@@ -11,11 +11,16 @@ USES = "kernel_set_runs"
 
 
 def _kernel_sets_folder(config) -> str:
-    """``make test``'s (KERNEL_SETS_DIR), else one in this session's temporary folder that every pytest-xdist worker
-    of the session shares."""
+    """``make test``'s (KERNEL_SETS_DIR) while the make that started its tasks runs, else one in this session's
+    temporary folder that every pytest-xdist worker of the session shares: results left by an earlier run are not
+    read, even from the same sources."""
+    import kernel_runs
+
     base = config._tmp_path_factory.getbasetemp()
-    return os.environ.get("KERNEL_SETS_DIR") or str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
-                                                    / "kernel_sets")
+    given = os.environ.get("KERNEL_SETS_DIR")
+    if given and kernel_runs.of_a_running_session(given):
+        return given
+    return str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kernel_sets")
 
 
 def _needed(items) -> list[tuple[str, str]]:

@@ -247,7 +247,7 @@ def start(folder: str, while_alive: int, fresh: bool = False, only: list | None 
     runner = subprocess.Popen([sys.executable, os.path.abspath(__file__), "run", folder, "--while-alive",
                                str(while_alive), json.dumps(todo)], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                               stderr=log)
-    info = {"pid": runner.pid, "kernel_sets": names, "tasks": todo, "fingerprint": sources}
+    info = {"pid": runner.pid, "while_alive": while_alive, "kernel_sets": names, "tasks": todo, "fingerprint": sources}
     with open(os.path.join(folder, "started.json.tmp"), "w") as f:
         json.dump(info, f)
     os.replace(os.path.join(folder, "started.json.tmp"), os.path.join(folder, "started.json"))
@@ -291,6 +291,15 @@ def wait(folder: str, poll: float = 1.0) -> dict[str, KernelSetRun]:
         prefix = done.pop("prefixes", {"prefixes": {}, "error": "the prefixes were not among this session's tasks"})
         out[name] = KernelSetRun(prefix["prefixes"], prefix["error"], done)
     return out
+
+
+def of_a_running_session(folder: str) -> bool:
+    """``folder``'s tasks were started for a make or pytest that is still running (not left by an earlier one)."""
+    try:
+        info = json.loads(Path(folder, "started.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(info.get("while_alive")) and _alive(info["while_alive"])
 
 
 def results(folder: str, only: list | None = None) -> dict[str, KernelSetRun]:
