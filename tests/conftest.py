@@ -26,15 +26,16 @@ def _kernel_sets_folder(config) -> str:
 def _needed(items) -> list[tuple[str, str]]:
     """The kernel-set tasks the selected tests read: a test with a ``path`` parameter one chapter's nbval run, any
     other the prefixes; under its ``kernel`` parameter's set, else under every set."""
+    users = [item for item in items if USES in getattr(item, "fixturenames", ())]
+    if not users:  # make check, or a selection without them: nothing to import or start
+        return []
     import kernel_runs
 
     names, needed = kernel_runs.other_kernel_sets(), set()
-    for item in items:
-        if USES in getattr(item, "fixturenames", ()):
-            params = item.callspec.params if hasattr(item, "callspec") else {}
-            whats = [params["path"].name] if "path" in params else ["prefixes"]
-            needed |= {(kernel, what) for kernel in ([params["kernel"]] if "kernel" in params else names)
-                       for what in whats}
+    for item in users:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        whats = [params["path"].name] if "path" in params else ["prefixes"]
+        needed |= {(kernel, what) for kernel in ([params["kernel"]] if "kernel" in params else names) for what in whats}
     return sorted(needed)
 
 
