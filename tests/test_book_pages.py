@@ -193,7 +193,7 @@ def test_group_entropy_table_is_token_groups():
 
 
 def test_updates_table_is_the_toy_and_the_presets():
-    from cegppo_edu import gpu  # noqa: F401  (registers the GPU presets)
+    from cegppo_edu import pretrained  # noqa: F401  (registers the GPU presets and chapter 5's)
     from cegppo_edu.lm import config
     from cegppo_edu.toy import bandit
 

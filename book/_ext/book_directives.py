@@ -103,7 +103,7 @@ def group_entropy_table(method: str = "ce_gppo") -> tuple[list[str], list[list[s
 
 def updates_table() -> tuple[list[str], list[list[str]]]:
     """Header and rows: K = mini-batches × epochs for the toy bandit's defaults and every registered trainer preset."""
-    from cegppo_edu import gpu  # noqa: F401  (registers the GPU presets)
+    from cegppo_edu import pretrained  # noqa: F401  (registers the GPU presets and chapter 5's)
     from cegppo_edu.lm import config
     from cegppo_edu.toy import bandit
 

@@ -10,8 +10,6 @@
                     step, seeds 0 and 1, 150 steps, and summary.txt, a table per seed over windows of steps (25 min)
     ch04-seeds      notebooks/data/ch04/seeds/: the many-seed study's warm start, 14 configurations × 5 seeds ×
                     100 steps (``study.CONFIGS``), summary.txt with the claims' verdicts (about 28 min on 2 cores)
-    ch05            notebooks/data/ch05/: GRPO, DAPO and CE-GPPO × 3 seeds on SmolLM2-135M-Instruct (the pretrained
-                    model of `cegppo fetch-model smollm2`), 15 steps each, summary.txt with the claims' verdicts
     ch06            notebooks/data/ch06/: chapter 6's rows × 5 seeds from the study's warm start, summary.txt
 
 Each run goes to a scratch folder (``--scratch``, default ``runs/`` of the repository; checkpoints and all, not
@@ -180,8 +178,6 @@ JOBS = {
     "ch04-seeds": Job(("ch04", "seeds"), lambda only=None, steps=None: ch04_seeds(only),
                       lambda folder: study.summary_lines(study.load(folder)),
                       (os.path.join(study.DATA, "warm_start"), study.warm_start_config), lambda: list(study.CONFIGS)),
-    "ch05": Job(("ch05",), lambda only=None, steps=None: ch05(only), smollm2_study.summary_lines,
-                names=lambda: list(smollm2_study.METHODS)),
     "ch06": Job(("ch06",), lambda only=None, steps=None: ch06(only), steer_study.summary_lines,
                 names=lambda: list(steer_study.runs())),
 }
