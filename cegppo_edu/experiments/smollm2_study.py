@@ -8,7 +8,8 @@
   ``summaries.EQUIVALENCE_MARGIN`` where two accuracies may be equal. With 3 seeds an interval is wide: "not
   resolved" is a result here, not a failure.
 
-The runs are made by ``python -m cegppo_edu.experiments.regenerate ch05``; this module only defines and reads them.
+``regenerate.ch05`` builds the runs for the one runner; its job ``ch05`` joins ``regenerate.JOBS`` together with the
+committed runs (not yet committed: the chapter is being written). This module only defines and reads them.
 """
 
 from __future__ import annotations
