@@ -59,11 +59,15 @@ def lab(tmp_path_factory):
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(folder / ".config"), "JUPYTER_RUNTIME_DIR": str(folder / ".run"),
            "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(folder / ".workspaces")}
     env.pop("CEGPPO_PANELS", None)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "jupyter-lab"), "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={TOKEN}", "--ServerApp.password=", f"--ServerApp.root_dir={folder}",
-         "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True", "--allow-root"],
-        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The server's log goes to a file: a pipe nobody reads fills up (64 KiB) under load, when the server logs every
+    # slow request, and then the server blocks on its next log line and the page never finishes running.
+    log = folder / "jupyterlab.log"
+    with open(log, "w") as sink:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "jupyter-lab"), "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+             f"--IdentityProvider.token={TOKEN}", "--ServerApp.password=", f"--ServerApp.root_dir={folder}",
+             "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True", "--allow-root"],
+            cwd=folder, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -72,7 +76,7 @@ def lab(tmp_path_factory):
             break
         except Exception:
             if server.poll() is not None:
-                pytest.fail("JupyterLab exited at start:\n" + server.stdout.read()[-3000:])
+                pytest.fail("JupyterLab exited at start:\n" + log.read_text()[-3000:])
             time.sleep(0.5)
     else:
         server.terminate()
