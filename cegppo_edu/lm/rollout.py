@@ -70,6 +70,10 @@ class HFSampler:
         logps = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(-1, new_tokens[:, t, None]).squeeze(-1)
                              for t, step in enumerate(out.scores)], dim=1)  # (B, L_new)
         del out
+        return self._cut_at_eos(new_tokens, logps)
+
+    def _cut_at_eos(self, new_tokens, logps):
+        """Each row up to and with its first EOS: token lists, their log-probs, and whether the row hit the cap."""
         responses, logp_lists, truncated = [], [], []
         for row in range(new_tokens.shape[0]):
             tokens = new_tokens[row].tolist()
@@ -175,16 +179,6 @@ class SharedPrefillSampler(HFSampler):
                 logits, next_position = out.logits[:, -1], next_position + 1
         del cache, out
         return self._cut_at_eos(tokens, logps)
-
-    def _cut_at_eos(self, new_tokens, logps):
-        responses, logp_lists, truncated = [], [], []
-        for row in range(new_tokens.shape[0]):
-            tokens = new_tokens[row].tolist()
-            end = tokens.index(self.eos_id) + 1 if self.eos_id in tokens else len(tokens)
-            responses.append(tokens[:end])
-            logp_lists.append(logps[row, :end].tolist())
-            truncated.append(self.eos_id not in tokens[:end])
-        return responses, logp_lists, truncated
 
 
 def _draw(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool):
