@@ -30,8 +30,8 @@ from page_load import LAUNCH_ARGS, Compressing, load, serve  # noqa: E402  (the 
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ["notebooks/01_clipping_quadrants", "notebooks/02_gradient_flow", "notebooks/03_entropy_dynamics_bandit",
-            "notebooks/04_tiny_lm_rl", "notebooks/05_gpu_r1_distill_math", "book/gpu_recipe",
-            "notebooks/06_steering_entropy"]
+            "notebooks/04_tiny_lm_rl", "notebooks/05_smollm2_cpu", "notebooks/06_gpu_r1_distill_math",
+            "book/gpu_recipe", "notebooks/07_steering_entropy"]
 WIDEST = """() => {
     const width = document.documentElement.clientWidth;
     let widest = null, right = width;

@@ -1,4 +1,4 @@
-"""GPU check for the final chapter: memory and speed of the DeepSeek-R1-Distill-Qwen-1.5B architecture under the
+"""GPU check for chapter 6 (the GPU chapter): memory and speed of the DeepSeek-R1-Distill-Qwen-1.5B architecture under the
 recipe's memory settings, with random weights (nothing is downloaded).
 
 Measures, on the CUDA device:

@@ -11,7 +11,7 @@ Every objective here is "a per-token weight F(r, Â) on Â·∇log π" (see ``gr
     CISPO       | clip(r) on every token, whatever the sign of Â
     SAPO        | a smooth gate instead of a clip: F = 4·σ(τ(r−1))·(1−σ(τ(r−1)))·r, τ = τ_pos (Â>0) or τ_neg
 
-Two more methods of chapter 6 ("Steering entropy") pick tokens by a statistic of the whole batch, so their F is
+Two more methods of chapter 7 ("Steering entropy") pick tokens by a statistic of the whole batch, so their F is
 not a function of (r, Â) alone (their level is "batch"): Clip-Cov detaches the gradient of a few tokens whose
 covariance (Â − mean Â)(log π − mean log π) lies in a band; KL-Cov adds a penalty k·|log r| on the tokens of
 highest covariance (Cui et al., arXiv:2505.22617, §4; verl's ``clip_cov`` and ``kl_cov``).
@@ -429,7 +429,7 @@ class Method:
     when it has a weight F(r, Â), "batch" when it treats apart tokens picked by a statistic of the whole batch
     (``batch_picks``, Clip-Cov and KL-Cov: a token-mean loss whose per-token gradient depends on the batch), else
     "sequence" (GSPO). ``compared``: chapters 1-3 compare it with CE-GPPO (the clip family); the other ways to
-    control entropy are chapter 6's baselines.
+    control entropy are chapter 7's baselines.
     """
 
     name: str
@@ -570,7 +570,7 @@ register_method(Method("ce_gppo", "CE-GPPO", ce_gppo, ce_gppo_per_token, clip_we
 register_method(Method("cispo", "CISPO", cispo, cispo_per_token, cispo_weight, "CISPO (MiniMax-M1), arXiv:2506.13585, eq. 4",
                        range_overrides={"eps_low": Range(0.0, 1.0, low_open=True)}))
 register_method(Method("gspo", "GSPO", gspo, None, None, "GSPO, arXiv:2507.18071, eq. 5-7"))
-# Chapter 6's other ways to control entropy.
+# Chapter 7's other ways to control entropy.
 register_method(Method("sapo", "SAPO", sapo, sapo_per_token, sapo_weight, "SAPO, arXiv:2511.20347, eq. 5",
                        compared=False))
 register_method(Method("clip_cov", "Clip-Cov", clip_cov, None, None, "Clip-Cov, arXiv:2505.22617, §4.2",

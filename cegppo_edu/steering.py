@@ -1,6 +1,6 @@
 """Steering entropy: a target H*(t) and the controllers that pick, step by step, what moves the entropy toward it.
 
-The paper fixes β1 and β2 for a run. Chapter 6 closes the loop. Four ways to do it, each a ``CONTROLLERS`` name:
+The paper fixes β1 and β2 for a run. Chapter 7 closes the loop. Four ways to do it, each a ``CONTROLLERS`` name:
 
 - ``predictive`` (this book's): CE-GPPO's first-order entropy change of a step is linear in β1 and β2 (the clipped
   tokens get the constant weights β1(1−ε_l) and β2(1+ε_h), the paper in brief §3), so it splits into
@@ -35,7 +35,7 @@ from .validation import NON_NEGATIVE, POSITIVE, Range, check_choice
 
 CONTROLLERS = ("none", "predictive", "pi", "entropy_bonus")
 BETA_CONTROLLERS = ("predictive", "pi")  # the ones that choose β1, β2 (they need a method that has them)
-PI_KP, PI_KI = 2.0, 0.5  # the PI controller's gains (trainer and toy alike; chapter 6 tried no others)
+PI_KP, PI_KI = 2.0, 0.5  # the PI controller's gains (trainer and toy alike; chapter 7 tried no others)
 COLLAPSE_FRACTION = 0.5  # a run collapses when its accuracy falls below this share of where it started
 _DIVISION_FLOOR = 1e-12  # |unit|² below this: the clipped tokens do not move H, so β is left at the reference
 
@@ -184,7 +184,7 @@ class SteeredRun:
 
 
 # --------------------------------------------------------------------------------------------------
-# The comparison of chapter 6, in the toy and on the transformer
+# The comparison of chapter 7, in the toy and on the transformer
 # --------------------------------------------------------------------------------------------------
 # (label, method, controller): fixed-β CE-GPPO, the two β controllers, the reactive bonus, and the open-loop
 # methods of the field; every row runs on the same seeds.

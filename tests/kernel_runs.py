@@ -51,8 +51,8 @@ RUNS = os.path.join(ROOT, "notebooks", "data", "ch04", "runs")
 COMMITTED = [f"runs/{run}" for run in sorted(os.listdir(RUNS))] + ["predictor/chapter"] + [
     f"seeds/{study.run_folder(name, seed)}" for name, seed in (("grpo", 1), (study.CE_GPPO, 2),
                                                                (study.ce_gppo_name(1.0, 0.5), 3))] + [
-    # chapter 6's controllers (regenerate ch06): each one's state carries from step to step
-    f"../ch06/runs/{name}/seed{seed}" for name, seed in (("ce_gppo-predictive-constant", 0),
+    # chapter 7's controllers (regenerate ch07): each one's state carries from step to step
+    f"../ch07/runs/{name}/seed{seed}" for name, seed in (("ce_gppo-predictive-constant", 0),
                                                          ("ce_gppo-pi-decaying", 1),
                                                          ("grpo-entropy_bonus-constant", 2))]
 

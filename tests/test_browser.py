@@ -192,7 +192,7 @@ def test_chapter_figures_draw_sliders_move_math_renders(browser, base_url, chapt
             figure = figures.nth(index)
             fig_id = figure.get_attribute("id")
             before = page.evaluate(FIGURE_STATE, fig_id)
-            # a figure of traces draws marks; a figure of notes only (chapter 5's smoke mode) draws its notes
+            # a figure of traces draws marks; a figure of notes only (chapter 6's smoke mode) draws its notes
             drawn = before["marks"] > 0 or (before["traces"] == 0 and before["notes"] > 0)
             assert before["svg"] > 0 and drawn, f"{chapter}: figure {index} drew no data: {before}"
             if before["sliders"]:

@@ -1,4 +1,4 @@
-"""Chapter 5 integration: the R1-Distill presets, their smoke mode (train and eval on a CPU), the evaluation
+"""Chapter 6 integration: the R1-Distill presets, their smoke mode (train and eval on a CPU), the evaluation
 metrics, the report's evaluation table, and that the book states the preset's real values."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_gpu_smoke_mode_reads_data_that_ships_with_the_package(name):
 @pytest.mark.parametrize("name", GPU_PRESETS)
 def test_gpu_smoke_model_has_positions_for_its_longest_sequence(name):
     """The tiny model of smoke mode is built for its longest prompt plus response (else transformers warns on
-    every generate call past max_position_embeddings, in chapter 5's output too)."""
+    every generate call past max_position_embeddings, in chapter 6's output too)."""
     from cegppo_edu.lm import setup
 
     smoke = cfg.get_preset(name, smoke=True)
@@ -303,8 +303,8 @@ def test_trainer_close_releases_the_model_and_optimizer(tmp_path):
     assert trainer.reward_fn is None
 
 
-def test_notebook_05_closes_the_trainer_before_it_evaluates():
-    cells = ["".join(c["source"]) for c in json.loads(Path("notebooks/05_gpu_r1_distill_math.ipynb").read_text())[
+def test_notebook_06_closes_the_trainer_before_it_evaluates():
+    cells = ["".join(c["source"]) for c in json.loads(Path("notebooks/06_gpu_r1_distill_math.ipynb").read_text())[
         "cells"] if c["cell_type"] == "code"]
     closing = next(i for i, c in enumerate(cells) if "trainer.close()" in c)
     evaluating = next(i for i, c in enumerate(cells) if "evaluate.run_eval(" in c)

@@ -392,7 +392,7 @@ def test_method_defaults_are_read_once_and_cannot_be_changed_by_a_caller():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Chapter 6's baselines: SAPO's smooth gate, Clip-Cov and KL-Cov's tokens picked by covariance
+# Chapter 7's baselines: SAPO's smooth gate, Clip-Cov and KL-Cov's tokens picked by covariance
 # ----------------------------------------------------------------------------------------------------------
 def test_sapo_weight_is_the_gates_derivative_and_fades_on_both_sides():
     """F = r·d/dr[(4/τ)σ(τ(r−1))], checked by central differences; F(1) = 1; F → 0 far from r = 1, faster for the

@@ -1,4 +1,4 @@
-"""Steering entropy (chapter 6): the β solver against its defining equation, the controllers' signs and limits,
+"""Steering entropy (chapter 7): the β solver against its defining equation, the controllers' signs and limits,
 the validation of targets and bounds, and the toy's look-ahead against the measured entropy change."""
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ def test_the_transformer_runs_are_the_rows_with_the_steered_ones_once_per_target
         steer_study.run_config("pi", 0)
 
 
-COMMITTED_CH06 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), steer_study.DATA)
+COMMITTED_CH07 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), steer_study.DATA)
 
 
 def test_the_committed_runs_read_back_as_the_trainer_logged_them():
@@ -326,17 +326,17 @@ def test_the_committed_runs_read_back_as_the_trainer_logged_them():
     ones, and summary.txt is what the committed runs give."""
     from cegppo_edu.lm.run_dir import read_metrics
 
-    comparison = steer_study.load(COMMITTED_CH06, "decaying")
+    comparison = steer_study.load(COMMITTED_CH07, "decaying")
     run = comparison.run(steering.COMPARISON_ROWS[2][0])  # PI
-    log = read_metrics(os.path.join(COMMITTED_CH06, "runs", "ce_gppo-pi-decaying", "seed0"))
+    log = read_metrics(os.path.join(COMMITTED_CH07, "runs", "ce_gppo-pi-decaying", "seed0"))
     logged = {m["step"]: m for m in log if "steer/target" in m}
     assert len(logged) > 50
     for step, m in logged.items():
         assert run.target[0, step - 1] == pytest.approx(m["steer/target"], abs=1e-12)
         assert run.beta1[0, step - 1] == m["loss/beta1"] and run.entropy[0, step - 1] == m["entropy/mean"]
     assert run.accuracy.shape == (len(steer_study.SEEDS), steer_study.STEPS // 10 + 1)
-    lines = open(os.path.join(COMMITTED_CH06, "summary.txt")).read().splitlines()
-    assert [line for line in lines if not line.startswith("regenerated ")] == steer_study.summary_lines(COMMITTED_CH06)
+    lines = open(os.path.join(COMMITTED_CH07, "summary.txt")).read().splitlines()
+    assert [line for line in lines if not line.startswith("regenerated ")] == steer_study.summary_lines(COMMITTED_CH07)
 
 
 def test_a_clip_cov_run_is_the_same_every_time_and_leaves_the_global_generator_alone():

@@ -1,4 +1,4 @@
-"""Chapter 6's claims carry their scoreboard rows from where the comparisons are made (``toy.steering.SCOREBOARD``,
+"""Chapter 7's claims carry their scoreboard rows from where the comparisons are made (``toy.steering.SCOREBOARD``,
 ``experiments.steer_study.SCOREBOARD``), and ``steering.scoreboard`` folds the two targets' accuracy claims into
 their one row, so the chapter maps nothing itself: it prints."""
 

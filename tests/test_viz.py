@@ -436,7 +436,7 @@ def test_study_grid_has_colour_scales_categorical_axes_and_accuracy_intervals_in
 
 
 def test_gpu_preview_figure_states_what_the_smoke_run_logged():
-    """Chapter 5 in smoke mode: one annotated figure, a panel per metric, each naming what the run logged."""
+    """Chapter 6 in smoke mode: one annotated figure, a panel per metric, each naming what the run logged."""
     from cegppo_edu.plots import run_figures
     runs = {"ce_gppo (smoke)": [{"step": 0, "eval/accuracy": 0.0},
                                 *({"step": k, "reward/mean": -1.0, "entropy/mean": 5.0 + k, "PA&LP/clip_high_frac": 0.0,
@@ -468,7 +468,7 @@ def test_the_vendored_plotly_bundles_are_the_installed_plotly_version():
     assert assets.bundle_for(line) == "plotly-basic.min.js"
     assert assets.bundle_for(line + heat) == "plotly-cartesian.min.js"
     assert assets.bundle_for('<div class="plotly-graph-div"></div><script>Plotly.newPlot()</script>') == "plotly.min.js"
-    from cegppo_edu.plots import run_figures  # a figure of annotations only (chapter 5's smoke mode): no traces
+    from cegppo_edu.plots import run_figures  # a figure of annotations only (chapter 6's smoke mode): no traces
     empty = style.figure_html(run_figures.gpu_preview_figure({"run": [{"step": 1}]}).to_dict(), "fig-c-0")
     assert assets.bundle_for(empty) == "plotly-basic.min.js"
     assert assets.bundle_for(empty + live.weight_explorer().html) == "plotly-basic.min.js"

@@ -47,7 +47,7 @@ def corner_ratios(eps_low: float, eps_high: float) -> tuple[float | None, float]
 
 def method_defaults_table() -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per token-level method of the clip family in the registry (aliases named in their
-    original's row; chapter 6's baselines have their own table there)."""
+    original's row; chapter 7's baselines have their own table there)."""
     header = ["method", "ε_l", "ε_h", "β1", "β2", "dual clip c", "interval", "F clipped below", "F clipped above"]
     rows = []
     for name in losses.token_level_methods(include_aliases=False, compared_only=True):

@@ -1,7 +1,7 @@
 """The chapters' experiments, built on the LM pipeline (``lm``) and read by the chapters:
 
     study             chapter 4's many-seed comparison: its task, configurations, and the claims' verdicts
-    steer_study       chapter 6's steered runs on the transformer, read back as ``steering.Comparison``s
+    steer_study       chapter 7's steered runs on the transformer, read back as ``steering.Comparison``s
     reproducibility   the checks of committed runs across machines (prefix re-runs, tolerances, kernel sets)
     regenerate        the one runner that regenerates every committed run (``python -m cegppo_edu.experiments.regenerate``)
 

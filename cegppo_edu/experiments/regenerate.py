@@ -10,7 +10,7 @@
                     step, seeds 0 and 1, 150 steps, and summary.txt, a table per seed over windows of steps (25 min)
     ch04-seeds      notebooks/data/ch04/seeds/: the many-seed study's warm start, 14 configurations × 5 seeds ×
                     100 steps (``study.CONFIGS``), summary.txt with the claims' verdicts (about 28 min on 2 cores)
-    ch06            notebooks/data/ch06/: chapter 6's rows × 5 seeds from the study's warm start, summary.txt
+    ch07            notebooks/data/ch07/: chapter 7's rows × 5 seeds from the study's warm start, summary.txt
 
 Each run goes to a scratch folder (``--scratch``, default ``runs/`` of the repository; checkpoints and all, not
 committed), then its ``metrics.jsonl`` (without the keys the job leaves out) and ``config.json`` are kept under
@@ -154,7 +154,7 @@ def ch05(only=None) -> list[Run]:
                 smollm2_study.keep_key) for seed in smollm2_study.SEEDS for name in (only or smollm2_study.METHODS)]
 
 
-def ch06(only=None) -> list[Run]:
+def ch07(only=None) -> list[Run]:
     runs = [Run(f"{name} seed {seed}", steer_study.run_config(name, seed), os.path.join("runs", name, f"seed{seed}"),
                 steer_study.keep_key) for name in (only or steer_study.runs()) for seed in steer_study.SEEDS]
     return sorted(runs, key=lambda run: "predictive" not in run.name)  # the slow ones first: workers end together
@@ -178,7 +178,7 @@ JOBS = {
     "ch04-seeds": Job(("ch04", "seeds"), lambda only=None, steps=None: ch04_seeds(only),
                       lambda folder: study.summary_lines(study.load(folder)),
                       (os.path.join(study.DATA, "warm_start"), study.warm_start_config), lambda: list(study.CONFIGS)),
-    "ch06": Job(("ch06",), lambda only=None, steps=None: ch06(only), steer_study.summary_lines,
+    "ch07": Job(("ch07",), lambda only=None, steps=None: ch07(only), steer_study.summary_lines,
                 names=lambda: list(steer_study.runs())),
 }
 

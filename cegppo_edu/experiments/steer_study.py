@@ -1,4 +1,4 @@
-"""Chapter 6 on the transformer: the rows of ``steering.COMPARISON_ROWS`` on chapter 4's many-seed task.
+"""Chapter 7 on the transformer: the rows of ``steering.COMPARISON_ROWS`` on chapter 4's many-seed task.
 
 The task, the warm start, the seeds and the 100 steps are chapter 4's study's (``study``): 1-3 digit addition
 that the 0.8M-parameter model does not saturate, the same problems for every seed, seed s of every row drawing the
@@ -7,7 +7,7 @@ CE-GPPO, Clip-Cov, KL-Cov, SAPO) do not look at the target, so one run of each s
 entropy of each step's rollout batch as sampled (``entropy/mean``), which is what the controllers see; it moves
 from batch to batch with the prompts, and that noise is in every row's tracking error alike.
 
-The runs are made by ``python -m cegppo_edu.experiments.regenerate ch06``; this module defines and reads them.
+The runs are made by ``python -m cegppo_edu.experiments.regenerate ch07``; this module defines and reads them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from . import DATA as DATA_ROOT
 from . import study
 from ..lm.run_dir import read_metrics
 
-DATA = os.path.join(DATA_ROOT, "ch06")  # relative to the project root, like every run config
+DATA = os.path.join(DATA_ROOT, "ch07")  # relative to the project root, like every run config
 SEEDS = study.SEEDS
 STEPS = study.STEPS
 # The study's lower learning rate: no run collapses there (chapter 4, scoreboard row B12), so a row's tracking is not
@@ -109,7 +109,7 @@ def load(folder: str, target: str, seeds=SEEDS) -> Comparison:
             path = os.path.join(folder, "runs", name, f"seed{seed}")
             if not os.path.exists(os.path.join(path, "metrics.jsonl")):
                 raise FileNotFoundError(f"run {name} seed {seed} is missing: {path}/metrics.jsonl (python -m "
-                                        f"cegppo_edu.experiments.regenerate ch06 makes it)")
+                                        f"cegppo_edu.experiments.regenerate ch07 makes it)")
             logs.append(read_metrics(path))
         rows.append(steered_run(label, method, controller, logs, target))
     return Comparison(target, rows, TRANSIENT, SCOREBOARD[target])

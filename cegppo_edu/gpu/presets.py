@@ -18,7 +18,7 @@ register("reward", "math_verify", "cegppo_edu.gpu.math_reward:make_math_reward")
 register("reward", "math_verify_authors", "cegppo_edu.gpu.math_reward:make_authors_math_reward")
 
 # --------------------------------------------------------------------------------------------------
-# Chapter 5: DeepSeek-R1-Distill-Qwen-1.5B on math, on one GPU (book/gpu_recipe.md has the full ledger)
+# Chapter 6: DeepSeek-R1-Distill-Qwen-1.5B on math, on one GPU (book/gpu_recipe.md has the full ledger)
 # --------------------------------------------------------------------------------------------------
 R1_DISTILL_1P5B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 # Parameters of the presets' models, for the memory and disk arithmetic of `cegppo preflight` (nothing is loaded

@@ -124,7 +124,7 @@ class TrainConfig:
     kl_cov_coef: float | None = None  # KL-Cov: weight k of |log r| on its picks; None = 1.0
     loss_agg: str = "token-mean"  # losses.AGG_MODES; token-mean as in DAPO and CE-GPPO
 
-    # ---- steering entropy (chapter 6; steering.py) ----
+    # ---- steering entropy (chapter 7; steering.py) ----
     beta_controller: str = "none"  # steering.CONTROLLERS: "predictive" | "pi" choose β1, β2 each step (CE-GPPO);
     #                                "entropy_bonus" adapts an entropy bonus −c·H̄ (any method); "none"
     entropy_target: float | None = None  # H* in nats, in (0, log V]; needed by a controller

@@ -174,7 +174,7 @@ class BetaSchedule(Instrument):
 
 
 class Steering(Instrument):
-    """Chapter 6's controller (``lm.steer.Steerer``): before the first optimizer step it picks β (``predictive``,
+    """Chapter 7's controller (``lm.steer.Steerer``): before the first optimizer step it picks β (``predictive``,
     ``pi``) or the entropy bonus's coefficient c from H(t); the bonus −c·H̄ enters the loss, token-mean over the
     mini-batch; after the phase the predictive controller reads the phase's attribution."""
 

@@ -1,4 +1,4 @@
-"""The LM trainer's entropy controller (``beta_controller``): chapter 6's controllers (``steering``) on a transformer.
+"""The LM trainer's entropy controller (``beta_controller``): chapter 7's controllers (``steering``) on a transformer.
 
 Each RL step, after the old log-probs have measured H(t) on the step's batch and before the first optimizer step,
 ``Steerer.before_updates`` sets the step's β1, β2 (``predictive``, ``pi``) or entropy-bonus coefficient

@@ -3,7 +3,7 @@
 A ``Problem`` is a user message (``question``, with ``config.prompt_template`` already applied by the task
 factory) and a gold ``answer`` string. The trainer turns a problem into token ids with the model's own chat
 template (``encode_chat_prompt``) or ``config.prompt_encoder``, so the same code serves the tiny char-level
-model of chapter 4 and DeepSeek-R1-Distill in chapter 5 (whose template pre-fills ``<think>\\n``).
+model of chapter 4 and DeepSeek-R1-Distill in chapter 6 (whose template pre-fills ``<think>\\n``).
 
 The arithmetic task: a + b with ``n_digits``-digit operands, drawn deterministically from a seed; the train
 and held-out splits are disjoint (no (a, b) pair appears in both). The model is expected to answer with the

@@ -1,4 +1,5 @@
-"""The LM trainer shared by chapter 4 (tiny Qwen2, CPU) and chapter 5 (R1-Distill-1.5B, one GPU).
+"""The LM trainer shared by chapter 4 (tiny Qwen2, CPU), chapter 5 (SmolLM2-135M-Instruct, CPU) and chapter 6
+(R1-Distill-1.5B, one GPU).
 
 One RL step (``Trainer.train_step``, the data flow of DESIGN.md):
 

@@ -1,4 +1,4 @@
-"""Plotly figures of LM training runs (chapter 4, chapter 5, ``cegppo report``) and a live-updating figure.
+"""Plotly figures of LM training runs (chapter 4, chapter 6, ``cegppo report``) and a live-updating figure.
 
 Each figure function takes ``runs``: a dict label -> list of per-step metrics dicts (``lm.run_dir.read_metrics``)
 and computes nothing but layout and sums. Token groups wear ``style.GROUP_COLORS``; methods wear their
@@ -204,7 +204,7 @@ def summary_rows(runs: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
-# What each panel of chapter 5's figures shows on a GPU run, for the smoke mode's one annotated figure
+# What each panel of chapter 6's figures shows on a GPU run, for the smoke mode's one annotated figure
 # (``gpu_preview_figure``): (panel title, the metric keys the smoke run logged for it, what to look for on a GPU).
 GPU_PANELS = (
     ("token entropy (nats)", ("entropy/mean",),
@@ -221,7 +221,7 @@ GPU_PANELS = (
 
 
 def gpu_preview_figure(runs: dict[str, list[dict]]) -> go.Figure:
-    """Chapter 5 in smoke mode: one figure, four annotated panels saying what each of the chapter's figures shows on
+    """Chapter 6 in smoke mode: one figure, four annotated panels saying what each of the chapter's figures shows on
     a GPU run, instead of three figures of flat lines.
 
     A random tiny model on the fixture problems earns −1 on every response, so every advantage is 0 and nothing
@@ -249,7 +249,7 @@ def gpu_preview_figure(runs: dict[str, list[dict]]) -> go.Figure:
         fig.add_shape(type="rect", xref=f"x{axis} domain", yref=f"y{axis} domain", x0=0, x1=1, y0=0, y1=1,
                       line=dict(color="#C9CED4", width=1), fillcolor="rgba(0,0,0,0)")
     fig.update_layout(height=150 * len(GPU_PANELS) + 80, template=TEMPLATE, showlegend=False,
-                      title="Chapter 5's figures on a GPU run: what each panel shows (this page ran in smoke mode)")
+                      title="Chapter 6's figures on a GPU run: what each panel shows (this page ran in smoke mode)")
     return finish(fig)
 
 

@@ -1,4 +1,4 @@
-"""Figures of chapter 6 (``steering``): H against its target H*(t) for every row of a comparison, and the β1, β2
+"""Figures of chapter 7 (``steering``): H against its target H*(t) for every row of a comparison, and the β1, β2
 the two β controllers chose each step; a slider picks the target."""
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ BAND_OPACITY = 0.18
 
 def compared_methods() -> list[str]:
     """The methods chapters 1-3 compare: every registered token-level method but aliases (PPO-clip is GRPO) and
-    chapter 6's baselines (``Method.compared``)."""
+    chapter 7's baselines (``Method.compared``)."""
     return token_level_methods(include_aliases=False, compared_only=True)
 
 

@@ -1,4 +1,4 @@
-"""Chapter 6 in the token bandit: runs that steer the entropy toward a target H*(t), and their comparison.
+"""Chapter 7 in the token bandit: runs that steer the entropy toward a target H*(t), and their comparison.
 
 A steered run is ``bandit.simulate``'s loop (sample, group advantages, ``epochs`` × ``minibatches`` plain SGD steps
 on the logits) with one decision before each step, made per seed by a controller of ``steering.CONTROLLERS``:
@@ -212,7 +212,7 @@ def _look_ahead(z, batch: _Batch, rule: _Rule, cfg: Toy, betas):
 
 
 # --------------------------------------------------------------------------------------------------
-# The comparison of chapter 6 (its rows and verdicts: ``steering.Comparison``)
+# The comparison of chapter 7 (its rows and verdicts: ``steering.Comparison``)
 # --------------------------------------------------------------------------------------------------
 # The two targets (start, final; final None = constant): a level the default toy passes on its way down at about
 # step 50, and a cosine decay from above the start of that fall to below its end ("explore early, exploit late").
