@@ -41,7 +41,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A JupyterLab server on 127.0.0.1 serving a copy of the chapter; yields its base URL."""
+    """A JupyterLab server on 127.0.0.1 serving a copy of the chapter; yields its base URL and its log file."""
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
@@ -81,7 +81,7 @@ def lab(tmp_path_factory):
     else:
         server.terminate()
         pytest.fail("JupyterLab did not answer within 90 s")
-    yield url
+    yield url, log
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -89,7 +89,42 @@ def lab(tmp_path_factory):
         server.kill()
 
 
+def _started_cells(page) -> int:
+    """Cells whose prompt shows they ran or are running ("[*]:" or "[3]:"), not "[ ]:"."""
+    prompts = page.locator(".jp-Notebook .jp-InputPrompt").all_text_contents()
+    return sum(1 for text in prompts if text.strip() not in ("", "[ ]:"))
+
+
+def run_all_cells(page, tries: int = 3) -> None:
+    """Run → Run All Cells, again if no cell has started within a minute (a click that lands while the page is
+    still wiring the kernel up can be lost: one suspect of the hangs seen when this ran inside `make test`)."""
+    for attempt in range(tries):
+        page.locator(".jp-Notebook").first.click()
+        page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if _started_cells(page):
+                if attempt:
+                    print(f"Run All Cells took {attempt + 1} clicks", file=sys.stderr)
+                return
+            page.wait_for_timeout(500)
+    pytest.fail(f"no cell started after {tries} clicks on Run All Cells")
+
+
+def what_the_page_shows(page, lab_log: Path) -> str:
+    """A failure's evidence: a screenshot, the kernel's status, the cells' prompts and the server log's tail."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / "jupyterlab-failure.png"
+    page.screenshot(path=str(shot), full_page=True)
+    status = page.locator(".jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
+    prompts = page.locator(".jp-Notebook .jp-InputPrompt").all_text_contents()
+    return (f"screenshot {shot}; kernel indicator {status!r}; prompts {prompts}\n"
+            f"server log (last 3000 characters):\n{lab_log.read_text()[-3000:]}")
+
+
 def test_a_chapter_runs_in_jupyterlab_and_its_ipywidgets_slider_redraws_the_figure(lab):
+    lab, lab_log = lab
     executable = _chromium()
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
@@ -99,12 +134,13 @@ def test_a_chapter_runs_in_jupyterlab_and_its_ipywidgets_slider_redraws_the_figu
             page.goto(f"{lab}/lab/tree/{CHAPTER}?token={TOKEN}&reset", wait_until="domcontentloaded")
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-            page.locator(".jp-Notebook").first.click()
-            page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            run_all_cells(page)
             # the panel: ipywidgets sliders over a plotly figure drawn by JupyterLab's plotly renderer
             panel = page.locator(".jp-OutputArea .widget-vbox").filter(has=page.locator(".widget-slider")).first
-            panel.wait_for(timeout=240_000)
+            try:
+                panel.wait_for(timeout=240_000)
+            except Exception as error:
+                pytest.fail(f"no panel after Run All: {error}\n{what_the_page_shows(page, lab_log)}")
             figure = panel.locator(".js-plotly-plot .gtitle").first
             figure.wait_for(timeout=60_000)
             before = figure.text_content()
