@@ -1,6 +1,7 @@
-"""How far the committed chapter-4 runs drift when the same code runs on other float kernels.
+"""How far the committed runs drift when the same code runs on other float kernels.
 
-Re-runs the first ``--steps`` RL steps of every committed run (``notebooks/data/ch04/runs/*``) once per kernel
+Re-runs the first ``--steps`` RL steps of every committed run under ``--folder`` (default chapter 4's,
+``notebooks/data/ch04/runs/*``; chapter 5's are ``notebooks/data/ch05/runs`` with ``--runs ce_gppo/seed0 ...``) once per kernel
 set this CPU supports (``reproducibility.kernel_sets()``: ATen's AVX-512 / AVX2 / default kernels, MKL's
 ISA-independent GEMM), each in its own process, and prints per step the largest relative difference of any
 metric from the committed numbers, and from this machine's native run. The tolerance
@@ -8,6 +9,7 @@ metric from the committed numbers, and from this machine's native run. The toler
 
     .venv/bin/python benchmarks/kernel_drift.py --steps 8            # about 3 minutes on 2 cores
     .venv/bin/python benchmarks/kernel_drift.py --steps 8 --json drift.json
+    .venv/bin/python benchmarks/kernel_drift.py --folder notebooks/data/ch05/runs --runs ce_gppo/seed0 --steps 2
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ CHILD = ("import sys; from cegppo_edu.experiments.reproducibility import rerun_p
          "rerun_prefix(sys.argv[1], sys.argv[2], sys.argv[3], steps=int(sys.argv[4]))")
 
 
-def rerun(kernel: str, run: str, steps: int, out: str) -> list[dict]:
+def rerun(kernel: str, run: str, steps: int, out: str, folder: str = RUNS) -> list[dict]:
     """The run's first ``steps`` steps in a new process with kernel set ``kernel`` ("native": none forced)."""
     if kernel == "native":
         env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
     else:
         env = kernel_env(kernel)
-    subprocess.run([sys.executable, "-c", CHILD, os.path.join(RUNS, run), ROOT, out, str(steps)], cwd=ROOT,
+    subprocess.run([sys.executable, "-c", CHILD, os.path.join(folder, run), ROOT, out, str(steps)], cwd=ROOT,
                    env={**env, "PYTHONPATH": ROOT}, check=True, capture_output=True)
     return read_metrics(os.path.join(out, "metrics.jsonl"))
 
@@ -55,19 +57,20 @@ def step_drift(a: dict, b: dict, floor: float = 1e-6) -> tuple[float, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="RL steps to re-run per committed run")
-    parser.add_argument("--runs", nargs="*", help="committed run names (default: all)")
+    parser.add_argument("--folder", default=RUNS, help="the committed runs' folder (default chapter 4's)")
+    parser.add_argument("--runs", nargs="*", help="committed run names under --folder (default: all)")
     parser.add_argument("--json", help="also write the per-step drifts to this file")
     parser.add_argument("--keep", help="keep the re-run metrics under this folder (KEEP/<kernel set>/<run>/)")
     args = parser.parse_args()
-    runs = args.runs or sorted(os.listdir(RUNS))
+    runs = args.runs or sorted(os.listdir(args.folder))
     sets = kernel_sets()
     print(f"kernel sets on this CPU: {', '.join(sets)}; runs: {', '.join(runs)}; steps 0-{args.steps}")
     result = {}
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or scratch
         for run in runs:
-            committed = read_metrics(os.path.join(RUNS, run, "metrics.jsonl"))
-            fresh = {k: rerun(k, run, args.steps, os.path.join(tmp, k, run)) for k in ["native", *sets]}
+            committed = read_metrics(os.path.join(args.folder, run, "metrics.jsonl"))
+            fresh = {k: rerun(k, run, args.steps, os.path.join(tmp, k, run), args.folder) for k in ["native", *sets]}
             result[run] = {}
             for k, metrics in fresh.items():
                 vs_committed = [step_drift(a, b) for a, b in zip(metrics, committed)]

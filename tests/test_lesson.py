@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ["01_clipping_quadrants", "02_gradient_flow", "03_entropy_dynamics_bandit", "04_tiny_lm_rl",
-            "07_steering_entropy"]
+            "05_smollm2_cpu", "07_steering_entropy"]
 FINDINGS = ":::{admonition} What this chapter finds"
 ARGUMENT = "argument-in-one-picture"
 CAPTION = re.compile(r"^\*\*Figure (\d+)\.(\d+)\.\*\*", re.M)

@@ -293,3 +293,55 @@ def test_chapter_5_figures_draw_what_they_are_given():
     assert list(means[0].y) == [1.5, 1.5, 1.5]  # the seed mean of entropy
     phases = [{"entropy/param_pred/measured": x, "entropy/param_pred/trapezoid": 0.9 * x} for x in (-0.1, 0.2)]
     assert list(pf.prediction_scatter_figure(phases).data[1].y) == pytest.approx([-0.09, 0.18])
+
+
+# ------------------------------------------------------------------------------------------ the committed runs
+def test_the_committed_runs_are_every_method_and_seed_of_the_study_with_its_config():
+    """What `regenerate ch05` made is what the chapter reads: every method × seed, steps 0-STEPS, the study's own
+    config (a changed preset or study without new runs fails here), metrics only, no timings."""
+    import json
+
+    from cegppo_edu.experiments import ROOT, smollm2_study
+    from cegppo_edu.lm.config import to_dict
+
+    for name in smollm2_study.METHODS:
+        for seed in smollm2_study.SEEDS:
+            folder = os.path.join(ROOT, smollm2_study.DATA, "runs", name, f"seed{seed}")
+            assert sorted(os.listdir(folder)) == ["config.json", "metrics.jsonl"], folder
+            rows = [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))]
+            assert [r["step"] for r in rows] == list(range(smollm2_study.STEPS + 1)), folder
+            assert not any(k.startswith("time/") for r in rows for k in r)
+            with open(os.path.join(folder, "config.json")) as f:
+                assert json.load(f) == json.loads(json.dumps(to_dict(smollm2_study.run_config(name, seed)))), folder
+
+
+def test_a_committed_config_with_a_per_user_model_path_is_read_from_the_readers_cache(tmp_path, monkeypatch):
+    """Chapter 5's runs name their model `~/.cache/...`: re-run on another machine it is that reader's cache, not a
+    folder named `~` under the project root."""
+    import json
+
+    from cegppo_edu.experiments import reproducibility
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"model_path": "~/.cache/m", "steps": 3}))
+    assert reproducibility.committed_config(str(tmp_path / "run"), "/project").model_path == str(
+        tmp_path / "home" / ".cache" / "m")
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"model_path": "notebooks/m", "steps": 3}))
+    assert reproducibility.committed_config(str(tmp_path / "run"), "/project").model_path == "/project/notebooks/m"
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_a_committed_run_agrees_here_within_the_tolerance_measured_across_kernel_sets(tmp_path):
+    """The first PREFIX_STEPS steps of one committed run, re-run here from the real model, agree with the committed
+    numbers within smollm2_study's tolerance (measured under every kernel set: benchmarks/kernel_drift.py)."""
+    from cegppo_edu.experiments import ROOT, reproducibility, smollm2_study
+    from cegppo_edu.lm.run_dir import read_metrics
+
+    run = os.path.join(ROOT, smollm2_study.DATA, smollm2_study.PREFIX_RUN)
+    fresh = reproducibility.rerun_prefix(run, ROOT, str(tmp_path), steps=smollm2_study.PREFIX_STEPS)
+    agreement = reproducibility.compare_with_committed(fresh, read_metrics(os.path.join(run, "metrics.jsonl")),
+                                                       smollm2_study.RTOL, smollm2_study.ATOL)
+    assert agreement.ok and agreement.steps == smollm2_study.PREFIX_STEPS + 1, agreement
+    assert agreement.keys > 50 * smollm2_study.PREFIX_STEPS, agreement

@@ -10,6 +10,8 @@
                     step, seeds 0 and 1, 150 steps, and summary.txt, a table per seed over windows of steps (25 min)
     ch04-seeds      notebooks/data/ch04/seeds/: the many-seed study's warm start, 14 configurations × 5 seeds ×
                     100 steps (``study.CONFIGS``), summary.txt with the claims' verdicts (about 28 min on 2 cores)
+    ch05            notebooks/data/ch05/: chapter 5's GRPO, DAPO and CE-GPPO on SmolLM2-135M-Instruct × 3 seeds × 15
+                    steps, summary.txt (needs `cegppo fetch-model smollm2`; about 45 min on 2 quiet cores)
     ch07            notebooks/data/ch07/: chapter 7's rows × 5 seeds from the study's warm start, summary.txt
 
 Each run goes to a scratch folder (``--scratch``, default ``runs/`` of the repository; checkpoints and all, not
@@ -178,6 +180,8 @@ JOBS = {
     "ch04-seeds": Job(("ch04", "seeds"), lambda only=None, steps=None: ch04_seeds(only),
                       lambda folder: study.summary_lines(study.load(folder)),
                       (os.path.join(study.DATA, "warm_start"), study.warm_start_config), lambda: list(study.CONFIGS)),
+    "ch05": Job(("ch05",), lambda only=None, steps=None: ch05(only), smollm2_study.summary_lines,
+                names=lambda: list(smollm2_study.METHODS)),
     "ch07": Job(("ch07",), lambda only=None, steps=None: ch07(only), steer_study.summary_lines,
                 names=lambda: list(steer_study.runs())),
 }

@@ -177,7 +177,9 @@ def committed_config(run_dir: str, root: str, steps: int | None = None):
 
     with open(os.path.join(run_dir, "config.json")) as f:
         saved = json.load(f)
-    if saved.get("model_path") and not os.path.isabs(saved["model_path"]):
+    if saved.get("model_path", "").startswith("~"):  # a per-user cache (chapter 5's model): the reader's own
+        saved["model_path"] = os.path.expanduser(saved["model_path"])
+    elif saved.get("model_path") and not os.path.isabs(saved["model_path"]):
         saved["model_path"] = os.path.join(root, saved["model_path"])
     return from_dict({**saved, "steps": saved["steps"] if steps is None else steps, "checkpoint_every": 0})
 

@@ -20,7 +20,7 @@ def answer_tokens_figure(answer) -> go.Figure:
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     colors = np.where(answer.prob < HP_THRESHOLD, "#d62728", "#1f77b4")
     fig.add_trace(go.Bar(x=x, y=answer.prob, marker_color=colors, name="π of the sampled token",
-                         customdata=pieces, hovertemplate="token %{x}: %{customdata!r}<br>π = %{y:.3f}<extra></extra>"))
+                         customdata=pieces, hovertemplate="token %{x}: “%{customdata}”<br>π = %{y:.3f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=x, y=answer.entropy, mode="lines+markers", name="H where it was drawn (nats)",
                              line=dict(color="#444", width=1.5), marker=dict(size=4),
                              hovertemplate="token %{x}: H = %{y:.2f} nats<extra></extra>"), secondary_y=True)
