@@ -173,6 +173,7 @@ def compare_prefix(fresh: Sequence[dict], committed: Sequence[dict], rtol: float
 def committed_config(run_dir: str, root: str, steps: int | None = None):
     """The ``TrainConfig`` of a committed run (its ``config.json``), cut to ``steps`` (None: the run's own),
     paths resolved from ``root``."""
+    from .. import pretrained  # noqa: F401  (registers chapter 5's task "sums", which its runs' configs name)
     from ..lm.config import from_dict
 
     with open(os.path.join(run_dir, "config.json")) as f:
