@@ -30,3 +30,22 @@ def test_every_committed_run_is_one_the_runner_makes_with_its_config(job):
 
 def test_the_data_constant_is_the_repositorys_notebooks_data():
     assert os.path.isdir(data_path("ch04", "runs")) and data_path().startswith(ROOT)
+
+
+def test_a_run_that_stops_before_its_last_step_is_not_kept(tmp_path, monkeypatch):
+    """A worker told to stop (SIGTERM: the trainer finishes the step, checkpoints and returns) once had its partial
+    run kept as if complete, and the runner then skipped it as done."""
+    from cegppo_edu.lm.config import apply_overrides, get_preset
+    from cegppo_edu.lm.trainer import Trainer
+
+    config = apply_overrides(get_preset("tiny-arith"), {"steps": 3, "prompts_per_step": 2, "group_size": 2,
+                                                        "max_new_tokens": 4, "eval_every": 0, "checkpoint_every": 0})
+    train = Trainer.train
+    monkeypatch.setattr(Trainer, "train", lambda self, **kw: train(self, stop_after=1))
+    run = regenerate.Run("tiny", config, "runs/tiny/seed0", lambda key: True)
+    with pytest.raises(RuntimeError, match="tiny stopped at step 1 of 3: not kept"):
+        regenerate.train_and_keep(run, str(tmp_path / "scratch"), str(tmp_path / "kept"))
+    assert not (tmp_path / "kept").exists()
+    monkeypatch.setattr(Trainer, "train", train)
+    regenerate.train_and_keep(run, str(tmp_path / "scratch"), str(tmp_path / "kept"))
+    assert [m["step"] for m in map(json.loads, open(tmp_path / "kept" / "metrics.jsonl"))] == [1, 2, 3]

@@ -205,6 +205,9 @@ def train_and_keep(run: Run, scratch: str, dest: str) -> float:
         trainer.train()
     finally:
         trainer.close()
+    last = read_metrics(scratch)[-1]["step"]
+    if last != run.config.steps:  # a run stopped early (SIGTERM finishes the step, checkpoints and returns)
+        raise RuntimeError(f"{run.name} stopped at step {last} of {run.config.steps}: not kept")
     keep_run(scratch, dest, run.keep_key)
     return time.perf_counter() - start
 
@@ -212,7 +215,9 @@ def train_and_keep(run: Run, scratch: str, dest: str) -> float:
 def run_all(runs: list[Run], folder: str, scratch: str, workers: int) -> list[Run]:
     """Train every run not kept yet under ``folder``, ``workers`` at a time; the runs made."""
     todo = [run for run in runs if not os.path.exists(os.path.join(folder, run.kept, "metrics.jsonl"))]
-    with ProcessPoolExecutor(max_workers=workers, initializer=in_root) as pool:
+    # A fresh process for every run: a worker that ran three SmolLM2 runs had grown to 11.6 GB and was killed for
+    # memory beside another such worker (allocator fragmentation across runs); a run's own peak is a few GB.
+    with ProcessPoolExecutor(max_workers=workers, initializer=in_root, max_tasks_per_child=1) as pool:
         futures = {pool.submit(train_and_keep, run, os.path.join(scratch, run.kept), os.path.join(folder, run.kept)):
                    run for run in todo}
         for done, future in enumerate(as_completed(futures), 1):
