@@ -277,6 +277,7 @@ def test_chapter_5_figures_draw_what_they_are_given():
 
     from cegppo_edu.experiments import smollm2_study, study
     from cegppo_edu.plots import pretrained_figures as pf
+    from cegppo_edu.plots.run_figures import run_label
     from cegppo_edu.pretrained.before_rl import ScoredAnswer
 
     answers = [ScoredAnswer("What is 1 + 1?", "2", "2", ["2"], np.array([0.9]), np.array([0.3]), 1.0),
@@ -289,7 +290,7 @@ def test_chapter_5_figures_draw_what_they_are_given():
     logs = [[{"step": s, "entropy/mean": 1.0 + seed, "reward/mean": 0.0, "eval/accuracy": 0.5} for s in (1, 2, 3)]
             for seed in (0, 1)]
     curves = pf.method_curves_figure(study.Study({name: logs for name in smollm2_study.METHODS}, (0, 1)))
-    means = [t for t in curves.data if t.name == "grpo" and t.mode != "none" and t.fill is None]
+    means = [t for t in curves.data if t.name == run_label("grpo") and t.mode != "none" and t.fill is None]  # labels, not ids
     assert list(means[0].y) == [1.5, 1.5, 1.5]  # the seed mean of entropy
     phases = [{"entropy/param_pred/measured": x, "entropy/param_pred/trapezoid": 0.9 * x} for x in (-0.1, 0.2)]
     assert list(pf.prediction_scatter_figure(phases).data[1].y) == pytest.approx([-0.09, 0.18])
@@ -345,3 +346,10 @@ def test_a_committed_run_agrees_here_within_the_tolerance_measured_across_kernel
                                                        smollm2_study.RTOL, smollm2_study.ATOL)
     assert agreement.ok and agreement.steps == smollm2_study.PREFIX_STEPS + 1, agreement
     assert agreement.keys > 50 * smollm2_study.PREFIX_STEPS, agreement
+
+
+def test_answers_a_model_wrote_are_shown_verbatim_where_mathjax_does_not_typeset():
+    from cegppo_edu.plots.tables import Table
+
+    shown = Table(["problem", "answer"], [["1 + 1?", r"\[x\] costs $2 <b>"]], verbatim=(1,))._repr_html_()
+    assert r"<td>1 + 1?</td><td><code>\[x\] costs $2 &lt;b&gt;</code></td>" in shown

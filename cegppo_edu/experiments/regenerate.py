@@ -11,7 +11,8 @@
     ch04-seeds      notebooks/data/ch04/seeds/: the many-seed study's warm start, 14 configurations × 5 seeds ×
                     100 steps (``study.CONFIGS``), summary.txt with the claims' verdicts (about 28 min on 2 cores)
     ch05            notebooks/data/ch05/: chapter 5's GRPO, DAPO and CE-GPPO on SmolLM2-135M-Instruct × 3 seeds × 15
-                    steps, summary.txt (needs `cegppo fetch-model smollm2`; about 45 min on 2 quiet cores)
+                    steps, summary.txt (needs `cegppo fetch-model smollm2`; about 15 min a run on one thread and
+                    12 GB of memory a worker: 75 min with 2 workers on 2 cores and 24 GB)
     ch07            notebooks/data/ch07/: chapter 7's rows × 5 seeds from the study's warm start, summary.txt
 
 Each run goes to a scratch folder (``--scratch``, default ``runs/`` of the repository; checkpoints and all, not
@@ -215,8 +216,8 @@ def train_and_keep(run: Run, scratch: str, dest: str) -> float:
 def run_all(runs: list[Run], folder: str, scratch: str, workers: int) -> list[Run]:
     """Train every run not kept yet under ``folder``, ``workers`` at a time; the runs made."""
     todo = [run for run in runs if not os.path.exists(os.path.join(folder, run.kept, "metrics.jsonl"))]
-    # A fresh process for every run: a worker that ran three SmolLM2 runs had grown to 11.6 GB and was killed for
-    # memory beside another such worker (allocator fragmentation across runs); a run's own peak is a few GB.
+    # A fresh process for every run, so that no run inherits another's memory or state. A SmolLM2 run (ch05) peaks
+    # near 11.8 GB by itself (measured, a fresh worker): two fit in 24 GB; three were killed for memory.
     with ProcessPoolExecutor(max_workers=workers, initializer=in_root, max_tasks_per_child=1) as pool:
         futures = {pool.submit(train_and_keep, run, os.path.join(scratch, run.kept), os.path.join(folder, run.kept)):
                    run for run in todo}

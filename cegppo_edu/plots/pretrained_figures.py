@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..token_groups import GROUP_ENTROPY_EFFECT, GROUPS, HP_THRESHOLD
-from .run_figures import run_colors
+from .run_figures import run_colors, run_label
 from .style import TEMPLATE, finish
 
 
@@ -60,11 +60,11 @@ def clipped_by_group_figure(per_method: dict[str, dict[str, dict[str, float]]]) 
     colors = run_colors(list(per_method))
     labels = [f"{g}<br>({GROUP_ENTROPY_EFFECT[g]} H)" for g in GROUPS]
     for method, groups in per_method.items():
-        fig.add_trace(go.Bar(x=labels, y=[groups[g]["clipped"] for g in GROUPS], name=method,
+        fig.add_trace(go.Bar(x=labels, y=[groups[g]["clipped"] for g in GROUPS], name=run_label(method),
                              marker_color=colors[method],
                              customdata=[[groups[g]["mean_prob"], groups[g]["frac"]] for g in GROUPS],
                              hovertemplate="%{x}: %{y:.2%} of its tokens clipped<br>mean π %{customdata[0]:.2f}, "
-                                           "%{customdata[1]:.1%} of all tokens<extra>" + method + "</extra>"))
+                                           "%{customdata[1]:.1%} of all tokens<extra>" + run_label(method) + "</extra>"))
     fig.update_yaxes(title_text="share of the group's tokens clipped", tickformat=".1%", rangemode="tozero")
     fig.update_layout(template=TEMPLATE, height=340, barmode="group", margin_b=40,
                       legend=dict(orientation="h", y=-0.3, x=0))
@@ -95,7 +95,7 @@ def method_curves_figure(runs, curves=CURVES) -> go.Figure:
                                      line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=name),
                           row=1, col=col)
             fig.add_trace(go.Scatter(x=steps, y=mean, mode="lines+markers" if len(steps) < 6 else "lines",
-                                     name=name, legendgroup=name, showlegend=col == 1,
+                                     name=run_label(name), legendgroup=name, showlegend=col == 1,
                                      line=dict(color=colors[name], width=2)), row=1, col=col)
     fig.update_xaxes(title_text="RL step")
     fig.update_layout(template=TEMPLATE, height=360, margin_b=40, legend=dict(orientation="h", y=-0.3, x=0))

@@ -10,15 +10,18 @@ import html
 
 
 class Table:
-    """``header``: column names; ``rows``: lists of cells, already formatted as strings (or numbers)."""
+    """``header``: column names; ``rows``: lists of cells, already formatted as strings (or numbers).
+    ``verbatim``: indices of columns shown as text a model wrote (in ``<code>``, which the book's MathJax leaves
+    alone: a sampled "$x$" or "\\[" stays as the model wrote it)."""
 
-    def __init__(self, header, rows, caption: str | None = None):
+    def __init__(self, header, rows, caption: str | None = None, verbatim: tuple[int, ...] = ()):
         self.header = [str(h) for h in header]
         self.rows = [[str(cell) for cell in row] for row in rows]
         for k, row in enumerate(self.rows):
             if len(row) != len(self.header):
                 raise ValueError(f"row {k} has {len(row)} cells, the header {len(self.header)}: {row}")
         self.caption = caption
+        self.verbatim = set(verbatim)
 
     @classmethod
     def from_dicts(cls, rows: list[dict], digits: int = 3, caption: str | None = None) -> "Table":
@@ -32,7 +35,9 @@ class Table:
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+        def cell(i: int, text: str) -> str:
+            return f"<td><code>{html.escape(text)}</code></td>" if i in self.verbatim else f"<td>{html.escape(text)}</td>"
+        body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in self.rows)
         caption = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
         return f'<table class="cegppo-table">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
