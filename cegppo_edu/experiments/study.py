@@ -141,14 +141,15 @@ class Study:
             raise ValueError(f"{key!r} of {name!r} is missing, or logged at other steps in some seeds")
         return np.array(steps), np.array([[v for _, v in run] for run in per_seed], dtype=float)
 
-    def final(self, name: str, key: str = ENTROPY) -> np.ndarray:
-        """Per seed, the mean of ``key`` over the run's final ``FINAL_STEPS`` steps (the evaluations in them)."""
+    def final(self, name: str, key: str = ENTROPY, window: int = FINAL_STEPS) -> np.ndarray:
+        """Per seed, the mean of ``key`` over the run's final ``window`` steps (the evaluations in them)."""
         steps, values = self.series(name, key)
-        return values[:, steps > steps.max() - FINAL_STEPS].mean(1)
+        return values[:, steps > steps.max() - window].mean(1)
 
-    def start(self, name: str, key: str = ENTROPY) -> np.ndarray:
+    def start(self, name: str, key: str = ENTROPY, window: int = START_STEPS) -> np.ndarray:
+        """Per seed, the mean of ``key`` over the run's steps up to ``window``."""
         steps, values = self.series(name, key)
-        return values[:, steps <= START_STEPS].mean(1)
+        return values[:, steps <= window].mean(1)
 
 
 def load(folder: str, configs=None, seeds=SEEDS) -> Study:
