@@ -14,20 +14,23 @@ from .style import TEMPLATE, finish
 
 def answer_tokens_figure(answer) -> go.Figure:
     """One sampled answer (``pretrained.before_rl.ScoredAnswer``), token by token: the probability π it was sampled
-    with (bars, log scale) and the entropy H of the distribution it came from (line), token text on hover."""
+    with (dots, log scale) and the entropy H of the distribution it came from (line), token text on hover."""
     pieces = [p.replace("\n", "⏎") or "·" for p in answer.pieces]
     x = np.arange(1, len(pieces) + 1)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     colors = np.where(answer.prob < HP_THRESHOLD, "#d62728", "#1f77b4")
-    fig.add_trace(go.Bar(x=x, y=answer.prob, marker_color=colors, name="π of the sampled token",
-                         customdata=pieces, hovertemplate="token %{x}: “%{customdata}”<br>π = %{y:.3f}<extra></extra>"))
+    # dots, not bars: a bar on a log axis reaches down to π = 0, far below the plot, and its box (clipped from view
+    # but not from the page's layout) would sit over the legend on a phone
+    fig.add_trace(go.Scatter(x=x, y=answer.prob, mode="markers", marker=dict(color=colors, size=9),
+                             name="π of the sampled token", customdata=pieces,
+                             hovertemplate="token %{x}: “%{customdata}”<br>π = %{y:.3f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=x, y=answer.entropy, mode="lines+markers", name="H where it was drawn (nats)",
                              line=dict(color="#444", width=1.5), marker=dict(size=4),
                              hovertemplate="token %{x}: H = %{y:.2f} nats<extra></extra>"), secondary_y=True)
     fig.update_yaxes(title_text="π (log scale)", type="log", range=[-3.2, 0.05], secondary_y=False)
     fig.update_yaxes(title_text="H (nats)", rangemode="tozero", secondary_y=True, showgrid=False)
     fig.update_xaxes(title_text="response token")
-    fig.update_layout(template=TEMPLATE, height=330, bargap=0.15, margin_b=40,
+    fig.update_layout(template=TEMPLATE, height=330, margin_b=40,
                       legend=dict(orientation="h", y=-0.3, x=0))
     return finish(fig)
 
