@@ -39,7 +39,8 @@ def test_a_run_that_stops_before_its_last_step_is_not_kept(tmp_path, monkeypatch
     from cegppo_edu.lm.trainer import Trainer
 
     config = apply_overrides(get_preset("tiny-arith"), {"steps": 3, "prompts_per_step": 2, "group_size": 2,
-                                                        "max_new_tokens": 4, "eval_every": 0, "checkpoint_every": 0})
+                                                        "max_new_tokens": 4, "eval_every": 0, "checkpoint_every": 0,
+                                                        "warm_start_steps": 0})
     train = Trainer.train
     monkeypatch.setattr(Trainer, "train", lambda self, **kw: train(self, stop_after=1))
     run = regenerate.Run("tiny", config, "runs/tiny/seed0", lambda key: True)
