@@ -87,9 +87,9 @@ def _verdict(high: np.ndarray, low: np.ndarray, margin: float | None = None) -> 
 def summary_lines(folder: str) -> list[str]:
     runs = load(folder)
     lines = [f"{len(METHODS)} methods x {len(SEEDS)} seeds x {STEPS} steps of {PRESET} (python -m "
-             f"cegppo_edu.experiments.regenerate ch05)", ""]
-    lines[-1:-1] = [f"start: step {START_WINDOW}; final: the mean of steps {STEPS - FINAL_WINDOW + 1}-{STEPS} "
-                    f"(entropy) and the evaluation at step {STEPS} (held-out accuracy, greedy)"]
+             f"cegppo_edu.experiments.regenerate ch05)",
+             f"start: step {START_WINDOW}; final: the mean of steps {STEPS - FINAL_WINDOW + 1}-{STEPS} "
+             f"(entropy) and the evaluation at step {STEPS} (held-out accuracy, greedy)", ""]
     for name in METHODS:
         start, final = runs.start(name, window=START_WINDOW), runs.final(name, window=FINAL_WINDOW)
         acc0 = runs.series(name, ACCURACY)[1][:, 0]
