@@ -90,7 +90,7 @@ def eager_floor(steps: int = 300, seeds: int = 8, repeats: int = 2000) -> str:
     old = torch.log_softmax(z, -1).gather(-1, tok) + 0.1
     weight = bandit._weight_fn("ce_gppo", bandit.resolve_hyper("ce_gppo"), None, seeds)
     update = lambda: bandit._sgd_update(z, tok, a, a / (cfg.minibatch * cfg.positions), old, weight, cfg.lr)  # noqa
-    with bandit._small_tensors(seeds):
+    with bandit._small_tensors():
         with _CountOps() as counter:
             update()
         cheap = lambda: torch.add(old, 1.0)  # noqa: E731

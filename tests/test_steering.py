@@ -97,7 +97,7 @@ def test_the_look_ahead_predicts_the_steps_entropy_change_and_its_dependence_on_
     z, rngs, cfg, hyper = _toy_start()
     uniforms, rule = _uniform_stream(rngs, cfg, 40), toy_steering._Rule.of("ce_gppo", hyper)
     predicted, measured, effect_predicted, effect_measured = [], [], [], []
-    with _small_tensors(len(rngs)):
+    with _small_tensors():
         for t in range(40):
             batch = toy_steering._batch(z, uniforms[:, t], cfg)
             h0 = entropy_from_logits(z).double().mean(-1).numpy()

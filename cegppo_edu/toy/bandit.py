@@ -264,7 +264,7 @@ def simulate(method: str = "ce_gppo", beta1: float | None = None, beta2: float |
     POSITIVE_INT.check("steps", steps)
     check_record_size(seeds, steps)
     rngs = _seed_generators(seed, seeds)
-    with _small_tensors(seeds):
+    with _small_tensors():
         raw = _run_vectorised(method, hyper, cfg, steps, rngs)
     return _history(method, hyper, cfg, seed, seeds, steps, raw)
 
@@ -501,20 +501,16 @@ def _history(method, hyper, cfg, seed, seeds, steps, rec) -> History:
                    **fields)
 
 
-# A run with at least this many rows (seeds × β pairs) keeps the caller's torch threads; fewer run on one.
-_SHARED_THREADS_ROWS = 64
-
-
 @contextlib.contextmanager
-def _small_tensors(rows: int):
+def _small_tensors():
     """Context for the simulators' many small tensor ops: inference mode (no autograd bookkeeping, about 10 %
-    faster), and one torch thread for a run of few rows: its operations are too small to share, so a second
-    thread only spins (twice the CPU time, no gain in wall time). A run of ``_SHARED_THREADS_ROWS`` rows or more
-    (a 5×5 sweep has 200) keeps the caller's threads: its record operations are large enough to split (1.35x
-    faster on 2 threads). The numbers do not depend on the thread count (``tests/test_bandit.py``)."""
+    faster) and one torch thread, whatever the caller set. Their update loop's tensors are under torch's parallel
+    grain, and a second thread waits in OpenMP barriers: on a quiet 2-core machine it gained 7 % on 8 seeds and
+    1.35x on a 5×5 sweep (200 rows), but beside any other busy process it lost 12x (chapter 3's 3×3 sweep, 72
+    rows: 6.6 s on one thread, 79 s on two, measured during ``make test``). One thread also makes every run's
+    numbers the same whatever the caller's thread count (``tests/test_bandit.py``)."""
     saved = torch.get_num_threads()
-    if rows < _SHARED_THREADS_ROWS:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
         with torch.inference_mode():
             yield
@@ -630,7 +626,7 @@ def sweep(beta1s, beta2s, **kw) -> Sweep:
     POSITIVE_INT.check("steps", steps)
     rngs = _seed_generators(seed, seeds)
     pairs = [(h["beta1"], h["beta2"]) for h in hypers]
-    with _small_tensors(len(pairs) * seeds):
+    with _small_tensors():
         raw = _run_vectorised("ce_gppo", hypers[0], cfg, steps, rngs, betas=pairs)
     histories = [_history("ce_gppo", hyper, cfg, seed, seeds, steps,
                           {name: arr[r * seeds:(r + 1) * seeds] for name, arr in raw.items()})

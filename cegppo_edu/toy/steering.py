@@ -70,7 +70,7 @@ def steer(method: str = "ce_gppo", controller: Controller | str = "none", target
     rngs = _seed_generators(seed, seeds)
     # Clip-Cov draws its picks from torch's global generator (as verl does): seeded here, and restored after, so a
     # run is the same every time and leaves the caller's generator alone
-    with _small_tensors(seeds), torch.random.fork_rng(devices=[]):
+    with _small_tensors(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         arrays = _run(method, hyper, cfg, controller, target, target_final, steps, rngs)
     return SteeredRun(label or f"{spec.label} ({controller.kind})", method, controller.kind, **arrays)
