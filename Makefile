@@ -77,10 +77,6 @@ book: $(STAMP) smollm2
 KERNEL_SETS_DIR := _build/kernel_sets
 PLUGINS_LOG     := _build/plugins.log
 PYTEST_WORKERS  ?= 2
-# One torch/OpenMP thread a process: make test keeps 3-4 processes busy on 2 cores, and a second thread beside them
-# waits in OpenMP barriers (chapter 3's sweep took 79 s instead of 6.6 s; docs/DESIGN.md, threads in the toy).
-test: export OMP_NUM_THREADS := 1
-test: export MKL_NUM_THREADS := 1
 test: $(STAMP) browser smollm2
 	$(BIN)/python tests/kernel_runs.py start $(KERNEL_SETS_DIR) --while-alive $$PPID
 	$(MAKE) -j2 test-suite test-plugins
