@@ -77,6 +77,11 @@ book: $(STAMP) smollm2
 KERNEL_SETS_DIR := _build/kernel_sets
 PLUGINS_LOG     := _build/plugins.log
 PYTEST_WORKERS  ?= 2
+# One torch/OpenMP thread a process: make test keeps the 2 cores busy with 3-5 processes, and a second thread beside
+# them mostly spins in OpenMP barriers (a decode-sized matmul under that load: 4x the CPU time of one thread, 3x the
+# wall time). Whole runs: 592 s on one thread against 696 and 764 s on torch's default two (docs/DESIGN.md, Testing).
+test: export OMP_NUM_THREADS := 1
+test: export MKL_NUM_THREADS := 1
 test: $(STAMP) browser smollm2
 	$(BIN)/python tests/kernel_runs.py start $(KERNEL_SETS_DIR) --while-alive $$PPID
 	$(MAKE) -j2 test-suite test-plugins
