@@ -210,8 +210,23 @@ def test_chapter_figures_draw_sliders_move_math_renders(browser, base_url, chapt
         if chapter in VIZ_CHAPTERS or has_math:
             assert _wait_for_math(page) > 0, f"{chapter}: MathJax rendered no formula"
         _check_math_screenshot_and_errors(page, chapter, errors)
+        _screenshot_schematic(page, chapter, 1280)
     finally:
         page.close()
+
+
+SCHEMATIC = "section#the-argument-in-one-picture"  # chapter 2's closing section: the 2×2 and its argument
+SCHEMATIC_CHAPTER = "notebooks/02_gradient_flow"
+
+
+def _screenshot_schematic(page, name: str, width: int) -> None:
+    """Chapter 2's "argument in one picture" section as its own screenshot, ``schematic-<width>.png`` (issue 25)."""
+    section = page.locator(SCHEMATIC)
+    if name == SCHEMATIC_CHAPTER:
+        assert section.count() == 1, f"{name}: no {SCHEMATIC}"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")  # no focused skip link on it
+        section.screenshot(path=str(SCREENSHOTS / f"schematic-{width}.png"))
 
 
 def _check_math_screenshot_and_errors(page, name: str, errors: list[str]) -> None:
@@ -432,7 +447,8 @@ def test_no_sideways_scroll_at_390_px_legends_below_one_column(browser, base_url
         page.wait_for_timeout(300)
         scroll = page.evaluate("() => document.documentElement.scrollWidth")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{Path(name).name}-390.png"))
+        page.screenshot(path=str(SCREENSHOTS / f"{Path(name).name}-390.png"))  # the opening, as a phone shows it
+        _screenshot_schematic(page, name, 390)
         assert scroll <= 390, f"{name}: the page is {scroll} px wide at a 390-px viewport"
         for figure in page.evaluate(NARROW_LAYOUT):
             assert figure["columns"] == 1, f"{name}: {figure}"
